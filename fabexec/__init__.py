@@ -1,0 +1,50 @@
+"""fabexec: run a shell command the same way locally, over SSH, on many hosts or under MPI."""
+
+from .errors import (
+    AuthenticationError,
+    CommandError,
+    CommandTimeoutError,
+    ConnectionLostError,
+    ExecInfoError,
+    FabexecError,
+    HostError,
+    HostfileError,
+    HostKeyError,
+    HostLookupError,
+    HostStoppedAnsweringError,
+    MpiError,
+    OutputWriteError,
+    PathNotFoundError,
+    TransferError,
+    UnreachableError,
+)
+from .exec import Exec
+from .hostfile import Hostfile
+from .info import ExecInfo, ExecType, LocalExecInfo, MpiExecInfo, PsshExecInfo, SshExecInfo
+
+__all__ = [
+    "AuthenticationError",
+    "CommandError",
+    "CommandTimeoutError",
+    "ConnectionLostError",
+    "Exec",
+    "ExecInfo",
+    "ExecInfoError",
+    "ExecType",
+    "FabexecError",
+    "HostError",
+    "HostKeyError",
+    "HostLookupError",
+    "HostStoppedAnsweringError",
+    "Hostfile",
+    "HostfileError",
+    "LocalExecInfo",
+    "MpiError",
+    "MpiExecInfo",
+    "OutputWriteError",
+    "PathNotFoundError",
+    "PsshExecInfo",
+    "SshExecInfo",
+    "TransferError",
+    "UnreachableError",
+]

@@ -1,0 +1,80 @@
+"""Turning ``cmd`` + env + cwd + sudo into one bash script, quoted once.
+
+The same script runs locally (``bash -c``) and remotely (sshd hands it to the
+login shell, which execs bash), so a command behaves identically everywhere.
+Every value the user gave is quoted with `shlex.quote`, which is what Fabric's
+inline env leaves undone (see its ``Remote.start``).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import uuid
+from typing import Dict, Optional, Sequence, Union
+
+from .errors import CommandError
+
+Command = Union[str, Sequence[str]]
+
+#: Every process a command starts inherits this variable, so `kill` can find
+#: them all, even those that left the process group (``setsid``, daemons).
+TAG_VAR = "FABEXEC_TAG"
+
+#: sudo's prompt when a password is needed, answered from ``sudo_password``.
+SUDO_PROMPT = "[fabexec] sudo password: "
+
+
+def script_of(cmd: Command) -> str:
+    """A list of commands runs one after another in one shell, like a script."""
+    if isinstance(cmd, str):
+        commands = [cmd]
+    elif isinstance(cmd, (list, tuple)) and all(isinstance(c, str) for c in cmd):
+        commands = list(cmd)
+    else:
+        raise CommandError(f"cmd must be a string or a list of strings, not {cmd!r}")
+    if not commands or not any(c.strip() for c in commands):
+        raise CommandError("cmd is empty: nothing to run")
+    return "\n".join(commands)
+
+
+def shell_script(
+    cmd: Command,
+    env: Optional[Dict[str, str]] = None,
+    cwd: Optional[Union[str, "os.PathLike[str]"]] = None,
+    sudo: bool = False,
+    sudoenv: bool = True,
+    sudo_password: bool = False,
+) -> str:
+    """The script that runs ``cmd`` with ``env`` exported, in ``cwd``, under sudo."""
+    lines = []
+    if env:
+        lines.append("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()))
+    if cwd is not None:
+        lines.append(f"cd -- {shlex.quote(os.fspath(cwd))} || exit 1")
+    lines.append(script_of(cmd))
+    script = "\n".join(lines)
+    if not sudo:
+        return script
+    flags = ["-E"] if sudoenv else []
+    run = shlex.join(["sudo", "-n", *flags, "bash", "-c", script])
+    if not sudo_password:
+        return run
+    # sudo -v reads the password from stdin (typed there by a watcher when the
+    # prompt shows) and caches it; the command itself then gets an empty stdin.
+    validate = shlex.join(["sudo", "-S", "-p", SUDO_PROMPT, "-v"])
+    return f"{validate} || exit 1\nexec </dev/null\n{run}"
+
+
+def remote_line(script: str, tag: str) -> str:
+    """What sshd's login shell runs: bash with the tag in its environment."""
+    return f"{TAG_VAR}={tag} exec bash -c {shlex.quote(script)}"
+
+
+def tag_script(script: str, tag: str) -> str:
+    """A local script that tags every process it starts (bash itself leads their group)."""
+    return f"export {TAG_VAR}={tag}\n{script}"
+
+
+def new_tag() -> str:
+    return uuid.uuid4().hex

@@ -1,0 +1,115 @@
+"""The typed errors of fabexec.
+
+Two families. A wrong argument is raised at once, before anything runs
+(`ExecInfoError`, `HostfileError`, `PathNotFoundError`, `MpiError`, ...).
+What goes wrong *on a host* while a command runs (unreachable, timed out,
+stopped answering) is a `HostError`: it is not raised but kept in
+``Exec.errors[host]``, so that one bad host never hides the others' results.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class FabexecError(Exception):
+    """Base of every error fabexec raises or records."""
+
+
+class ExecInfoError(FabexecError, ValueError):
+    """An `ExecInfo` keyword has a wrong type or value; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"ExecInfo({field}=...): {message}")
+
+
+class CommandError(FabexecError, ValueError):
+    """``cmd`` is not a string or a list of strings, or has nothing to run."""
+
+
+class HostfileError(FabexecError, ValueError):
+    """A hostfile or host expression cannot be parsed.
+
+    ``path`` and ``line`` say where (``path`` is None for text given inline),
+    ``text`` is the offending text.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Optional[str] = None,
+        line: Optional[int] = None,
+        text: Optional[str] = None,
+    ) -> None:
+        self.path, self.line, self.text = path, line, text
+        where = path or "<hosts>"
+        if line is not None:
+            where += f", line {line}"
+        detail = f": {text!r}" if text is not None else ""
+        super().__init__(f"{where}{detail}: {message}")
+
+
+class HostLookupError(HostfileError):
+    """A host name has no IP address (raised only when its IP is asked for)."""
+
+
+class PathNotFoundError(FabexecError, FileNotFoundError):
+    """A local path the command needs (``cwd``, an output folder) does not exist."""
+
+    def __init__(self, field: str, path: str, message: str) -> None:
+        self.field, self.path = field, path
+        super().__init__(f"{field}={path!r}: {message}")
+
+
+class MpiError(FabexecError):
+    """The MPI launcher is missing, unknown, or cannot do what was asked."""
+
+
+class TransferError(FabexecError):
+    """A file copy cannot even start (e.g. the local source is missing)."""
+
+
+class HostError(FabexecError):
+    """What ended a command on one host; kept in ``Exec.errors[host]``."""
+
+    exit_code = 255
+
+    def __init__(self, host: str, message: str) -> None:
+        self.host = host
+        super().__init__(f"{host}: {message}")
+
+
+class UnreachableError(HostError):
+    """The host could not be connected to (refused, no route, silent)."""
+
+
+class AuthenticationError(HostError):
+    """The host refused every key or password we offered."""
+
+
+class HostKeyError(HostError):
+    """The host's key is unknown under ``strict_ssh=True``, or has changed."""
+
+
+class ConnectionLostError(HostError):
+    """The connection broke mid-command (reset, or EOF with no exit status)."""
+
+
+class HostStoppedAnsweringError(ConnectionLostError):
+    """Keepalive requests went unanswered: the host hangs or the network is gone."""
+
+
+class CommandTimeoutError(HostError):
+    """The command ran longer than ``timeout`` and was stopped with all it started."""
+
+    exit_code = 124  # as coreutils' timeout(1)
+
+
+class OutputWriteError(HostError):
+    """An output file (``pipe_stdout``/``pipe_stderr``) could not be written."""
+
+    def __init__(self, host: str, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(host, f"cannot write output file {path!r}: {reason}")

@@ -1,0 +1,133 @@
+"""`Exec`: run a command the way its `ExecInfo` says, and keep the results."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Dict, Optional, Protocol
+
+from .command import Command
+from .errors import HostError
+from .info import ExecInfo, ExecType, LocalExecInfo
+from .local import HostResult, LocalExecutor
+from .tee import Outputs
+
+
+class Executor(Protocol):
+    cmd: str
+    hosts: list
+
+    def start(self, outputs: Outputs) -> None: ...
+    def wait(self) -> Dict[str, HostResult]: ...
+    def kill(self) -> None: ...
+
+
+def executor_for(cmd: Command, info: ExecInfo) -> Executor:
+    """The executor for ``info.exec_type``; ``localhost`` alone runs locally."""
+    if info.exec_type is ExecType.LOCAL or (
+        info.exec_type in (ExecType.SSH, ExecType.PSSH) and info.targets.is_local()
+    ):
+        return LocalExecutor(cmd, info)
+    if info.exec_type is ExecType.SSH:
+        from .ssh import SshExecutor
+        return SshExecutor(cmd, info)
+    if info.exec_type is ExecType.PSSH:
+        from .pssh import PsshExecutor
+        return PsshExecutor(cmd, info)
+    from .mpi import MpiExecutor
+    return MpiExecutor(cmd, info)
+
+
+class Exec:
+    """Run ``cmd`` (a string, or a list run like lines of a script).
+
+    The same result shape everywhere: ``stdout``/``stderr``/``exit_codes``/
+    ``errors`` keyed by host, and ``exit_code``, 0 when every host succeeded.
+    A failing command or an unreachable host is a result, not an exception; a
+    wrong argument raises at once, before anything runs.
+    """
+
+    def __init__(self, cmd: Command, exec_info: Optional[ExecInfo] = None) -> None:
+        info = exec_info if exec_info is not None else LocalExecInfo()
+        if not isinstance(info, ExecInfo):
+            raise TypeError(f"exec_info must be an ExecInfo, not {info!r}")
+        self.exec_info = info
+        self._executor = executor_for(cmd, info)
+        self.cmd: str = self._executor.cmd
+        self.hosts = list(self._executor.hosts)
+        self.stdout: Dict[str, str] = {h: "" for h in self.hosts}
+        self.stderr: Dict[str, str] = {h: "" for h in self.hosts}
+        self.exit_codes: Dict[str, Optional[int]] = {h: None for h in self.hosts}
+        self.errors: Dict[str, HostError] = {}
+        self.exit_code: Optional[int] = None
+        self._outputs = Outputs(
+            self.hosts,
+            collect=bool(info.collect_output),
+            hide=bool(info.hide_output),
+            pipe_stdout=_path(info.pipe_stdout),
+            pipe_stderr=_path(info.pipe_stderr),
+            stdout=sys.stdout,
+            stderr=sys.stderr,
+        )
+        self._done = False
+        try:
+            self._executor.start(self._outputs)
+        except BaseException:
+            self._outputs.close()
+            raise
+        if info.sleep_ms:
+            time.sleep(info.sleep_ms / 1000)
+        if not info.exec_async:
+            self.wait()
+
+    def wait(self) -> int:
+        """Wait for every host to finish; fill the results; return ``exit_code``."""
+        if self._done:
+            return self.exit_code  # type: ignore[return-value]
+        try:
+            results = self._executor.wait()
+        except BaseException:  # ^C or SIGTERM: end the command everywhere first
+            self._executor.kill()
+            self._outputs.close()
+            self._done = True
+            raise
+        for error in self._outputs.close():
+            results[error.host] = HostResult(results[error.host].exit_code or 1, error)
+        self._collect(results)
+        self._done = True
+        return self.exit_code  # type: ignore[return-value]
+
+    def kill(self) -> int:
+        """End the command and everything it started on every host, then wait."""
+        if not self._done:
+            self._executor.kill()
+        return self.wait()
+
+    def _collect(self, results: Dict[str, HostResult]) -> None:
+        for host in self.hosts:
+            tees = self._outputs.tees[host]
+            self.stdout[host] = tees["stdout"].text
+            self.stderr[host] = tees["stderr"].text
+            result = results[host]
+            self.exit_codes[host] = result.exit_code
+            if result.error is not None:
+                self.errors[host] = result.error
+        failing = [c for c in self.exit_codes.values() if c]
+        self.exit_code = failing[0] if failing else 0
+
+    def failed(self) -> bool:
+        """True when any host failed (nonzero exit, or an error)."""
+        return bool(self.exit_code) or bool(self.errors)
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def __repr__(self) -> str:
+        state = f"exit_code={self.exit_code}" if self._done else "running"
+        return f"Exec({self.cmd!r}, hosts={self.hosts}, {state})"
+
+
+def _path(value: Optional[os.PathLike]) -> Optional[str]:
+    return None if value is None else os.fspath(value)

@@ -1,0 +1,270 @@
+"""How to run a command: `ExecInfo` and its presets.
+
+`ExecInfo` keeps jarvis-util's keywords and defaults, so migrating code only
+changes its imports; the SSH and MPI keywords come after them. Every field is
+checked when the object is made, so a wrong value fails at the line that wrote
+it, with the field's name, and never half-way through a run on 64 hosts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import numbers
+import os
+from dataclasses import dataclass, field
+from typing import IO, Any, Dict, List, Optional, Sequence, Union
+
+from .errors import ExecInfoError
+from .hostfile import Hostfile
+
+PathLike = Union[str, "os.PathLike[str]"]
+StdinLike = Union[str, bytes, IO[Any], None]
+
+
+class ExecType(enum.Enum):
+    """The way a command runs; the four MPI flavors skip flavor detection."""
+
+    LOCAL = "LOCAL"
+    SSH = "SSH"
+    PSSH = "PSSH"
+    MPI = "MPI"
+    MPICH = "MPICH"
+    OPENMPI = "OPENMPI"
+    INTEL_MPI = "INTEL_MPI"
+    CRAY_MPICH = "CRAY_MPICH"
+
+    @property
+    def is_mpi(self) -> bool:
+        return self in _MPI_TYPES
+
+
+_MPI_TYPES = {ExecType.MPI, ExecType.MPICH, ExecType.OPENMPI, ExecType.INTEL_MPI,
+              ExecType.CRAY_MPICH}
+
+#: Hosts in flight at once when fanning out. Measured in bench/fanout.py: past
+#: 64 parallel handshakes, 2 cores gain nothing and memory keeps growing.
+DEFAULT_MAX_PARALLEL = 64
+
+
+@dataclass
+class ExecInfo:
+    """Everything that says how `Exec` runs a command (see the README's table)."""
+
+    exec_type: ExecType = ExecType.LOCAL
+    nprocs: Optional[int] = None
+    ppn: Optional[int] = None
+    user: Optional[str] = None
+    pkey: Optional[PathLike] = None
+    port: Optional[int] = None
+    hostfile: Union[PathLike, Hostfile, None] = None
+    hosts: Union[str, Sequence[str], Hostfile, None] = None
+    env: Optional[Dict[str, Any]] = None
+    sleep_ms: float = 0
+    sudo: bool = False
+    sudoenv: bool = True
+    cwd: Optional[PathLike] = None
+    collect_output: Optional[bool] = None
+    pipe_stdout: Optional[PathLike] = None
+    pipe_stderr: Optional[PathLike] = None
+    hide_output: Optional[bool] = None
+    exec_async: bool = False
+    stdin: StdinLike = None
+    do_dbg: bool = False
+    dbg_port: Optional[int] = None
+    strict_ssh: bool = False
+    timeout: Optional[float] = None
+    # SSH and parallel SSH
+    connect_timeout: float = 10
+    max_parallel: int = DEFAULT_MAX_PARALLEL
+    ssh_config: Optional[PathLike] = None
+    known_hosts: Optional[PathLike] = None
+    sudo_password: Optional[str] = field(default=None, repr=False)
+    keepalive_interval: Optional[float] = None
+    keepalive_count: Optional[int] = None
+    # MPI
+    mpiexec: str = "mpiexec"
+    mpi_args: Optional[List[str]] = None
+    # invoke watchers (e.g. a Responder), fed a bounded window of recent output
+    watchers: Optional[List[Any]] = None
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def mod(self, **changes: Any) -> ExecInfo:
+        """A copy with ``changes`` applied (and checked like a new object).
+
+        Setting ``hosts`` drops an earlier ``hostfile`` and the other way round,
+        since the two together are an error.
+        """
+        if "hosts" in changes and "hostfile" not in changes:
+            changes["hostfile"] = None
+        elif "hostfile" in changes and "hosts" not in changes:
+            changes["hosts"] = None
+        elif "hosts" not in changes:
+            # ``hostfile`` already holds the hosts given at construction.
+            changes["hosts"] = None
+        return dataclasses.replace(self, **changes)
+
+    def copy(self) -> ExecInfo:
+        return self.mod()
+
+    @property
+    def targets(self) -> Hostfile:
+        """The hosts to run on: the hostfile, else ``localhost``."""
+        return self.hostfile if self.hostfile is not None else Hostfile()
+
+
+@dataclass
+class LocalExecInfo(ExecInfo):
+    """Run in a local shell (the default)."""
+
+    exec_type: ExecType = ExecType.LOCAL
+
+
+@dataclass
+class SshExecInfo(ExecInfo):
+    """Run on one host through a Fabric Connection."""
+
+    exec_type: ExecType = ExecType.SSH
+
+
+@dataclass
+class PsshExecInfo(ExecInfo):
+    """Run on every host at once, at most ``max_parallel`` in flight."""
+
+    exec_type: ExecType = ExecType.PSSH
+
+
+@dataclass
+class MpiExecInfo(ExecInfo):
+    """Run as an MPI job; the installed MPI flavor is detected."""
+
+    exec_type: ExecType = ExecType.MPI
+
+
+# --------------------------------------------------------------------------- checks
+
+def _validate(info: ExecInfo) -> None:
+    if not isinstance(info.exec_type, ExecType):
+        try:
+            info.exec_type = ExecType[str(info.exec_type).upper()]
+        except KeyError:
+            names = ", ".join(t.name for t in ExecType)
+            raise ExecInfoError("exec_type", f"unknown {info.exec_type!r}; one of {names}") \
+                from None
+    for name in ("nprocs", "ppn", "port", "dbg_port", "keepalive_count", "max_parallel"):
+        _check_positive_int(info, name)
+    if info.port is not None and info.port > 65535:
+        raise ExecInfoError("port", f"{info.port} is not a TCP port (1-65535)")
+    for name in ("sleep_ms",):
+        _check_number(info, name, allow_zero=True)
+    for name in ("timeout", "connect_timeout", "keepalive_interval"):
+        _check_number(info, name, allow_zero=name == "keepalive_interval")
+    for name in ("sudo", "sudoenv", "exec_async", "do_dbg", "strict_ssh"):
+        if not isinstance(getattr(info, name), bool):
+            raise ExecInfoError(name, f"must be True or False, not {getattr(info, name)!r}")
+    for name in ("collect_output", "hide_output"):
+        if getattr(info, name) is not None and not isinstance(getattr(info, name), bool):
+            raise ExecInfoError(name, f"must be True, False or None, not {getattr(info, name)!r}")
+    for name in ("user", "sudo_password", "mpiexec"):
+        value = getattr(info, name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ExecInfoError(name, f"must be a non-empty string, not {value!r}")
+    for name in ("pkey", "cwd", "pipe_stdout", "pipe_stderr", "ssh_config", "known_hosts"):
+        _check_path(info, name)
+    _check_env(info)
+    _check_stdin(info)
+    if info.stdin is not None and info.sudo_password is not None:
+        raise ExecInfoError("stdin", "cannot be combined with sudo_password: sudo reads the "
+                            "password from stdin")
+    _check_list_of_str(info, "mpi_args")
+    if info.watchers is not None and not isinstance(info.watchers, (list, tuple)):
+        raise ExecInfoError("watchers", "must be a list of invoke StreamWatcher objects")
+    _normalize_hosts(info)
+    if info.exec_type.is_mpi and info.nprocs is None:
+        raise ExecInfoError("nprocs", "an MPI job needs nprocs, a positive integer")
+
+
+def _check_positive_int(info: ExecInfo, name: str) -> None:
+    value = getattr(info, name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ExecInfoError(name, f"must be a positive integer, not {value!r}")
+    if value < 1:
+        raise ExecInfoError(name, f"must be a positive integer, not {value}")
+
+
+def _check_number(info: ExecInfo, name: str, allow_zero: bool) -> None:
+    value = getattr(info, name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ExecInfoError(name, f"must be a number, not {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ExecInfoError(name, f"must be {'>= 0' if allow_zero else '> 0'}, not {value}")
+
+
+def _check_path(info: ExecInfo, name: str) -> None:
+    value = getattr(info, name)
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise ExecInfoError(name, f"must be a path (str or os.PathLike), not {value!r}")
+    if isinstance(value, str) and not value:
+        raise ExecInfoError(name, "must not be an empty path")
+
+
+def _check_env(info: ExecInfo) -> None:
+    if info.env is None:
+        return
+    if not isinstance(info.env, dict):
+        raise ExecInfoError("env", f"must be a dict of names to values, not {info.env!r}")
+    clean = {}
+    for key, value in info.env.items():
+        if not isinstance(key, str) or not key.isidentifier() or not key.isascii():
+            raise ExecInfoError("env", f"{key!r} is not a valid environment variable name")
+        if value is None or isinstance(value, (dict, list, tuple, set, bytes)):
+            raise ExecInfoError("env", f"value of {key} must be a string or number, not "
+                                f"{value!r}")
+        clean[key] = str(value)
+    info.env = clean
+
+
+def _check_stdin(info: ExecInfo) -> None:
+    value = info.stdin
+    if value is None or isinstance(value, (str, bytes)):
+        return
+    if not hasattr(value, "read"):
+        raise ExecInfoError("stdin", f"must be a str, bytes or readable file, not {value!r}")
+
+
+def _check_list_of_str(info: ExecInfo, name: str) -> None:
+    value = getattr(info, name)
+    if value is None:
+        return
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        raise ExecInfoError(name, f"must be a list of strings, not {value!r}")
+    setattr(info, name, list(value))
+
+
+def _normalize_hosts(info: ExecInfo) -> None:
+    """Turn ``hosts`` or ``hostfile`` into one `Hostfile` in ``info.hostfile``."""
+    if info.hosts is not None and info.hostfile is not None:
+        raise ExecInfoError("hosts", "give hosts or hostfile, not both")
+    if info.hostfile is not None:
+        if isinstance(info.hostfile, Hostfile):
+            return
+        if not isinstance(info.hostfile, (str, os.PathLike)):
+            raise ExecInfoError("hostfile", f"must be a path or a Hostfile, not {info.hostfile!r}")
+        info.hostfile = Hostfile(path=os.fspath(info.hostfile))
+    elif info.hosts is not None:
+        hosts = info.hosts
+        if isinstance(hosts, Hostfile):
+            info.hostfile = hosts
+        elif isinstance(hosts, str):
+            info.hostfile = Hostfile(all_hosts=[hosts])
+        elif isinstance(hosts, (list, tuple)) and hosts and all(isinstance(h, str) for h in hosts):
+            info.hostfile = Hostfile(all_hosts=list(hosts))
+        else:
+            raise ExecInfoError("hosts", f"must be a host name, a non-empty list of names or a "
+                                f"Hostfile, not {hosts!r}")

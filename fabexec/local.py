@@ -1,0 +1,82 @@
+"""Running a command in a local bash, through our invoke runner."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional
+
+from invoke import Promise
+from invoke.exceptions import CommandTimedOut
+
+from .command import Command, new_tag, shell_script, tag_script
+from .errors import CommandTimeoutError, HostError, PathNotFoundError
+from .info import ExecInfo
+from .runners import LocalRunner, Stdin, local_context
+from .tee import Outputs
+
+LOCALHOST = "localhost"
+BASH = "/bin/bash"
+
+
+@dataclass
+class HostResult:
+    """How a command ended on one host."""
+
+    exit_code: int
+    error: Optional[HostError] = None
+
+
+def exit_status(returncode: Optional[int]) -> int:
+    """A shell's ``$?``: a command killed by signal N gives 128+N."""
+    if returncode is None:
+        return 255
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def stdin_of(info: ExecInfo) -> Stdin:
+    return info.stdin.encode() if isinstance(info.stdin, str) else info.stdin
+
+
+class LocalExecutor:
+    """One command (or an mpiexec line) in a local bash, in its own session."""
+
+    def __init__(self, cmd: Command, info: ExecInfo, script: Optional[str] = None) -> None:
+        self.info = info
+        if info.cwd is not None and not os.path.isdir(info.cwd):
+            raise PathNotFoundError("cwd", os.fspath(info.cwd), "no such folder")
+        self.cmd = script or shell_script(cmd, info.env, info.cwd, info.sudo, info.sudoenv,
+                                          info.sudo_password is not None)
+        self.hosts: List[str] = [LOCALHOST]
+
+    def start(self, outputs: Outputs) -> None:
+        tag = new_tag()
+        self.runner = LocalRunner(local_context())
+        self.runner.setup_io(outputs.tees[LOCALHOST], tag, stdin_of(self.info),
+                             self.info.watchers, self.info.sudo_password)
+        self._ended = self._outcome(lambda: self.runner.run(
+            tag_script(self.cmd, tag), shell=BASH, env={}, replace_env=True,
+            warn=True, hide=True, echo=False, in_stream=False, watchers=[],
+            asynchronous=self.info.exec_async, timeout=self.info.timeout,
+        ))
+
+    def _outcome(self, step: Callable[[], Any]) -> Optional[HostResult]:
+        """Run ``step``; its `HostResult` once the command ended, None while it runs."""
+        try:
+            result = step()
+        except CommandTimedOut as e:
+            error = CommandTimeoutError(LOCALHOST, f"timed out after {e.timeout} s; the "
+                                        "command and every process it started were ended")
+            return HostResult(error.exit_code, error)
+        if isinstance(result, Promise):
+            self.promise = result
+            return None
+        return HostResult(exit_status(result.exited))
+
+    def wait(self) -> Dict[str, HostResult]:
+        if self._ended is None:
+            self._ended = self._outcome(self.promise.join)
+        return {LOCALHOST: self._ended}
+
+    def kill(self) -> None:
+        self.runner.kill()

@@ -1,0 +1,234 @@
+"""invoke's runners, changed where they fall short for cluster work.
+
+invoke's `Runner` reads 1,000 bytes at a time, joins the whole output so far
+after every chunk for its watchers, decodes each chunk on its own and sleeps
+10 ms per turn of its wait loop (see DESIGN.md). We keep its life cycle
+(``run`` -> ``start`` -> IO threads -> ``wait`` -> ``_finish``) and replace only
+the steps that cost: reading goes to a `Tee` in large chunks, waiting blocks
+instead of polling, and ``kill`` ends the whole process tree.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import subprocess
+import threading
+from types import SimpleNamespace
+from typing import IO, Any, Callable, Dict, List, Optional, Tuple, Union
+
+from invoke import Config, Local
+from invoke.util import ExceptionHandlingThread
+
+from .command import SUDO_PROMPT
+from .reaper import kill_local
+from .tee import Tee, WatchWindow
+
+#: Bytes per read. A pipe holds 64 KiB; asking for more costs nothing.
+CHUNK = 256 * 1024
+
+Stdin = Union[bytes, IO[Any], None]
+
+
+class TeeRunner:
+    """The part shared by our local and remote runners: output goes to Tees.
+
+    Mixed in before an invoke runner class; overrides its ``handle_stdout`` and
+    ``handle_stderr`` thread bodies, which in invoke buffer, decode and
+    re-join everything.
+    """
+
+    read_chunk_size = CHUNK
+
+    def setup_io(self, tees: Dict[str, Tee], tag: str, stdin: Stdin,
+                 watchers: Optional[list], sudo_password: Optional[str]) -> None:
+        self.tees, self.tag, self.stdin_data = tees, tag, stdin
+        self.killed = False
+        answers = list(watchers or [])
+        if sudo_password is not None:
+            answers.append(_SudoAnswer(sudo_password))
+        self.wants_stdin = bool(answers) or stdin is not None
+        if answers:
+            for tee in tees.values():
+                tee.watch = WatchWindow(answers, self.write_proc_stdin)
+
+    def handle_stdout(self, buffer_: Any, hide: bool, output: Any) -> None:
+        self._pump(self.read_proc_stdout, self.tees["stdout"])
+
+    def handle_stderr(self, buffer_: Any, hide: bool, output: Any) -> None:
+        self._pump(self.read_proc_stderr, self.tees["stderr"])
+
+    def _pump(self, read: Callable[[int], Optional[bytes]], tee: Tee) -> None:
+        """Read until EOF; a file that cannot be written ends the command."""
+        while True:
+            data = read(CHUNK)
+            if not data:
+                return
+            tee.write(data)
+            if tee.error is not None and not self.killed:
+                self.kill()
+
+    def start_timer(self, timeout: Optional[float]) -> None:
+        # invoke infers a timeout from its Timer thread having ended, which
+        # races with a kill that is still waiting for the tree to go.
+        self.timer_fired = False
+        if timeout is not None:
+            self._timer = threading.Timer(timeout, self._time_out)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _time_out(self) -> None:
+        self.timer_fired = True
+        self.kill()
+
+    @property
+    def timed_out(self) -> bool:
+        return self.timer_fired
+
+    def feed_stdin(self) -> None:
+        """Write the caller's stdin in a thread, then close it (EOF to the command)."""
+        data = self.stdin_data
+        if data is None:
+            return
+
+        def feed() -> None:
+            try:
+                if isinstance(data, bytes):
+                    self._write_proc_stdin(data)
+                else:
+                    while True:
+                        chunk = data.read(CHUNK)
+                        if not chunk:
+                            break
+                        self._write_proc_stdin(
+                            chunk.encode() if isinstance(chunk, str) else chunk)
+                self.close_proc_stdin()
+            except OSError:  # the command exited without reading it all
+                pass
+
+        threading.Thread(target=feed, daemon=True, name="fabexec-stdin").start()
+
+
+class _SudoAnswer:
+    """A watcher that types ``sudo_password`` when sudo prompts for it.
+
+    A minimal `invoke.StreamWatcher`: the password is written to the command's
+    stdin only, never to any output.
+    """
+
+    def __init__(self, password: str) -> None:
+        self.password = password
+        self.index = 0
+
+    def submit(self, stream: str) -> list:
+        found = stream.find(SUDO_PROMPT, self.index)
+        if found < 0:
+            return []
+        self.index = found + len(SUDO_PROMPT)
+        return [self.password + "\n"]
+
+
+class LocalRunner(TeeRunner, Local):
+    """invoke's `Local`, in its own session so that the whole tree can be ended."""
+
+    def start(self, command: str, shell: str, env: Dict[str, Any]) -> None:
+        if self.stdin_data is not None and hasattr(self.stdin_data, "fileno"):
+            try:
+                stdin: Any = self.stdin_data.fileno()
+                self.stdin_data = None  # the command reads the file itself
+            except (OSError, ValueError):
+                stdin = subprocess.PIPE
+        else:
+            stdin = subprocess.PIPE if self.wants_stdin else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [shell, "-c", command],
+            env=env or None,  # None inherits ours without re-encoding it
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.feed_stdin()
+
+    def create_io_threads(self) -> Tuple[Dict[Callable, Any], List[str], List[str]]:
+        """No thread for a run we wait for (``wait`` reads); one for an async run.
+
+        invoke starts a thread per stream; starting threads costs more than
+        running ``true``.
+        """
+        threads: Dict[Callable, Any] = {}
+        if self._asynchronous:
+            threads[self._read_pipes] = ExceptionHandlingThread(target=self._read_pipes)
+        return threads, [], []
+
+    def _read_pipes(self) -> None:
+        """Both pipes, until both end, through one selector."""
+        pipes = {self.process.stdout.fileno(): self.tees["stdout"],
+                 self.process.stderr.fileno(): self.tees["stderr"]}
+        with selectors.DefaultSelector() as selector:
+            for fd in pipes:
+                selector.register(fd, selectors.EVENT_READ)
+            while pipes:
+                for key, _ in selector.select():
+                    data = os.read(key.fd, CHUNK)
+                    if not data:
+                        selector.unregister(key.fd)
+                        del pipes[key.fd]
+                        continue
+                    tee = pipes[key.fd]
+                    tee.write(data)
+                    if tee.error is not None and not self.killed:
+                        self.kill()
+
+    def _write_proc_stdin(self, data: bytes) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.write(data)
+            self.process.stdin.flush()
+
+    def close_proc_stdin(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+
+    def wait(self) -> None:
+        # Blocks (in select, then waitpid; signals still arrive), where invoke
+        # polls every 10 ms.
+        if not self._asynchronous:
+            self._read_pipes()
+        self.process.wait()
+
+    def send_interrupt(self, interrupt: KeyboardInterrupt) -> None:
+        # invoke forwards ^C as a byte on stdin and keeps waiting; we end the
+        # command's whole tree and let the interrupt go on to the caller.
+        self.kill()
+        raise interrupt
+
+    def kill(self) -> None:
+        self.killed = True
+        kill_local(self.process.pid, self.tag)
+
+    def stop(self) -> None:
+        super().stop()
+        for pipe in (self.process.stdout, self.process.stderr, self.process.stdin):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+
+
+_context: Optional[SimpleNamespace] = None
+
+
+def local_context() -> Any:
+    """What a runner reads of its invoke Context, snapshotted once per process.
+
+    invoke reads its layered `Config` through proxies on every run, which
+    costs a third of a millisecond; every value we rely on is passed to
+    ``run()`` explicitly anyway.
+    """
+    global _context
+    if _context is None:
+        config = Config()
+        _context = SimpleNamespace(config=SimpleNamespace(
+            run=dict(config.run), timeouts=SimpleNamespace(command=None)))
+    return _context

@@ -1,0 +1,296 @@
+"""The output fan-out: bytes in; terminal, memory, file and watchers out.
+
+A runner hands each chunk it reads to one `Tee` per host and stream. Files get
+the exact bytes; the terminal, memory and watchers get text decoded
+incrementally, so a UTF-8 character cut by a chunk boundary stays whole and an
+invalid byte becomes U+FFFD instead of an exception. Nothing is kept unless
+collected, and no step grows with the output already seen.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import threading
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Union
+
+from .errors import OutputWriteError, PathNotFoundError
+
+AnyStr = Union[str, bytes]
+
+#: How much recent text a watcher (e.g. invoke's Responder) is shown.
+WATCH_WINDOW = 64 * 1024
+
+
+class LineJoiner:
+    """Whole lines out of arbitrary chunks, each line prefixed.
+
+    Several hosts writing to one terminal or file must never cut into each
+    other's lines; a partial line waits (as a list of pieces, so that a 10 MiB
+    line is joined once, not once per chunk) until its newline arrives.
+    """
+
+    def __init__(self, prefix: AnyStr, newline: AnyStr) -> None:
+        self.prefix, self.newline = prefix, newline
+        self._pending: List[AnyStr] = []
+
+    def feed(self, chunk: AnyStr) -> AnyStr:
+        head, sep, tail = chunk.rpartition(self.newline)
+        if not sep:
+            self._pending.append(chunk)
+            return chunk[:0]
+        lines = chunk[:0].join([*self._pending, head])
+        self._pending = [tail] if tail else []
+        joiner = self.newline + self.prefix
+        return self.prefix + lines.replace(self.newline, joiner) + self.newline
+
+    def flush(self) -> AnyStr:
+        """The last line, ended with a newline even if the output had none."""
+        if not self._pending:
+            return self.newline[:0]
+        rest = self.newline[:0].join(self._pending)
+        self._pending = []
+        return self.prefix + rest + self.newline
+
+
+class Terminal:
+    """Live output to our own stdout or stderr, ``[host] ``-prefixed when several hosts."""
+
+    _lock = threading.Lock()  # one terminal, shared by every host's threads
+
+    def __init__(self, stream: IO[str], host: Optional[str]) -> None:
+        self.stream = stream
+        self._lines = LineJoiner(f"[{host}] ", "\n") if host is not None else None
+
+    def write(self, text: str) -> None:
+        if self._lines is not None:
+            text = self._lines.feed(text)
+            if not text:
+                return
+        with self._lock:
+            self.stream.write(text)
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self._lines is not None:
+            rest = self._lines.flush()
+            if rest:
+                with self._lock:
+                    self.stream.write(rest)
+                    self.stream.flush()
+
+
+class OutputFile:
+    """One file that receives bytes, byte for byte, unbuffered.
+
+    Unbuffered, so that what a host sent before it crashed is on disk.
+    ``hosts`` > 1 means several hosts share it: then it receives whole lines,
+    each prefixed with its host, through one `SharedView` per host.
+    """
+
+    def __init__(self, path: str, field: str) -> None:
+        self.path = path
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise PathNotFoundError(field, path, f"folder {folder!r} does not exist")
+        try:
+            self._file = open(path, "wb", buffering=0)  # noqa: SIM115 (closed by close())
+        except OSError as e:
+            raise OutputWriteError("localhost", path, e.strerror or str(e)) from None
+        self._lock = threading.Lock()
+        self._users = 0
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        with self._lock:
+            while view:  # a raw write may take fewer bytes than given
+                view = view[self._file.write(view):]
+
+    def attach(self) -> None:
+        self._users += 1
+
+    def close(self) -> None:
+        self._users -= 1
+        if self._users <= 0:
+            self._file.close()
+
+
+class SharedView:
+    """One host's side of an `OutputFile` shared by several hosts."""
+
+    def __init__(self, file: OutputFile, host: str) -> None:
+        self.file, self.path = file, file.path
+        self._lines = LineJoiner(f"[{host}] ".encode(), b"\n")
+        file.attach()
+
+    def write(self, data: bytes) -> None:
+        lines = self._lines.feed(data)
+        if lines:
+            self.file.write(lines)
+
+    def close(self) -> None:
+        try:
+            rest = self._lines.flush()
+            if rest:
+                self.file.write(rest)
+        finally:
+            self.file.close()
+
+
+class Tee:
+    """One stream (stdout or stderr) of one host, fanned out to its sinks."""
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        file: Any = None,
+        terminal: Optional[Terminal] = None,
+        collect: bool = False,
+        watch: Optional[Callable[[str], None]] = None,
+        encoding: str = "utf-8",
+    ) -> None:
+        self.host = host
+        self.file, self.terminal, self.watch = file, terminal, watch
+        self._chunks: Optional[List[str]] = [] if collect else None
+        wants_text = terminal is not None or collect or watch is not None
+        self._decoder = codecs.getincrementaldecoder(encoding)("replace") if wants_text else None
+        self.error: Optional[OutputWriteError] = None
+
+    def write(self, data: bytes) -> None:
+        """Hand one chunk to every sink; a file that fails is recorded and dropped."""
+        if self.file is not None:
+            try:
+                self.file.write(data)
+            except OSError as e:
+                self._fail(e)
+        if self._decoder is not None:
+            self._text(self._decoder.decode(data))
+
+    def _text(self, text: str) -> None:
+        if not text:
+            return
+        if self._chunks is not None:
+            self._chunks.append(text)
+        if self.terminal is not None:
+            self.terminal.write(text)
+        if self.watch is not None:
+            self.watch(text)
+
+    def _fail(self, e: OSError) -> None:
+        self.error = OutputWriteError(self.host, self.file.path, e.strerror or str(e))
+        file, self.file = self.file, None
+        try:
+            file.close()
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self._decoder is not None:
+            self._text(self._decoder.decode(b"", final=True))
+        if self.terminal is not None:
+            self.terminal.close()
+        if self.file is not None:
+            try:
+                self.file.close()
+            except OSError as e:
+                self._fail(e)
+
+    @property
+    def text(self) -> str:
+        """What was collected ('' when ``collect_output`` is off)."""
+        if self._chunks is None:
+            return ""
+        if len(self._chunks) > 1:
+            self._chunks[:] = ["".join(self._chunks)]
+        return self._chunks[0] if self._chunks else ""
+
+
+class WatchWindow:
+    """Feeds invoke `StreamWatcher`s a bounded window of recent output.
+
+    invoke's ``Runner.respond`` joins the *whole* output for every chunk
+    (quadratic). We keep only the last `WATCH_WINDOW` characters and shift the
+    watchers' read positions (``index``/``failure_index`` of invoke's
+    ``Responder``/``FailingResponder``) when the window slides.
+    """
+
+    def __init__(self, watchers: Sequence[Any], respond: Callable[[str], None]) -> None:
+        self.watchers, self.respond = list(watchers), respond
+        self._window = ""
+
+    def __call__(self, text: str) -> None:
+        window = self._window + text
+        if len(window) > 2 * WATCH_WINDOW:
+            dropped = len(window) - WATCH_WINDOW
+            window = window[dropped:]
+            for watcher in self.watchers:
+                for attr in ("index", "failure_index"):
+                    if isinstance(getattr(watcher, attr, None), int):
+                        setattr(watcher, attr, max(0, getattr(watcher, attr) - dropped))
+        self._window = window
+        for watcher in self.watchers:
+            for response in watcher.submit(window):
+                self.respond(response)
+
+
+class Outputs:
+    """Every host's Tees for one `Exec`, opened before anything runs."""
+
+    def __init__(
+        self,
+        hosts: Sequence[str],
+        *,
+        collect: bool,
+        hide: bool,
+        pipe_stdout: Optional[str],
+        pipe_stderr: Optional[str],
+        stdout: IO[str],
+        stderr: IO[str],
+    ) -> None:
+        self.hosts = list(hosts)
+        several = len(self.hosts) > 1
+        self.tees: Dict[str, Dict[str, Tee]] = {h: {} for h in self.hosts}
+        opened: List[Any] = []
+        try:
+            for name, pipe, stream in (("stdout", pipe_stdout, stdout),
+                                       ("stderr", pipe_stderr, stderr)):
+                files = self._files(pipe, f"pipe_{name}", opened)
+                for host in self.hosts:
+                    self.tees[host][name] = Tee(
+                        host,
+                        file=files(host),
+                        terminal=None if hide else Terminal(stream, host if several else None),
+                        collect=collect,
+                    )
+        except BaseException:
+            for f in opened:
+                f._file.close()
+            raise
+
+    def _files(self, pipe: Optional[str], field: str, opened: List[Any]) -> Callable[[str], Any]:
+        if pipe is None:
+            return lambda host: None
+        if "{host}" in pipe:
+            def per_host(host: str) -> OutputFile:
+                f = OutputFile(pipe.replace("{host}", host), field)
+                f.attach()
+                opened.append(f)
+                return f
+            return per_host
+        shared = OutputFile(pipe, field)
+        opened.append(shared)
+        if len(self.hosts) == 1:
+            shared.attach()
+            return lambda host: shared
+        return lambda host: SharedView(shared, host)
+
+    def close(self) -> List[OutputWriteError]:
+        """Close every sink; the write errors met on the way, one per host at most."""
+        errors = []
+        for streams in self.tees.values():
+            for tee in streams.values():
+                tee.close()
+                if tee.error is not None:
+                    errors.append(tee.error)
+        return errors
