@@ -41,7 +41,7 @@ def script_of(cmd: Command) -> str:
 def shell_script(
     cmd: Command,
     env: Optional[Dict[str, str]] = None,
-    cwd: Optional[Union[str, "os.PathLike[str]"]] = None,
+    cwd: Optional[Union[str, os.PathLike[str]]] = None,
     sudo: bool = False,
     sudoenv: bool = True,
     sudo_password: bool = False,
