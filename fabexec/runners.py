@@ -12,20 +12,26 @@ from __future__ import annotations
 
 import os
 import selectors
+import shlex
 import subprocess
 import threading
 from types import SimpleNamespace
 from typing import IO, Any, Callable, Dict, List, Optional, Tuple, Union
 
+from fabric.runners import Remote
 from invoke import Config, Local
 from invoke.util import ExceptionHandlingThread
+from paramiko.ssh_exception import SSHException
 
-from .command import SUDO_PROMPT
-from .reaper import kill_local
+from .command import SUDO_PROMPT, remote_line
+from .reaper import kill_local, remote_kill_script
 from .tee import Tee, WatchWindow
 
 #: Bytes per read. A pipe holds 64 KiB; asking for more costs nothing.
 CHUNK = 256 * 1024
+
+#: How long the remote reaper may take before we give up on a host.
+KILL_TIMEOUT = 10.0
 
 Stdin = Union[bytes, IO[Any], None]
 
@@ -232,3 +238,53 @@ def local_context() -> Any:
         _context = SimpleNamespace(config=SimpleNamespace(
             run=dict(config.run), timeouts=SimpleNamespace(command=None)))
     return _context
+
+
+class RemoteRunner(TeeRunner, Remote):
+    """Fabric's `Remote`, fed to Tees, and able to end what it started.
+
+    Fabric's ``kill`` closes the channel, which leaves the remote command
+    running; ours runs `remote_kill_script` on a second channel first.
+    """
+
+    def start(self, command: str, shell: str, env: Dict[str, Any]) -> None:
+        # ``command`` is complete (env exported and quoted by command.py), so
+        # Fabric's unquoted inline env is not used.
+        self.channel = self.context.create_session()
+        self.channel.exec_command(remote_line(command, self.tag))
+        if self.stdin_data is not None:
+            self.feed_stdin()
+        elif not self.wants_stdin:
+            self.channel.shutdown_write()  # EOF at once: nothing waits on stdin
+
+    def wait(self) -> None:
+        # Fabric polls exit_status_ready() every 10 ms; the channel's own
+        # event is set on an exit status and when the channel closes.
+        self.channel.status_event.wait()
+
+    def returncode(self) -> Optional[int]:
+        """The remote exit status; None when the connection ended without one."""
+        status = self.channel.exit_status if self.channel.status_event.is_set() else -1
+        return None if status == -1 else status
+
+    def send_interrupt(self, interrupt: KeyboardInterrupt) -> None:
+        self.kill()
+        raise interrupt
+
+    def kill(self) -> None:
+        self.killed = True
+        transport = self.context.transport
+        if transport is not None and transport.is_active():
+            try:
+                reaper = transport.open_session(timeout=KILL_TIMEOUT)
+                reaper.exec_command(f"bash -c {shlex.quote(remote_kill_script(self.tag))}")
+                reaper.status_event.wait(KILL_TIMEOUT)
+                reaper.close()
+            except (SSHException, OSError, EOFError):
+                pass  # the host went away: nothing of ours can be left running there
+        self.channel.close()
+
+    def stop(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+        self.channel.close()

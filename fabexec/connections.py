@@ -1,0 +1,217 @@
+"""SSH connections: Fabric's `Connection` with verified host keys, cached per process.
+
+Fabric accepts any host key (``AutoAddPolicy``, known_hosts never read) and
+lets a silent host hold ``open()`` for banner and auth timeouts of 15 and 30 s.
+`HostConnection` checks keys the way OpenSSH does and bounds the whole
+handshake by ``connect_timeout``; `connection_for` reuses one connection per
+(user, host, port, key, config) for every later `Exec`, reopening a dead one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import threading
+from typing import Any, Dict, Optional, Tuple
+
+from fabric import Config, Connection
+from paramiko import MissingHostKeyPolicy, PKey, SSHClient
+from paramiko.ssh_exception import (
+    AuthenticationException,
+    BadHostKeyException,
+    NoValidConnectionsError,
+    SSHException,
+)
+
+from .errors import AuthenticationError, HostError, HostKeyError, UnreachableError
+from .info import ExecInfo
+
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+
+
+class AcceptNewPolicy(MissingHostKeyPolicy):
+    """OpenSSH's ``StrictHostKeyChecking=accept-new``: trust and remember a new key."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def missing_host_key(self, client: SSHClient, hostname: str, key: PKey) -> None:
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        if not os.path.isdir(os.path.dirname(self.path)):
+            return  # remembered for this process only
+        with self._lock, open(self.path, "a") as f:
+            f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+class RefusePolicy(MissingHostKeyPolicy):
+    """``strict_ssh=True``: an unknown host key is refused."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def missing_host_key(self, client: SSHClient, hostname: str, key: PKey) -> None:
+        raise HostKeyError(hostname, f"unknown host key ({key.get_name()}) not in {self.path} "
+                           "and strict_ssh=True refuses it")
+
+
+class HostConnection(Connection):
+    """One host; opened lazily, with known_hosts honoured and a bounded handshake."""
+
+    # Declared here so that invoke's DataProxy treats them as attributes, not config.
+    known_hosts: str = ""
+    _open_lock: Any = None
+
+    def __init__(self, host: str, info: ExecInfo, config: Config) -> None:
+        self._open_lock = threading.Lock()
+        connect_kwargs: Dict[str, Any] = {}
+        if info.pkey is not None:
+            connect_kwargs = {"key_filename": [os.path.expanduser(os.fspath(info.pkey))],
+                              "look_for_keys": False, "allow_agent": False}
+        super().__init__(host, user=info.user, port=info.port, config=config,
+                         connect_kwargs=connect_kwargs)
+        if self.ssh_config.get("identitiesonly") == "yes" and "identityfile" in self.ssh_config:
+            self.connect_kwargs.update(look_for_keys=False, allow_agent=False)
+        # Fabric truncates to whole seconds; a silent host must not outlast this.
+        self.connect_timeout = float(info.connect_timeout)
+        timeout = self.connect_timeout
+        self.connect_kwargs.update(banner_timeout=timeout, auth_timeout=timeout,
+                                   channel_timeout=timeout)
+        self.known_hosts = _known_hosts_path(info, self.ssh_config)
+        if os.path.exists(self.known_hosts):
+            self.client.load_host_keys(self.known_hosts)
+        policy = RefusePolicy if info.strict_ssh else AcceptNewPolicy
+        self.client.set_missing_host_key_policy(policy(self.known_hosts))
+
+    def open(self) -> Any:
+        """Connect within ``connect_timeout``, whatever stage a silent host stalls at.
+
+        Raises a `HostError` naming this host: unreachable, refused key, or a
+        changed host key.
+        """
+        with self._open_lock:  # two Execs in threads may share this connection
+            return self._open()
+
+    def _open(self) -> Any:
+        if self.is_connected:
+            return None
+        if self.gateway:  # ProxyCommand / ProxyJump: Fabric's own path
+            return self._open_mapped(lambda: super(HostConnection, self).open())
+        sock = self._dial()
+        watchdog = threading.Timer(self.connect_timeout, _shut, (sock,))
+        watchdog.daemon = True
+        watchdog.start()
+        self.connect_kwargs["sock"] = sock
+        try:
+            return self._open_mapped(lambda: super(HostConnection, self).open(),
+                                     expired=lambda: not watchdog.is_alive())
+        finally:
+            watchdog.cancel()
+            del self.connect_kwargs["sock"]
+
+    def _dial(self) -> socket.socket:
+        try:
+            return socket.create_connection((self.host, self.port), self.connect_timeout)
+        except socket.timeout:
+            raise self._unreachable(f"no answer within {self.connect_timeout:g} s") from None
+        except OSError as e:
+            raise self._unreachable(e.strerror or str(e)) from None
+
+    def _open_mapped(self, open_: Any, expired: Any = lambda: False) -> Any:
+        try:
+            return open_()
+        except HostError as e:
+            self.client.close()
+            e.host = self.original_host
+            raise
+        except BadHostKeyException as e:
+            self.client.close()
+            raise HostKeyError(
+                self.original_host,
+                f"host key CHANGED: got {e.key.get_name()} {e.key.get_fingerprint().hex()}, "
+                f"{self.known_hosts} has another; refusing (possible man-in-the-middle)",
+            ) from None
+        except AuthenticationException as e:
+            self.client.close()
+            raise AuthenticationError(self.original_host,
+                                      f"authentication as {self.user!r} refused: {e}") from None
+        except (SSHException, NoValidConnectionsError, OSError, EOFError) as e:
+            self.client.close()
+            if expired():
+                raise self._unreachable(f"no SSH answer within {self.connect_timeout:g} s") \
+                    from None
+            raise self._unreachable(str(e) or type(e).__name__) from None
+
+    def _unreachable(self, why: str) -> UnreachableError:
+        return UnreachableError(self.original_host,
+                                f"cannot connect to {self.host}:{self.port}: {why}")
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _known_hosts_path(info: ExecInfo, ssh_config: Dict[str, Any]) -> str:
+    if info.known_hosts is not None:
+        path = os.fspath(info.known_hosts)
+    else:
+        files = ssh_config.get("userknownhostsfile")
+        path = files.split()[0] if isinstance(files, str) else DEFAULT_KNOWN_HOSTS
+    return os.path.expanduser(path)
+
+
+# --------------------------------------------------------------------------- the cache
+
+CacheKey = Tuple[Any, ...]
+_cache: Dict[CacheKey, HostConnection] = {}
+_configs: Dict[Optional[str], Config] = {}
+_lock = threading.Lock()
+
+
+def _config(ssh_config: Optional[str]) -> Config:
+    """One Fabric Config per ssh_config file: parsing it per connection is costly."""
+    with _lock:
+        if ssh_config not in _configs:
+            _configs[ssh_config] = Config(runtime_ssh_path=ssh_config) if ssh_config \
+                else Config()
+        return _configs[ssh_config]
+
+
+def connection_for(host: str, info: ExecInfo) -> HostConnection:
+    """The cached connection to ``host`` for these settings (not opened yet)."""
+    ssh_config = None if info.ssh_config is None else os.path.expanduser(
+        os.fspath(info.ssh_config))
+    key = (host, info.user, info.port, info.pkey and os.fspath(info.pkey), ssh_config,
+           info.known_hosts and os.fspath(info.known_hosts), info.strict_ssh,
+           info.connect_timeout)
+    with _lock:
+        cxn = _cache.get(key)
+    if cxn is None:
+        cxn = HostConnection(host, info, _config(ssh_config))
+        with _lock:
+            cxn = _cache.setdefault(key, cxn)
+    return cxn
+
+
+def drop(cxn: HostConnection) -> None:
+    """Close a connection and forget it (it broke, or its host stopped answering)."""
+    with _lock:
+        for key, cached in list(_cache.items()):
+            if cached is cxn:
+                del _cache[key]
+    cxn.close()
+
+
+@atexit.register
+def close_all() -> None:
+    """Close every cached connection (also at interpreter exit)."""
+    with _lock:
+        connections = list(_cache.values())
+        _cache.clear()
+    for cxn in connections:
+        cxn.close()

@@ -1,0 +1,158 @@
+"""Running a command on every host at once, over the cached SSH connections."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from fabric import ThreadingGroup
+from fabric.group import GroupResult
+from invoke import Promise
+from invoke.exceptions import CommandTimedOut
+from paramiko.ssh_exception import SSHException
+
+from .command import Command, new_tag, shell_script
+from .connections import HostConnection, connection_for, drop
+from .errors import CommandTimeoutError, ConnectionLostError, HostError
+from .info import ExecInfo
+from .local import HostResult, stdin_of
+from .runners import KILL_TIMEOUT, RemoteRunner
+from .tee import Outputs
+
+
+class FanOut(ThreadingGroup):
+    """Fabric's `ThreadingGroup`, at most ``max_parallel`` hosts in flight.
+
+    Fabric starts one thread per host with no bound and joins them with no
+    timeout; here a pool bounds threads and sockets, and `map` hands back a
+    `GroupResult` in which a host's exception is its value, never the end of
+    the others.
+    """
+
+    def __init__(self, connections: Sequence[HostConnection], max_parallel: int) -> None:
+        super().__init__()
+        self.extend(connections)
+        self.max_parallel = max_parallel
+
+    def map(self, fn: Callable[[HostConnection], Any]) -> GroupResult:
+        results = GroupResult()
+        if not self:
+            return results
+        with ThreadPoolExecutor(min(len(self), self.max_parallel),
+                                thread_name_prefix="fabexec-host") as pool:
+            futures: Dict[Future, HostConnection] = {pool.submit(fn, c): c for c in self}
+            wait_all(futures)
+        for future, cxn in futures.items():
+            error = future.exception()
+            results[cxn] = error if error is not None else future.result()
+        return results
+
+    def _do(self, method: str, *args: Any, **kwargs: Any) -> GroupResult:
+        # Fabric's run/sudo/put/get funnel through here: bound them too.
+        return self.map(lambda cxn: getattr(cxn, method)(*args, **kwargs))
+
+
+class PsshExecutor:
+    """One command on every host of ``info.targets``, each through its own runner."""
+
+    def __init__(self, cmd: Command, info: ExecInfo, hosts: Optional[List[str]] = None) -> None:
+        self.info = info
+        self.hosts = hosts if hosts is not None else list(info.targets.hosts)
+        self.cmd = shell_script(cmd, info.env, info.cwd, info.sudo, info.sudoenv,
+                                info.sudo_password is not None)
+        self.connections = {h: connection_for(h, info) for h in self.hosts}
+        self.tag = new_tag()
+        self.runners: Dict[str, RemoteRunner] = {}
+        self.ended: Dict[str, HostResult] = {}
+        self.promises: Dict[str, Promise] = {}
+        self.stopping = False
+        self._lock = threading.Lock()
+
+    def start(self, outputs: Outputs) -> None:
+        self.outputs = outputs
+        group = FanOut([self.connections[h] for h in self.hosts], self.info.max_parallel)
+        self._hosts_of = {id(c): h for h, c in self.connections.items()}
+        self._done = threading.Event()
+        if self.info.exec_async:
+            self._settle(group.map(self._run_host))
+            self._done.set()
+        else:
+            # The fan-out runs in a thread so that ^C reaches the caller at once.
+            def fan_out() -> None:
+                try:
+                    self._settle(group.map(self._run_host))
+                finally:
+                    self._done.set()
+            threading.Thread(target=fan_out, daemon=True, name="fabexec-fanout").start()
+
+    def _settle(self, results: GroupResult) -> None:
+        for cxn, value in results.items():
+            host = self._hosts_of[id(cxn)]
+            if isinstance(value, HostResult):
+                self.ended[host] = value
+            elif isinstance(value, BaseException):
+                self.ended[host] = self._fail(host, value)
+
+    def _run_host(self, cxn: HostConnection) -> Optional[HostResult]:
+        """Connect, run, and (unless async) wait: the life of one host."""
+        host = self._hosts_of[id(cxn)]
+        try:
+            cxn.open()
+        except HostError as e:
+            return self._fail(host, e)
+        runner = RemoteRunner(cxn)
+        runner.setup_io(self.outputs.tees[host], self.tag, stdin_of(self.info),
+                        self.info.watchers, self.info.sudo_password)
+        with self._lock:
+            if self.stopping:
+                return self._fail(host, HostError(host, "not started: the run was stopped"))
+            self.runners[host] = runner
+        return self._outcome(host, cxn, lambda: runner.run(
+            self.cmd, warn=True, hide=True, echo=False, in_stream=False, watchers=[],
+            asynchronous=self.info.exec_async, timeout=self.info.timeout))
+
+    def _outcome(self, host: str, cxn: HostConnection, step: Callable[[], Any]
+                 ) -> Optional[HostResult]:
+        try:
+            result = step()
+        except CommandTimedOut as e:
+            return self._fail(host, CommandTimeoutError(
+                host, f"timed out after {e.timeout} s; the command and every process it "
+                "started there were ended"))
+        except (SSHException, EOFError, OSError) as e:
+            drop(cxn)
+            return self._fail(host, ConnectionLostError(host, f"connection lost: {e}"))
+        if isinstance(result, Promise):
+            self.promises[host] = result
+            return None
+        if result.exited is None:
+            drop(cxn)
+            return self._fail(host, ConnectionLostError(
+                host, "connection lost before the command's exit status arrived"))
+        return HostResult(result.exited)
+
+    def _fail(self, host: str, error: BaseException) -> HostResult:
+        if not isinstance(error, HostError):
+            error = ConnectionLostError(host, f"{type(error).__name__}: {error}")
+        self.outputs.tees[host]["stderr"].write(f"fabexec: {error}\n".encode())
+        return HostResult(error.exit_code, error)
+
+    def wait(self) -> Dict[str, HostResult]:
+        self._done.wait()
+        for host, promise in list(self.promises.items()):
+            self.ended[host] = self._outcome(host, self.connections[host], promise.join)
+            del self.promises[host]
+        return dict(self.ended)
+
+    def kill(self) -> None:
+        """End the command on every host where it started; stop the rest starting."""
+        with self._lock:
+            self.stopping = True
+            runners = list(self.runners.values())
+        if runners:
+            with ThreadPoolExecutor(min(len(runners), self.info.max_parallel)) as pool:
+                list(pool.map(lambda r: r.kill(), runners))
+        # Hosts still connecting finish (bounded by connect_timeout) before outputs close.
+        self._done.wait(self.info.connect_timeout + KILL_TIMEOUT)
