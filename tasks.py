@@ -1,5 +1,7 @@
 """Project tasks: ``inv test``, ``inv lint``, ``inv bench``, ``inv cluster.*``, ``inv deploy``."""
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -8,13 +10,33 @@ from invoke import Collection, task
 ROOT = Path(__file__).parent
 
 
+#: Debian packages the tests drive for real: sshd and sudo for the sandbox,
+#: Open MPI beside the MPICH wheel. (docker/engine.sh installs the engine.)
+TEST_PACKAGES = {"sshd": "openssh-server", "sudo": "sudo", "mpiexec.openmpi": "openmpi-bin"}
+
+
+@task
+def setup(c):
+    """Install what the tests need (as root on Debian) and start a docker engine."""
+    missing = [pkg for tool, pkg in TEST_PACKAGES.items()
+               if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists()]
+    if missing and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        c.run("apt-get update -qq", env=env)
+        c.run(f"apt-get install -y -qq --no-install-recommends {' '.join(missing)}", env=env)
+    elif missing:
+        print(f"missing {', '.join(missing)}: install them (apt-get install) or their tests skip")
+    c.run(f"bash {ROOT / 'docker' / 'engine.sh'}")
+
+
 @task
 def lint(c):
     """ruff over the package, tests, benchmarks and tasks."""
     c.run("ruff check fabexec tests bench examples tasks.py tasks_cluster.py", pty=False)
 
 
-@task(help={"k": "only tests matching this expression", "x": "stop at the first failure"})
+@task(pre=[setup, lint],
+      help={"k": "only tests matching this expression", "x": "stop at the first failure"})
 def test(c, k="", x=False):
     """The whole suite, on real sshd daemons and a real MPICH."""
     args = ["-q", "-ra"] + (["-k", k] if k else []) + (["-x"] if x else [])
@@ -30,4 +52,4 @@ def bench(c, name=""):
         c.run(f"{sys.executable} {script}", pty=False)
 
 
-ns = Collection(lint, test, bench)
+ns = Collection(setup, lint, test, bench)
