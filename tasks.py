@@ -7,6 +7,8 @@ from pathlib import Path
 
 from invoke import Collection, task
 
+from tasks_cluster import cluster
+
 ROOT = Path(__file__).parent
 
 
@@ -53,3 +55,4 @@ def bench(c, name=""):
 
 
 ns = Collection(setup, lint, test, bench)
+ns.add_collection(cluster)

@@ -113,3 +113,7 @@ class OutputWriteError(HostError):
     def __init__(self, host: str, path: str, reason: str) -> None:
         self.path = path
         super().__init__(host, f"cannot write output file {path!r}: {reason}")
+
+
+class SandboxError(FabexecError):
+    """The local sandbox cluster cannot start or be handled (sshd missing, a node died)."""

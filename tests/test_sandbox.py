@@ -1,0 +1,263 @@
+"""The sandbox: real sshd daemons on loopback, reached by OpenSSH, paramiko and Fabric.
+
+Most tests share the session's 4-node ``cluster`` (tests/fixtures_sandbox.py); those
+that stop a cluster start a small one of their own.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from itertools import islice
+from pathlib import Path
+from typing import Iterator, Optional
+
+import paramiko
+import pytest
+from fabric import Config, Connection
+
+from fabexec import sandbox
+from fabexec.sandbox import SandboxCluster
+
+
+def ssh(cluster: SandboxCluster, host: str, command: str, *, user: Optional[str] = None,
+        stdin: Optional[str] = None, timeout: float = 30, known_hosts: Optional[Path] = None,
+        ) -> subprocess.CompletedProcess:
+    """The OpenSSH client, as a user would run it with the sandbox's ssh_config."""
+    argv = ["ssh", "-F", str(cluster.ssh_config), "-o", "BatchMode=yes",
+            "-o", "ConnectTimeout=10"]
+    if user:
+        argv += ["-l", user]
+    if known_hosts:
+        argv += ["-o", f"UserKnownHostsFile={known_hosts}"]
+    return subprocess.run([*argv, host, command], input=stdin, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def connect(cluster: SandboxCluster, host: str) -> paramiko.SSHClient:
+    """A paramiko client that trusts only the sandbox's known_hosts and offers only its key."""
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(cluster.known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    ip, port = cluster.addresses[host]
+    client.connect(ip, port, username=cluster.user, key_filename=str(cluster.key),
+                   look_for_keys=False, allow_agent=False, timeout=10, banner_timeout=10,
+                   auth_timeout=10)
+    return client
+
+
+def expected_hostname(cluster: SandboxCluster, host: str) -> str:
+    return host if cluster.own_hostnames else socket.gethostname()
+
+
+def cat_session(client: paramiko.SSHClient) -> paramiko.Channel:
+    """A session running ``cat``: what it is sent, it echoes, while the node is alive."""
+    transport = client.get_transport()
+    assert transport is not None
+    channel = transport.open_session(timeout=10)
+    channel.exec_command("cat")
+    channel.settimeout(10)
+    return channel
+
+
+def read_line(channel: paramiko.Channel) -> bytes:
+    data = b""
+    for _ in range(100):  # bounded: a line is a few bytes
+        chunk = channel.recv(100)
+        data += chunk
+        if not chunk or data.endswith(b"\n"):
+            break
+    return data
+
+
+def alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in "ZX"
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Iterator[SandboxCluster]:
+    """A 2-node cluster of the test's own, beside the session's, stopped whatever happens."""
+    try:
+        yield sandbox.up(2, tmp_path / "small")
+    finally:
+        sandbox.down(tmp_path / "small")
+
+
+def test_openssh_reaches_every_node_by_alias(cluster: SandboxCluster) -> None:
+    for host in cluster.hosts:
+        result = ssh(cluster, host, "hostname")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == expected_hostname(cluster, host)
+
+
+def test_paramiko_reaches_every_node_with_key_and_known_hosts(cluster: SandboxCluster) -> None:
+    for host in cluster.hosts:
+        client = connect(cluster, host)
+        try:
+            _, stdout, _ = client.exec_command("hostname", timeout=10)
+            assert stdout.read().decode().strip() == expected_hostname(cluster, host)
+        finally:
+            client.close()
+
+
+def test_fabric_reads_the_ssh_config(cluster: SandboxCluster) -> None:
+    config = Config(runtime_ssh_path=str(cluster.ssh_config))
+    with Connection("node2", config=config) as connection:
+        result = connection.run("hostname", hide=True, in_stream=False, timeout=10)
+    assert result.stdout.strip() == expected_hostname(cluster, "node2")
+
+
+def test_changed_host_key_is_refused(cluster: SandboxCluster, tmp_path: Path) -> None:
+    lines = cluster.known_hosts.read_text().splitlines()
+    node1_key = lines[0].split(None, 1)[1]
+    names_of_node2 = lines[1].split(None, 1)[0]
+    forged = tmp_path / "known_hosts"
+    forged.write_text(f"{names_of_node2} {node1_key}\n")
+    result = ssh(cluster, "node2", "true", known_hosts=forged)
+    assert result.returncode == 255
+    assert "HOST IDENTIFICATION HAS CHANGED" in result.stderr
+
+
+def test_nodes_have_their_own_loopback_addresses(cluster: SandboxCluster) -> None:
+    ips = [ip for ip, _ in cluster.addresses.values()]
+    assert len(set(ips)) == len(cluster.hosts)
+    assert all(ip.startswith("127.") and not ip.startswith("127.0.2.") for ip in ips)
+
+
+def test_loopback_ips_skip_the_reserved_range() -> None:
+    ips = list(islice(sandbox.loopback_ips(), 600))
+    assert ips[0] == "127.0.1.1"
+    assert ips[253:255] == ["127.0.1.254", "127.0.3.1"]
+    assert len(set(ips)) == 600
+    assert not [ip for ip in ips if ip.startswith("127.0.2.") or ip.endswith((".0", ".255"))]
+
+
+def test_hostfile_lists_every_alias(cluster: SandboxCluster) -> None:
+    assert cluster.hostfile.read_text().split() == ["node1", "node2", "node3", "node4"]
+
+
+def test_load_gives_back_the_running_cluster(cluster: SandboxCluster) -> None:
+    assert SandboxCluster.load(cluster.state_dir) == cluster
+    assert set(cluster.status().values()) == {"running"}
+
+
+def test_freeze_hangs_a_running_command_until_thaw(cluster: SandboxCluster) -> None:
+    client = connect(cluster, "node3")
+    try:
+        channel = cat_session(client)
+        channel.sendall(b"before\n")
+        assert read_line(channel) == b"before\n"
+        cluster.freeze("node3")
+        try:
+            assert cluster.status()["node3"] == "frozen"
+            channel.sendall(b"during\n")
+            channel.settimeout(0.5)
+            with pytest.raises(socket.timeout):
+                channel.recv(100)
+        finally:
+            cluster.thaw("node3")
+        channel.settimeout(10)
+        assert read_line(channel) == b"during\n"
+    finally:
+        client.close()
+
+
+def test_frozen_node_answers_no_new_connection(cluster: SandboxCluster) -> None:
+    cluster.freeze("node3")
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            ssh(cluster, "node3", "true", timeout=0.5)
+    finally:
+        cluster.thaw("node3")
+    assert ssh(cluster, "node3", "true").returncode == 0
+
+
+def test_crash_ends_sessions_but_node_accepts_new_ones(cluster: SandboxCluster) -> None:
+    daemon = cluster.pid("node4")
+    client = connect(cluster, "node4")
+    try:
+        channel = cat_session(client)
+        channel.sendall(b"ping\n")
+        assert read_line(channel) == b"ping\n"
+        cluster.crash("node4")
+        assert channel.recv(100) == b""  # EOF: the session is gone
+    finally:
+        client.close()
+    assert cluster.pid("node4") == daemon
+    result = ssh(cluster, "node4", "hostname")
+    assert result.stdout.strip() == expected_hostname(cluster, "node4")
+
+
+def test_sandbox_user_has_passwordless_sudo(cluster: SandboxCluster) -> None:
+    if not cluster.sudo:
+        pytest.skip("the sandbox has sudo only when started as root")
+    result = ssh(cluster, "node1", "sudo -n whoami")
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "root", "")
+
+
+def test_password_user_sudo_needs_a_password(cluster: SandboxCluster) -> None:
+    if not cluster.password_user:
+        pytest.skip("the sandbox has a password user only when started as root")
+    result = ssh(cluster, "node1", "sudo -n true", user=cluster.password_user)
+    assert result.returncode == 1
+    assert "password is required" in result.stderr
+
+
+def test_password_user_sudo_accepts_its_password(cluster: SandboxCluster) -> None:
+    if not cluster.password_user:
+        pytest.skip("the sandbox has a password user only when started as root")
+    result = ssh(cluster, "node1", "sudo -S -p '' whoami", user=cluster.password_user,
+                 stdin=f"{cluster.sudo_password}\n")
+    assert (result.returncode, result.stdout.strip()) == (0, "root")
+
+
+def test_down_stops_its_daemons_and_sessions_only(cluster: SandboxCluster,
+                                                  small: SandboxCluster) -> None:
+    daemons = [small.pid(host) for host in small.hosts]
+    others = {host: cluster.pid(host) for host in cluster.hosts}
+    client = connect(small, "node1")
+    try:
+        _, stdout, _ = client.exec_command("echo $$; exec sleep 60")
+        session = int(stdout.readline())
+        assert alive(session)
+        sandbox.down(small.state_dir)
+    finally:
+        client.close()
+    assert None not in daemons
+    assert not [pid for pid in [*daemons, session] if alive(pid)]
+    assert {host: cluster.pid(host) for host in cluster.hosts} == others
+    assert set(cluster.status().values()) == {"running"}
+
+
+def test_down_stops_what_left_the_session_tree(small: SandboxCluster) -> None:
+    if not small.own_hostnames:
+        pytest.skip("without a UTS namespace the node cannot tell its escaped processes")
+    result = ssh(small, "node2", "setsid sleep 60 </dev/null >/dev/null 2>&1 & echo $!")
+    escaped = int(result.stdout)
+    assert alive(escaped)
+    sandbox.down(small.state_dir)
+    assert not alive(escaped)
+
+
+def test_down_twice_is_harmless(small: SandboxCluster) -> None:
+    sandbox.down(small.state_dir)
+    sandbox.down(small.state_dir)
+    assert small.status() == {"node1": "stopped", "node2": "stopped"}
+
+
+def test_up_reuses_a_running_cluster_of_the_same_size(small: SandboxCluster) -> None:
+    again = sandbox.up(2, small.state_dir)
+    assert [again.pid(host) for host in again.hosts] == [small.pid(h) for h in small.hosts]
+
+
+def test_up_restarts_a_cluster_of_another_size(small: SandboxCluster) -> None:
+    before = small.pid("node1")
+    bigger = sandbox.up(3, small.state_dir)
+    assert bigger.hosts == ["node1", "node2", "node3"]
+    assert set(bigger.status().values()) == {"running"}
+    assert not alive(before)
