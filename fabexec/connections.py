@@ -26,6 +26,7 @@ from paramiko.ssh_exception import (
 
 from .errors import AuthenticationError, HostError, HostKeyError, UnreachableError
 from .info import ExecInfo
+from .keepalive import DEFAULT_COUNT, DEFAULT_INTERVAL, KeepaliveTransport, monitor
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 
@@ -62,6 +63,7 @@ class HostConnection(Connection):
 
     # Declared here so that invoke's DataProxy treats them as attributes, not config.
     known_hosts: str = ""
+    keepalive: Tuple[float, int] = (0.0, 0)
     _open_lock: Any = None
 
     def __init__(self, host: str, info: ExecInfo, config: Config) -> None:
@@ -78,7 +80,9 @@ class HostConnection(Connection):
         self.connect_timeout = float(info.connect_timeout)
         timeout = self.connect_timeout
         self.connect_kwargs.update(banner_timeout=timeout, auth_timeout=timeout,
-                                   channel_timeout=timeout)
+                                   channel_timeout=timeout,
+                                   transport_factory=KeepaliveTransport)
+        self.keepalive = _keepalive(info, self.ssh_config)
         self.known_hosts = _known_hosts_path(info, self.ssh_config)
         if os.path.exists(self.known_hosts):
             self.client.load_host_keys(self.known_hosts)
@@ -92,7 +96,14 @@ class HostConnection(Connection):
         changed host key.
         """
         with self._open_lock:  # two Execs in threads may share this connection
-            return self._open()
+            result = self._open()
+            monitor.watch(self.transport, *self.keepalive)
+            return result
+
+    @property
+    def dead_reason(self) -> Optional[str]:
+        """Why the keepalive monitor gave up on this host, if it did."""
+        return getattr(self.transport, "dead_reason", None)
 
     def _open(self) -> Any:
         if self.is_connected:
@@ -154,6 +165,17 @@ def _shut(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+def _keepalive(info: ExecInfo, ssh_config: Dict[str, Any]) -> Tuple[float, int]:
+    """ExecInfo's keepalive, else ssh_config's ServerAlive*, as OpenSSH users expect."""
+    interval = info.keepalive_interval
+    if interval is None:
+        interval = float(ssh_config.get("serveraliveinterval", DEFAULT_INTERVAL))
+    count = info.keepalive_count
+    if count is None:
+        count = int(ssh_config.get("serveralivecountmax", DEFAULT_COUNT))
+    return float(interval), count
 
 
 def _known_hosts_path(info: ExecInfo, ssh_config: Dict[str, Any]) -> str:

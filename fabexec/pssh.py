@@ -15,7 +15,12 @@ from paramiko.ssh_exception import SSHException
 
 from .command import Command, new_tag, shell_script
 from .connections import HostConnection, connection_for, drop
-from .errors import CommandTimeoutError, ConnectionLostError, HostError
+from .errors import (
+    CommandTimeoutError,
+    ConnectionLostError,
+    HostError,
+    HostStoppedAnsweringError,
+)
 from .info import ExecInfo
 from .local import HostResult, stdin_of
 from .runners import KILL_TIMEOUT, RemoteRunner
@@ -122,16 +127,22 @@ class PsshExecutor:
                 host, f"timed out after {e.timeout} s; the command and every process it "
                 "started there were ended"))
         except (SSHException, EOFError, OSError) as e:
-            drop(cxn)
-            return self._fail(host, ConnectionLostError(host, f"connection lost: {e}"))
+            return self._lost(host, cxn, f"connection lost: {e}")
         if isinstance(result, Promise):
             self.promises[host] = result
             return None
         if result.exited is None:
-            drop(cxn)
-            return self._fail(host, ConnectionLostError(
-                host, "connection lost before the command's exit status arrived"))
+            return self._lost(host, cxn, "connection lost before the command's exit status "
+                              "arrived (host crashed or sshd restarted)")
         return HostResult(result.exited)
+
+    def _lost(self, host: str, cxn: HostConnection, why: str) -> HostResult:
+        """The connection broke: forget it (the next Exec reconnects) and say why."""
+        dead = cxn.dead_reason
+        drop(cxn)
+        if dead is not None:
+            return self._fail(host, HostStoppedAnsweringError(host, dead))
+        return self._fail(host, ConnectionLostError(host, why))
 
     def _fail(self, host: str, error: BaseException) -> HostResult:
         if not isinstance(error, HostError):

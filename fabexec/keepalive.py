@@ -1,0 +1,128 @@
+"""Dead-peer detection: keepalives that want a reply, as OpenSSH's ServerAlive does.
+
+paramiko's own keepalive (``Transport.set_keepalive``) asks for no reply, so a
+frozen host, whose kernel still acknowledges TCP, looks alive forever and
+Fabric's ``run`` never returns. Here each transport sends
+``keepalive@openssh.com`` with want-reply every ``interval`` seconds; after
+``count`` unanswered ones the host is declared gone and its transport closed,
+which ends every channel on it with no exit status.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from typing import Optional
+
+from paramiko import Message, Transport
+from paramiko.common import cMSG_GLOBAL_REQUEST
+
+#: Seconds between keepalives when neither ExecInfo nor ssh_config says.
+#: A loaded node may stall sshd for seconds (swap, I/O storms); 15 s x 3
+#: declares a hung host within a minute without false alarms on a busy one.
+DEFAULT_INTERVAL = 15.0
+DEFAULT_COUNT = 3
+
+#: How often the monitor looks at its transports.
+TICK = 0.1
+
+
+class KeepaliveTransport(Transport):
+    """paramiko's `Transport`, counting keepalive requests left unanswered.
+
+    paramiko offers no keepalive that wants a reply without blocking the
+    caller (``global_request(wait=True)`` waits with no timeout), so `probe`
+    sends the request itself and the reply handlers reset the count.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.unanswered = 0
+        self.dead_reason: Optional[str] = None
+
+    def probe(self) -> None:
+        """Count one more unanswered request and send it without blocking the caller.
+
+        The send gets a thread of its own: towards a frozen host it may block
+        once the socket buffer is full, and the count must keep going.
+        """
+        self.unanswered += 1
+        m = Message()
+        m.add_byte(cMSG_GLOBAL_REQUEST)
+        m.add_string("keepalive@openssh.com")
+        m.add_boolean(True)  # want a reply: OpenSSH answers with a failure, which is fine
+        threading.Thread(target=self._send_quietly, args=(m,), daemon=True).start()
+
+    def _send_quietly(self, m: Message) -> None:
+        try:
+            self._send_user_message(m)
+        except Exception:  # noqa: BLE001 - a dying transport; the monitor sees it next
+            pass
+
+    def _parse_request_success(self, m: Message) -> None:
+        self.unanswered = 0
+        super()._parse_request_success(m)
+
+    def _parse_request_failure(self, m: Message) -> None:
+        self.unanswered = 0
+        super()._parse_request_failure(m)
+
+
+class _Watch:
+    def __init__(self, transport: KeepaliveTransport, interval: float, count: int) -> None:
+        self.transport = weakref.ref(transport)
+        self.interval, self.count = interval, count
+        self.next_probe = time.monotonic() + interval
+
+
+class Monitor:
+    """One thread watching every transport of the process (256 hosts, one thread)."""
+
+    def __init__(self) -> None:
+        self._watches: weakref.WeakKeyDictionary[KeepaliveTransport, _Watch] = \
+            weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+
+    def watch(self, transport: KeepaliveTransport, interval: float, count: int) -> None:
+        if interval <= 0:
+            return
+        with self._lock:
+            self._watches[transport] = _Watch(transport, interval, count)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, daemon=True,
+                                                name="fabexec-keepalive")
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(TICK)
+            now = time.monotonic()
+            with self._lock:
+                watches = list(self._watches.items())
+            if not watches:
+                return  # nothing to watch; a later watch() starts a new thread
+            for transport, watch in watches:
+                if now >= watch.next_probe:
+                    watch.next_probe = now + watch.interval
+                    self._check(transport, watch)
+
+    def _check(self, transport: KeepaliveTransport, watch: _Watch) -> None:
+        if not transport.is_active():
+            with self._lock:
+                self._watches.pop(transport, None)
+            return
+        if transport.unanswered >= watch.count:
+            silent = watch.interval * watch.count
+            transport.dead_reason = (f"stopped answering: {watch.count} keepalives unanswered "
+                                     f"over {silent:g} s (hung host or lost network)")
+            with self._lock:
+                self._watches.pop(transport, None)
+            # close() joins the transport's thread: not on the monitor's time.
+            threading.Thread(target=transport.close, daemon=True).start()
+            return
+        transport.probe()
+
+
+monitor = Monitor()
