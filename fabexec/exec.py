@@ -7,6 +7,7 @@ import sys
 import time
 from typing import Dict, Optional, Protocol
 
+from . import interrupts
 from .command import Command
 from .errors import HostError
 from .info import ExecInfo, ExecType, LocalExecInfo
@@ -71,10 +72,11 @@ class Exec:
             stderr=sys.stderr,
         )
         self._done = False
+        interrupts.started(self)
         try:
             self._executor.start(self._outputs)
-        except BaseException:
-            self._outputs.close()
+        except BaseException as e:  # ^C or SIGTERM during a run we wait for
+            self._abandon(e)
             raise
         if info.sleep_ms:
             time.sleep(info.sleep_ms / 1000)
@@ -87,16 +89,26 @@ class Exec:
             return self.exit_code  # type: ignore[return-value]
         try:
             results = self._executor.wait()
-        except BaseException:  # ^C or SIGTERM: end the command everywhere first
-            self._executor.kill()
-            self._outputs.close()
-            self._done = True
+        except BaseException as e:  # ^C or SIGTERM: end the command everywhere first
+            self._abandon(e)
             raise
         for error in self._outputs.close():
             results[error.host] = HostResult(results[error.host].exit_code or 1, error)
         self._collect(results)
         self._done = True
+        interrupts.ended(self)
         return self.exit_code  # type: ignore[return-value]
+
+    def _abandon(self, e: BaseException) -> None:
+        """End the command everywhere and close every output (what came is kept)."""
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            interrupts.interrupted()
+        try:
+            self._executor.kill()
+        finally:
+            self._outputs.close()
+        self._done = True
+        interrupts.ended(self)
 
     def kill(self) -> int:
         """End the command and everything it started on every host, then wait."""

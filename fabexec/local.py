@@ -79,4 +79,5 @@ class LocalExecutor:
         return {LOCALHOST: self._ended}
 
     def kill(self) -> None:
-        self.runner.kill()
+        if getattr(getattr(self, "runner", None), "process", None) is not None:
+            self.runner.kill()
