@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Dict, Optional, Protocol
+from typing import Dict, Optional, Protocol, Tuple
 
 from . import interrupts
 from .command import Command
@@ -127,6 +127,13 @@ class Exec:
                 self.errors[host] = result.error
         failing = [c for c in self.exit_codes.values() if c]
         self.exit_code = failing[0] if failing else 0
+
+    def progress(self) -> Tuple[int, int, int]:
+        """(hosts done, of which failed, hosts in all), while it runs."""
+        if self._done:
+            return len(self.hosts), sum(1 for c in self.exit_codes.values() if c), len(self.hosts)
+        progress = getattr(self._executor, "progress", None)
+        return progress() if progress is not None else (0, 0, len(self.hosts))
 
     def failed(self) -> bool:
         """True when any host failed (nonzero exit, or an error)."""

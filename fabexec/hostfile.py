@@ -20,7 +20,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 
 from fabexec.errors import HostfileError, HostLookupError
 
-__all__ = ["MAX_HOSTS", "Hostfile", "expand"]
+__all__ = ["MAX_HOSTS", "Hostfile", "expand", "fold"]
 
 #: The most hosts one expression may expand to: a typo such as ``[1-1000000]``
 #: fails at once instead of filling the memory.
@@ -243,6 +243,44 @@ def expand(expr: str) -> List[str]:
     hosts: HostList = []
     _parse_expr(expr, _Where(None, None), hosts, [])
     return hosts
+
+
+_NUMBERED = re.compile(r"^(.*?)(\d+)(\D*)$")
+
+
+def fold(hosts: Iterable[str]) -> str:
+    """The shortest range expression of ``hosts``, the inverse of `expand`.
+
+    ``node1,node2,node3,node7`` gives ``node[1-3,7]``; zero padding is kept
+    (``n01,n02`` gives ``n[01-02]``). Groups keep the order of first appearance.
+    """
+    groups: Dict[Tuple[str, str, int], List[int]] = {}
+    for host in hosts:
+        match = _NUMBERED.match(host)
+        if match is None:
+            groups.setdefault((host, "", -1), [])
+            continue
+        prefix, digits, suffix = match.groups()
+        width = len(digits) if digits.startswith("0") and len(digits) > 1 else 0
+        groups.setdefault((prefix, suffix, width), []).append(int(digits))
+    return ",".join(_fold_group(*key, numbers) for key, numbers in groups.items())
+
+
+def _fold_group(prefix: str, suffix: str, width: int, numbers: List[int]) -> str:
+    if width < 0:
+        return prefix
+    numbers = sorted(set(numbers))
+    runs: List[List[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    text = ",".join(f"{a:0{width}d}" if a == b else f"{a:0{width}d}-{b:0{width}d}"
+                    for a, b in runs)
+    if len(numbers) == 1:
+        return f"{prefix}{text}{suffix}"
+    return f"{prefix}[{text}]{suffix}"
 
 
 class Hostfile:

@@ -101,10 +101,29 @@ class ExecInfo:
             changes["hostfile"] = None
         elif "hostfile" in changes and "hosts" not in changes:
             changes["hosts"] = None
-        elif "hosts" not in changes:
-            # ``hostfile`` already holds the hosts given at construction.
-            changes["hosts"] = None
+        elif "hosts" not in changes and self.hosts is not None:
+            # ``hostfile`` was made from ``hosts``: make it again, keep ``hosts``.
+            changes["hostfile"] = None
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_config(cls, c: Any, **overrides: Any) -> ExecInfo:
+        """Defaults from the ``fabexec`` section of an invoke configuration.
+
+        ``c`` is the invoke Context a task receives, so an ``invoke.yaml`` with
+        ``fabexec: {hostfile: hosts.txt, user: me}`` serves every task:
+        ``Exec(cmd, PsshExecInfo.from_config(c, timeout=60))``.
+        """
+        section = dict(c.config.get("fabexec", None) or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key in section:
+            if key not in names:
+                raise ExecInfoError(key, "unknown key in the 'fabexec' section of the invoke "
+                                    "configuration")
+        if "hosts" in overrides or "hostfile" in overrides:
+            section.pop("hosts", None)
+            section.pop("hostfile", None)
+        return cls(**{**section, **overrides})
 
     def copy(self) -> ExecInfo:
         return self.mod()

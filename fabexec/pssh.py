@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from fabric import ThreadingGroup
 from fabric.group import GroupResult
@@ -43,16 +43,25 @@ class FanOut(ThreadingGroup):
 
     def map(self, fn: Callable[[HostConnection], Any]) -> GroupResult:
         results = GroupResult()
+        for cxn, value in self.outcomes(fn):
+            results[cxn] = value
+        return results
+
+    def outcomes(self, fn: Callable[[HostConnection], Any]) -> List[Tuple[HostConnection, Any]]:
+        """``fn(cxn)`` for every connection, each paired with its value or exception.
+
+        A list, not a `GroupResult`: Fabric's connections compare equal when they
+        reach the same user, address and port, so two aliases of one node would
+        collide as dict keys and one host's result would be lost.
+        """
         if not self:
-            return results
+            return []
         with ThreadPoolExecutor(min(len(self), self.max_parallel),
                                 thread_name_prefix="fabexec-host") as pool:
-            futures: Dict[Future, HostConnection] = {pool.submit(fn, c): c for c in self}
-            wait_all(futures)
-        for future, cxn in futures.items():
-            error = future.exception()
-            results[cxn] = error if error is not None else future.result()
-        return results
+            futures: List[Tuple[Future, HostConnection]] = [(pool.submit(fn, c), c)
+                                                             for c in self]
+            wait_all([future for future, _ in futures])
+        return [(cxn, future.exception() or future.result()) for future, cxn in futures]
 
     def _do(self, method: str, *args: Any, **kwargs: Any) -> GroupResult:
         # Fabric's run/sudo/put/get funnel through here: bound them too.
@@ -81,24 +90,33 @@ class PsshExecutor:
         self._hosts_of = {id(c): h for h, c in self.connections.items()}
         self._done = threading.Event()
         if self.info.exec_async:
-            self._settle(group.map(self._run_host))
+            group.map(self._host_life)
             self._done.set()
         else:
             # The fan-out runs in a thread so that ^C reaches the caller at once.
             def fan_out() -> None:
                 try:
-                    self._settle(group.map(self._run_host))
+                    group.map(self._host_life)
                 finally:
                     self._done.set()
             threading.Thread(target=fan_out, daemon=True, name="fabexec-fanout").start()
 
-    def _settle(self, results: GroupResult) -> None:
-        for cxn, value in results.items():
-            host = self._hosts_of[id(cxn)]
-            if isinstance(value, HostResult):
-                self.ended[host] = value
-            elif isinstance(value, BaseException):
-                self.ended[host] = self._fail(host, value)
+    def _host_life(self, cxn: HostConnection) -> None:
+        """One host from connect to result; whatever happens is its result."""
+        host = self._hosts_of[id(cxn)]
+        try:
+            result = self._run_host(cxn)
+        except Exception as e:  # noqa: BLE001 - a host's failure is its result
+            result = self._fail(host, e)
+        if result is not None:
+            with self._lock:
+                self.ended[host] = result
+
+    def progress(self) -> Tuple[int, int, int]:
+        """(hosts done, of which failed, hosts in all)."""
+        with self._lock:
+            codes = [r.exit_code for r in self.ended.values()]
+        return len(codes), sum(1 for c in codes if c), len(self.hosts)
 
     def _run_host(self, cxn: HostConnection) -> Optional[HostResult]:
         """Connect, run, and (unless async) wait: the life of one host."""
@@ -108,7 +126,10 @@ class PsshExecutor:
         except HostError as e:
             return self._fail(host, e)
         runner = RemoteRunner(cxn)
-        runner.setup_io(self.outputs.tees[host], self.tag, stdin_of(self.info),
+        # One tag per host: where two hosts share a process table (aliases of
+        # one machine, containers), ending one host's command spares the other's.
+        tag = f"{self.tag}-{self.hosts.index(host)}"
+        runner.setup_io(self.outputs.tees[host], tag, stdin_of(self.info),
                         self.info.watchers, self.info.sudo_password)
         with self._lock:
             if self.stopping:
@@ -153,7 +174,9 @@ class PsshExecutor:
     def wait(self) -> Dict[str, HostResult]:
         self._done.wait()
         for host, promise in list(self.promises.items()):
-            self.ended[host] = self._outcome(host, self.connections[host], promise.join)
+            result = self._outcome(host, self.connections[host], promise.join)
+            with self._lock:
+                self.ended[host] = result  # type: ignore[assignment]
             del self.promises[host]
         return dict(self.ended)
 

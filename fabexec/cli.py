@@ -1,0 +1,233 @@
+"""The ``fabexec`` command: argument parsing and printing over the library.
+
+It adds no behaviour the library lacks (as ClusterShell's CLI/ sits apart from
+its library): every option maps onto an `ExecInfo` keyword, `Put`/`Get` or the
+sandbox. A wrong input is one line on stderr and a nonzero status, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from typing import Dict, List, Optional, Sequence
+
+from . import sandbox
+from .errors import FabexecError
+from .exec import Exec
+from .hostfile import Hostfile, expand, fold
+from .info import ExecInfo, ExecType
+
+#: Exit status for a wrong input (as argparse uses).
+USAGE_ERROR = 2
+
+#: Progress is shown on a terminal from this many hosts on.
+PROGRESS_FROM = 8
+
+
+class CliError(Exception):
+    """A wrong input, said in one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise CliError(f"{self.prog}: error: {message}")
+
+
+def _host_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("-H", "--hosts", help="host expression, e.g. node[01-16],login")
+    where.add_argument("-f", "--hostfile", help="a hostfile (one host per line, ranges allowed)")
+    parser.add_argument("-u", "--user", help="login user")
+    parser.add_argument("-i", "--key", help="private key file")
+    parser.add_argument("-p", "--port", type=int, help="SSH port")
+    parser.add_argument("-F", "--ssh-config", help="an ssh_config file to use")
+    parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
+    parser.add_argument("--max-parallel", type=int, metavar="N",
+                        help="hosts in flight at once")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fabexec", description="Run a shell command here, over SSH on "
+                     "many hosts, or as an MPI job.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run a command", description="Run COMMAND "
+                              "locally, on every host given, or with --mpi as an MPI job.")
+    _host_options(run)
+    run.add_argument("--mpi", action="store_true", help="run as an MPI job")
+    run.add_argument("-n", "--nprocs", type=int, help="MPI ranks")
+    run.add_argument("--ppn", type=int, help="MPI ranks per node")
+    run.add_argument("-e", "--env", action="append", default=[], metavar="NAME=VALUE")
+    run.add_argument("--cwd", help="folder to run in")
+    run.add_argument("--sudo", action="store_true", help="run under sudo")
+    run.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
+    run.add_argument("--out", metavar="FILE", help="write stdout there ({host} per host)")
+    run.add_argument("--err", metavar="FILE", help="write stderr there ({host} per host)")
+    run.add_argument("-q", "--quiet", action="store_true", help="print no output")
+    shown = run.add_mutually_exclusive_group()
+    shown.add_argument("--gather", action="store_true",
+                       help="show identical outputs once, with their hosts")
+    shown.add_argument("--json", action="store_true", help="one JSON object per host")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND")
+
+    hosts = commands.add_parser("hosts", help="print the hosts of an expression")
+    hosts.add_argument("expr", help="e.g. node[01-04],login")
+
+    for name, what in (("put", "copy local files to the hosts"),
+                       ("get", "copy files from the hosts (one folder per host)")):
+        copy = commands.add_parser(name, help=what)
+        _host_options(copy)
+        copy.add_argument("src", nargs="+")
+        copy.add_argument("dst")
+
+    cluster = commands.add_parser("cluster", help="the local sandbox cluster of sshd daemons")
+    cluster.add_argument("action", choices=["up", "down", "status"])
+    cluster.add_argument("-n", "--nodes", type=int, default=4)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return _COMMANDS[args.command](args)
+    except CliError as e:
+        print(e, file=sys.stderr)
+        return USAGE_ERROR
+    except (FabexecError, OSError) as e:
+        print(f"fabexec: error: {e}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print("fabexec: interrupted", file=sys.stderr)
+        return 130
+
+
+# --------------------------------------------------------------------------- run
+
+def _exec_info(args: argparse.Namespace, **more: object) -> ExecInfo:
+    hosts = expand(args.hosts) if args.hosts else None
+    hostfile = Hostfile(path=args.hostfile) if args.hostfile else None
+    many = hosts is not None or hostfile is not None
+    exec_type = ExecType.PSSH if many else ExecType.LOCAL
+    if getattr(args, "mpi", False):
+        exec_type = ExecType.MPI
+    options = dict(exec_type=exec_type, hosts=hosts, hostfile=hostfile, user=args.user,
+                   pkey=args.key, port=args.port, ssh_config=args.ssh_config,
+                   connect_timeout=args.connect_timeout)
+    if args.max_parallel is not None:
+        options["max_parallel"] = args.max_parallel
+    return ExecInfo(**options, **more)  # type: ignore[arg-type]
+
+
+def _env(pairs: List[str]) -> Dict[str, str]:
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise CliError(f"fabexec run: error: -e {pair!r}: expected NAME=VALUE")
+        env[name] = value
+    return env
+
+
+def _run(args: argparse.Namespace) -> int:
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise CliError("fabexec run: error: no COMMAND given (write it after --)")
+    if args.mpi and args.nprocs is None:
+        raise CliError("fabexec run: error: --mpi needs -n/--nprocs")
+    gathering = args.gather or args.json
+    info = _exec_info(
+        args, nprocs=args.nprocs, ppn=args.ppn, env=_env(args.env) or None, cwd=args.cwd,
+        sudo=args.sudo, timeout=args.timeout, pipe_stdout=args.out, pipe_stderr=args.err,
+        hide_output=args.quiet or gathering, collect_output=gathering, exec_async=True)
+    node = Exec(" ".join(cmd), info)
+    _wait_with_progress(node)
+    if args.json:
+        for host in node.hosts:
+            error = node.errors.get(host)
+            print(json.dumps({"host": host, "exit_code": node.exit_codes[host],
+                              "stdout": node.stdout[host], "stderr": node.stderr[host],
+                              "error": None if error is None else str(error)}))
+    elif args.gather:
+        _print_gathered(node)
+    return node.exit_code or 0
+
+
+def _wait_with_progress(node: Exec) -> None:
+    """Wait; on a terminal with many hosts, keep a progress line on stderr."""
+    if len(node.hosts) < PROGRESS_FROM or not sys.stderr.isatty():
+        node.wait()
+        return
+    finished = threading.Event()
+    waiter = threading.Thread(target=lambda: (node.wait(), finished.set()), daemon=True)
+    waiter.start()
+    while not finished.wait(0.2):
+        done, failed, total = node.progress()
+        sys.stderr.write(f"\r[{done}/{total} done, {failed} failed, {total - done} running]")
+        sys.stderr.flush()
+    sys.stderr.write("\r\033[K")
+    waiter.join()
+    node.wait()  # re-raises nothing; the results are filled
+
+
+def _print_gathered(node: Exec) -> None:
+    """Identical outputs once, under the hosts that produced them (as ``clush -b``)."""
+    groups: Dict[tuple, List[str]] = {}
+    for host in node.hosts:
+        error = node.errors.get(host)
+        key = (node.stdout[host], node.stderr[host], node.exit_codes[host],
+               None if error is None else str(error).replace(host, "{host}"))
+        groups.setdefault(key, []).append(host)
+    for (stdout, stderr, code, _), hosts in groups.items():
+        title = f"{fold(hosts)} ({len(hosts)})" + (f" exit {code}" if code else "")
+        print("-" * len(title))
+        print(title)
+        print("-" * len(title))
+        sys.stdout.write(stdout)
+        if stderr:
+            sys.stderr.write(stderr)
+
+
+# --------------------------------------------------------------------------- others
+
+def _hosts(args: argparse.Namespace) -> int:
+    for host in expand(args.expr):
+        print(host)
+    return 0
+
+
+def _copy(args: argparse.Namespace) -> int:
+    from .transfer import Get, Put
+
+    info = _exec_info(args)
+    action = Put if args.command == "put" else Get
+    result = action(args.src, args.dst, info)
+    for host, error in result.errors.items():
+        print(f"fabexec: {host}: {error}", file=sys.stderr)
+    return result.exit_code or 0
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    if args.action == "up":
+        cluster = sandbox.up(args.nodes)
+        print(f"{len(cluster.hosts)} nodes up: {fold(cluster.hosts)}")
+        print(f"  hostfile:   {cluster.hostfile}")
+        print(f"  ssh_config: {cluster.ssh_config}")
+        print(f"try: fabexec run -f {cluster.hostfile} -F {cluster.ssh_config} -- hostname")
+    elif args.action == "down":
+        sandbox.down()
+        print("sandbox down")
+    else:
+        state = sandbox.default_state_dir()
+        if not os.path.exists(os.path.join(state, "cluster.json")):
+            print("no sandbox (fabexec cluster up starts one)")
+            return 1
+        for host, status in sandbox.SandboxCluster.load(state).status().items():
+            print(f"{host}\t{status}")
+    return 0
+
+
+_COMMANDS = {"run": _run, "hosts": _hosts, "put": _copy, "get": _copy, "cluster": _cluster}
