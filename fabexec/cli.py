@@ -205,14 +205,17 @@ def _copy(args: argparse.Namespace) -> int:
     info = _exec_info(args)
     action = Put if args.command == "put" else Get
     result = action(args.src, args.dst, info)
-    for host, error in result.errors.items():
-        print(f"fabexec: {host}: {error}", file=sys.stderr)
+    for error in result.errors.values():
+        print(f"fabexec: {error}", file=sys.stderr)  # a HostError's text names its host
     return result.exit_code or 0
 
 
 def _cluster(args: argparse.Namespace) -> int:
     if args.action == "up":
-        cluster = sandbox.up(args.nodes)
+        try:
+            cluster = sandbox.up(args.nodes)
+        except ValueError as e:  # a node count out of range, a state folder sshd cannot use
+            raise CliError(f"fabexec cluster: error: {e}") from None
         print(f"{len(cluster.hosts)} nodes up: {fold(cluster.hosts)}")
         print(f"  hostfile:   {cluster.hostfile}")
         print(f"  ssh_config: {cluster.ssh_config}")

@@ -57,18 +57,25 @@ def shell_script(
     if not sudo:
         return script
     flags = ["-E"] if sudoenv else []
-    run = shlex.join(["sudo", "-n", *flags, "bash", "-c", script])
     if not sudo_password:
-        return run
-    # sudo -v reads the password from stdin (typed there by a watcher when the
-    # prompt shows) and caches it; the command itself then gets an empty stdin.
-    validate = shlex.join(["sudo", "-S", "-p", SUDO_PROMPT, "-v"])
-    return f"{validate} || exit 1\nexec </dev/null\n{run}"
+        return shlex.join(["sudo", "-n", *flags, "bash", "-c", script])
+    # sudo -S reads the password from stdin (typed there by a watcher when the
+    # prompt shows); the command itself then gets an empty stdin. One sudo, not
+    # `sudo -v` then `sudo -n`: where sudo caches no credentials
+    # (timestamp_timeout=0) the second would ask again and fail.
+    script = f"exec </dev/null\n{script}"
+    return shlex.join(["sudo", "-S", "-p", SUDO_PROMPT, *flags, "bash", "-c", script])
 
 
 def remote_line(script: str, tag: str) -> str:
-    """What sshd's login shell runs: bash with the tag in its environment."""
-    return f"{TAG_VAR}={tag} exec bash -c {shlex.quote(script)}"
+    """What sshd's login shell runs: bash with the tag in its environment.
+
+    Not ``exec bash``: the untagged login shell stays to report a command that a
+    signal ended (a kill, a crash) as 128+N, like a local shell. sshd would
+    send "exit-signal" instead, which paramiko ignores, and the command would
+    look like a lost connection.
+    """
+    return f"{TAG_VAR}={tag} bash -c {shlex.quote(script)}; exit $?"
 
 
 def tag_script(script: str, tag: str) -> str:

@@ -135,8 +135,10 @@ class HostConnection(Connection):
             return open_()
         except HostError as e:
             self.client.close()
-            e.host = self.original_host
-            raise
+            if e.host == self.original_host:
+                raise
+            # Raised by a host key policy, which knows only the address: name the host.
+            raise type(e)(self.original_host, str(e)) from None
         except BadHostKeyException as e:
             self.client.close()
             raise HostKeyError(

@@ -117,3 +117,9 @@ class OutputWriteError(HostError):
 
 class SandboxError(FabexecError):
     """The local sandbox cluster cannot start or be handled (sshd missing, a node died)."""
+
+
+class TransferFailedError(HostError):
+    """A copy to or from one host failed (a path that cannot be read or written)."""
+
+    exit_code = 1

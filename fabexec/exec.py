@@ -92,6 +92,9 @@ class Exec:
         except BaseException as e:  # ^C or SIGTERM: end the command everywhere first
             self._abandon(e)
             raise
+        for host, result in results.items():
+            if result.error is not None:  # the reason goes with the host's own stderr too
+                self._outputs.tees[host]["stderr"].write(f"fabexec: {result.error}\n".encode())
         for error in self._outputs.close():
             results[error.host] = HostResult(results[error.host].exit_code or 1, error)
         self._collect(results)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
@@ -168,16 +169,20 @@ class PsshExecutor:
     def _fail(self, host: str, error: BaseException) -> HostResult:
         if not isinstance(error, HostError):
             error = ConnectionLostError(host, f"{type(error).__name__}: {error}")
-        self.outputs.tees[host]["stderr"].write(f"fabexec: {error}\n".encode())
         return HostResult(error.exit_code, error)
 
     def wait(self) -> Dict[str, HostResult]:
         self._done.wait()
-        for host, promise in list(self.promises.items()):
+        promises, self.promises = self.promises, {}
+
+        def join(host: str, promise: Promise) -> None:
+            # Recorded as each host ends, so that progress() counts it at once.
             result = self._outcome(host, self.connections[host], promise.join)
             with self._lock:
                 self.ended[host] = result  # type: ignore[assignment]
-            del self.promises[host]
+
+        _in_threads([functools.partial(join, h, p) for h, p in promises.items()],
+                    max(1, len(promises)))
         return dict(self.ended)
 
     def kill(self) -> None:
@@ -185,8 +190,32 @@ class PsshExecutor:
         with self._lock:
             self.stopping = True
             runners = list(self.runners.values())
-        if runners:
-            with ThreadPoolExecutor(min(len(runners), self.info.max_parallel)) as pool:
-                list(pool.map(lambda r: r.kill(), runners))
+        _in_threads([r.kill for r in runners], self.info.max_parallel)
         # Hosts still connecting finish (bounded by connect_timeout) before outputs close.
         self._done.wait(self.info.connect_timeout + KILL_TIMEOUT)
+
+
+def _in_threads(calls: List[Callable[[], None]], limit: int) -> None:
+    """Run ``calls``, at most ``limit`` at once; raise the first error once all ended.
+
+    Plain threads, not a `ThreadPoolExecutor`: that refuses work once the interpreter
+    shuts down, which is when async commands are ended after ^C or SIGTERM (see
+    `interrupts`), and they would be left running.
+    """
+    errors: List[BaseException] = []
+
+    def call(fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller below
+            errors.append(e)
+
+    for start in range(0, len(calls), limit):
+        threads = [threading.Thread(target=call, args=(fn,), daemon=True,
+                                    name="fabexec-kill") for fn in calls[start:start + limit]]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]

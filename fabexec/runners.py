@@ -33,6 +33,9 @@ CHUNK = 256 * 1024
 #: How long the remote reaper may take before we give up on a host.
 KILL_TIMEOUT = 10.0
 
+#: How long, once the reaper is done, the command's exit status may take to arrive.
+EXIT_STATUS_WAIT = 1.0
+
 Stdin = Union[bytes, IO[Any], None]
 
 
@@ -280,6 +283,9 @@ class RemoteRunner(TeeRunner, Remote):
                 reaper.exec_command(f"bash -c {shlex.quote(remote_kill_script(self.tag))}")
                 reaper.status_event.wait(KILL_TIMEOUT)
                 reaper.close()
+                # The login shell reports 128+SIGTERM once its tree is gone
+                # (see command.remote_line): wait for it rather than lose it.
+                self.channel.status_event.wait(EXIT_STATUS_WAIT)
             except (SSHException, OSError, EOFError):
                 pass  # the host went away: nothing of ours can be left running there
         self.channel.close()

@@ -273,17 +273,29 @@ class Outputs:
             return lambda host: None
         if "{host}" in pipe:
             def per_host(host: str) -> OutputFile:
-                f = OutputFile(pipe.replace("{host}", host), field)
+                f = self._open(pipe.replace("{host}", host), field, opened)
                 f.attach()
-                opened.append(f)
                 return f
             return per_host
-        shared = OutputFile(pipe, field)
-        opened.append(shared)
+        shared = self._open(pipe, field, opened)
         if len(self.hosts) == 1:
             shared.attach()
             return lambda host: shared
         return lambda host: SharedView(shared, host)
+
+    @staticmethod
+    def _open(path: str, field: str, opened: List[OutputFile]) -> OutputFile:
+        """The file at ``path``, opened once even when stdout and stderr both go there.
+
+        Two opens would keep two write offsets, and each stream would overwrite
+        the other's bytes (as ``>log 2>log`` does in a shell, not ``>log 2>&1``).
+        """
+        for f in opened:
+            if os.path.exists(path) and os.path.samefile(f.path, path):
+                return f
+        f = OutputFile(path, field)
+        opened.append(f)
+        return f
 
     def close(self) -> List[OutputWriteError]:
         """Close every sink; the write errors met on the way, one per host at most."""
