@@ -13,7 +13,7 @@ import os
 import shlex
 import signal
 import time
-from typing import Iterable, List, Set
+from typing import Callable, Iterable, List, Optional, Set
 
 from .command import TAG_VAR
 
@@ -61,11 +61,18 @@ def _group_alive(pgid: int) -> bool:
         return False
 
 
-def kill_local(pgid: int, tag: str, grace: float = GRACE_SECONDS) -> None:
-    """End process group ``pgid`` and every process tagged ``tag``; return when gone."""
+def kill_local(pgid: int, tag: str, grace: float = GRACE_SECONDS,
+               reap: Optional[Callable[[], object]] = None) -> None:
+    """End process group ``pgid`` and every process tagged ``tag``; return when gone.
+
+    ``reap`` collects the group leader if it is our child: until then it is a
+    zombie that still counts as a member of the group.
+    """
     _signal_all(pgid, tagged_pids(tag), signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
+        if reap is not None:
+            reap()
         if not _group_alive(pgid) and not tagged_pids(tag):
             return
         time.sleep(0.02)

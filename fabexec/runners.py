@@ -213,7 +213,7 @@ class LocalRunner(TeeRunner, Local):
 
     def kill(self) -> None:
         self.killed = True
-        kill_local(self.process.pid, self.tag)
+        kill_local(self.process.pid, self.tag, reap=self.process.poll)
 
     def stop(self) -> None:
         super().stop()

@@ -663,7 +663,8 @@ def _launch(cluster: SandboxCluster) -> Dict[str, int]:
         log = node_dir / "sshd.log"
         argv = [str(SSHD), "-D", "-f", str(node_dir / "sshd_config"), "-E", str(log)]
         if cluster.own_hostnames:
-            setup = 'hostname "$1" && mount --bind "$2" /etc/hosts && shift 2 && exec "$@"'
+            setup = ('hostname "$1" && mount --bind "$2" /etc/hosts && '
+                     f'{_expose_home(Path.home())}shift 2 && exec "$@"')
             hosts_file = str(cluster.state_dir / "hosts")
             argv = ["unshare", "--uts", "--mount", "sh", "-c", setup, "sh", host, hosts_file,
                     *argv]
@@ -677,6 +678,25 @@ def _launch(cluster: SandboxCluster) -> Dict[str, int]:
     if len(pids) != len(cluster.hosts):
         raise SandboxError(f"started {len(pids)} of {len(cluster.hosts)} sshd daemons")
     return pids
+
+
+def _expose_home(home: Path) -> str:
+    """Shell for a node's mount namespace: ``home`` traversable (0711), as a shared home is.
+
+    Root's home is 0700, so the nodes' users could not run what is installed under it:
+    Hydra (pip's mpich) starts ``hydra_pmi_proxy`` on every node by its path here. In
+    the node's own namespace only, a 0711 tmpfs covers the home and each entry is bound
+    back from a view kept under /mnt; nothing changes on the machine. Empty when the
+    home is traversable already.
+    """
+    if home.stat().st_mode & 0o001:
+        return ""
+    view, quoted = "/mnt/fabexec-home", shlex.quote(str(home))
+    return (f"mount -t tmpfs tmpfs /mnt && mkdir {view} && mount --rbind {quoted} {view} && "
+            f"mount -t tmpfs -o mode=0711 tmpfs {quoted} && "
+            f'for e in {view}/.[!.]* {view}/*; do [ -e "$e" ] || continue; '
+            f'n={quoted}/"${{e##*/}}"; if [ -d "$e" ]; then mkdir "$n"; else : > "$n"; fi; '
+            'mount --rbind "$e" "$n" || exit 1; done && ')
 
 
 def _accepts(address: Tuple[str, int]) -> bool:
