@@ -114,9 +114,11 @@ class Exec:
         interrupts.ended(self)
 
     def kill(self) -> int:
-        """End the command and everything it started on every host, then wait."""
-        if not self._done:
-            self._executor.kill()
+        """End the command and everything it started on every host, then wait.
+
+        Also after the command ended: a daemon it left running is ended too.
+        """
+        self._executor.kill()
         return self.wait()
 
     def _collect(self, results: Dict[str, HostResult]) -> None:

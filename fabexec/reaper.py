@@ -38,12 +38,13 @@ def tagged_pids(tag: str) -> List[int]:
     return found
 
 
-def _signal_all(pgid: int, pids: Iterable[int], sig: int) -> Set[int]:
+def _signal_all(pgid: Optional[int], pids: Iterable[int], sig: int) -> Set[int]:
     alive = set()
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+    if pgid is not None:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
     for pid in pids:
         try:
             os.kill(pid, sig)
@@ -53,7 +54,9 @@ def _signal_all(pgid: int, pids: Iterable[int], sig: int) -> Set[int]:
     return alive
 
 
-def _group_alive(pgid: int) -> bool:
+def _group_alive(pgid: Optional[int]) -> bool:
+    if pgid is None:
+        return False
     try:
         os.killpg(pgid, 0)
         return True
@@ -61,7 +64,7 @@ def _group_alive(pgid: int) -> bool:
         return False
 
 
-def kill_local(pgid: int, tag: str, grace: float = GRACE_SECONDS,
+def kill_local(pgid: Optional[int], tag: str, grace: float = GRACE_SECONDS,
                reap: Optional[Callable[[], object]] = None) -> None:
     """End process group ``pgid`` and every process tagged ``tag``; return when gone.
 

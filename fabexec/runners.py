@@ -213,7 +213,9 @@ class LocalRunner(TeeRunner, Local):
 
     def kill(self) -> None:
         self.killed = True
-        kill_local(self.process.pid, self.tag, reap=self.process.poll)
+        # Once reaped, the group's number may belong to someone else: tag only.
+        pgid = self.process.pid if self.process.returncode is None else None
+        kill_local(pgid, self.tag, reap=self.process.poll)
 
     def stop(self) -> None:
         super().stop()

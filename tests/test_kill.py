@@ -1,0 +1,117 @@
+"""kill() and timeout end a local command and every process it started.
+
+Each command starts a tree whose children escape in every usual way (see
+`proctree.escaping_tree`); ``pgrep`` then proves that none of it is left.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from fabexec import CommandTimeoutError, Exec, LocalExecInfo
+from tests.proctree import (
+    TREE_SIZE,
+    end_leftovers,
+    escaping_tree,
+    eventually,
+    sleeping,
+    unique_seconds,
+)
+
+
+@pytest.fixture
+def tag() -> Iterator[str]:
+    tag = unique_seconds()
+    yield tag
+    end_leftovers(tag)
+
+
+def start_tree(tag: str, marker: Path, **info: object) -> Exec:
+    node = Exec(escaping_tree(tag, str(marker)),
+                LocalExecInfo(exec_async=True, hide_output=True, **info))
+    assert eventually(lambda: len(sleeping(tag)) == TREE_SIZE), "the tree never came up"
+    return node
+
+
+def test_kill_ends_every_process_the_command_started(tag: str, tmp_path: Path) -> None:
+    node = start_tree(tag, tmp_path / "started")
+    node.kill()
+    assert sleeping(tag) == []
+
+
+def test_kill_returns_the_shell_status_of_a_terminated_command(tag: str) -> None:
+    node = Exec(f"sleep {tag}", LocalExecInfo(exec_async=True, hide_output=True))
+    assert eventually(lambda: len(sleeping(tag)) == 1)
+    assert node.kill() == 128 + 15  # SIGTERM, as bash reports it
+    assert node.exit_codes == {"localhost": 143}
+    assert node.failed()
+
+
+def test_kill_escalates_to_sigkill_when_sigterm_is_ignored(tag: str) -> None:
+    node = Exec(f"trap '' TERM\nsleep {tag}", LocalExecInfo(exec_async=True, hide_output=True))
+    assert eventually(lambda: len(sleeping(tag)) == 1)
+    node.kill()
+    assert sleeping(tag) == []
+    assert node.exit_code == 128 + 9
+
+
+def test_kill_ends_an_async_daemon_whose_launcher_already_exited(tag: str) -> None:
+    daemon = f"setsid sleep {tag} </dev/null >/dev/null 2>&1 &"
+    node = Exec(daemon, LocalExecInfo(exec_async=True, hide_output=True))
+    assert eventually(lambda: len(sleeping(tag)) == 1)
+    node.kill()
+    assert sleeping(tag) == []
+
+
+def test_kill_after_wait_still_ends_a_daemon_the_command_left_running(tag: str) -> None:
+    daemon = f"setsid sleep {tag} </dev/null >/dev/null 2>&1 &"
+    node = Exec(daemon, LocalExecInfo(exec_async=True, hide_output=True))
+    assert node.wait() == 0
+    assert eventually(lambda: len(sleeping(tag)) == 1)
+    node.kill()
+    assert sleeping(tag) == []
+
+
+def test_kill_after_the_command_finished_keeps_its_exit_code() -> None:
+    node = Exec("exit 7", LocalExecInfo(exec_async=True, hide_output=True))
+    assert node.wait() == 7
+    assert node.kill() == 7
+    assert node.errors == {}
+
+
+def test_timeout_ends_every_process_the_command_started(tag: str, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    node = Exec(escaping_tree(tag, str(marker)), LocalExecInfo(timeout=3, hide_output=True))
+    assert marker.exists(), "the tree never started: the test would prove nothing"
+    assert sleeping(tag) == []
+    assert node.exit_code == 124
+
+
+def test_timeout_records_a_command_timeout_error_for_localhost(tag: str) -> None:
+    node = Exec(f"sleep {tag}", LocalExecInfo(timeout=0.5, hide_output=True))
+    assert isinstance(node.errors["localhost"], CommandTimeoutError)
+    assert node.errors["localhost"].host == "localhost"
+    assert node.exit_codes == {"localhost": 124}
+    assert node.failed()
+
+
+def test_timeout_of_an_async_command_fires_without_wait_being_called(tag: str) -> None:
+    node = Exec(f"sleep {tag}", LocalExecInfo(exec_async=True, timeout=0.5, hide_output=True))
+    assert eventually(lambda: not sleeping(tag)), "the timeout never ended the command"
+    assert node.wait() == 124
+    assert isinstance(node.errors["localhost"], CommandTimeoutError)
+
+
+def test_timeout_keeps_the_output_produced_before_it(tag: str) -> None:
+    node = Exec(f"echo before\nsleep {tag}",
+                LocalExecInfo(timeout=0.5, hide_output=True, collect_output=True))
+    assert node.stdout["localhost"] == "before\n"
+
+
+def test_a_command_that_ends_before_its_timeout_has_no_error() -> None:
+    node = Exec("exit 0", LocalExecInfo(timeout=60, hide_output=True))
+    assert node.exit_code == 0
+    assert node.errors == {}

@@ -1,0 +1,228 @@
+"""Where a local command's output goes: terminal, memory and files, in every combination.
+
+Files get the exact bytes; memory and terminal get text decoded across chunk
+boundaries, with U+FFFD for invalid bytes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+
+from fabexec import Exec, LocalExecInfo, OutputWriteError, PathNotFoundError
+from fabexec.tee import Tee
+from tests.proctree import end_leftovers, eventually, sleeping, unique_seconds
+
+MIB = 1024 * 1024
+BOTH_STREAMS = "printf 'to-out\\n'; printf 'to-err\\n' >&2"
+
+
+@pytest.fixture
+def tag() -> Iterator[str]:
+    tag = unique_seconds()
+    yield tag
+    end_leftovers(tag)
+
+
+def run(cmd: str, **info: object) -> Exec:
+    return Exec(cmd, LocalExecInfo(**info))
+
+
+# ---- every combination -----------------------------------------------------
+
+COMBINATIONS = list(itertools.product([False, True], repeat=4))
+
+
+@pytest.mark.parametrize(
+    "collect, pipe_out, pipe_err, hide", COMBINATIONS,
+    ids=["-".join(name for name, on in zip(("collect", "pipe_out", "pipe_err", "hide"), combo)
+                  if on) or "none" for combo in COMBINATIONS],
+)
+def test_each_stream_reaches_exactly_the_sinks_asked_for(
+    collect: bool, pipe_out: bool, pipe_err: bool, hide: bool,
+    tmp_path: Path, capfd: pytest.CaptureFixture[str],
+) -> None:
+    out_file, err_file = tmp_path / "out.log", tmp_path / "err.log"
+    node = run(BOTH_STREAMS, collect_output=collect, hide_output=hide,
+               pipe_stdout=out_file if pipe_out else None,
+               pipe_stderr=err_file if pipe_err else None)
+    printed = capfd.readouterr()
+    assert printed.out == ("" if hide else "to-out\n")
+    assert printed.err == ("" if hide else "to-err\n")
+    assert node.stdout == {"localhost": "to-out\n" if collect else ""}
+    assert node.stderr == {"localhost": "to-err\n" if collect else ""}
+    assert (out_file.read_bytes() if out_file.exists() else None) == (
+        b"to-out\n" if pipe_out else None)
+    assert (err_file.read_bytes() if err_file.exists() else None) == (
+        b"to-err\n" if pipe_err else None)
+
+
+def test_by_default_output_is_printed_live_and_not_collected(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    node = Exec(BOTH_STREAMS)
+    assert capfd.readouterr() == ("to-out\n", "to-err\n")
+    assert node.stdout == {"localhost": ""}
+    assert node.stderr == {"localhost": ""}
+
+
+def test_pipe_files_are_truncated_when_the_command_starts(tmp_path: Path) -> None:
+    out = tmp_path / "out.log"
+    out.write_bytes(b"an older and much longer log\n" * 100)
+    run("printf new", pipe_stdout=out, hide_output=True)
+    assert out.read_bytes() == b"new"
+
+
+def test_pipe_paths_may_be_given_as_str(tmp_path: Path) -> None:
+    run(BOTH_STREAMS, pipe_stdout=str(tmp_path / "o"), pipe_stderr=str(tmp_path / "e"),
+        hide_output=True)
+    assert (tmp_path / "o").read_bytes() == b"to-out\n"
+    assert (tmp_path / "e").read_bytes() == b"to-err\n"
+
+
+def test_stdout_and_stderr_piped_to_one_file_keep_every_byte(tmp_path: Path) -> None:
+    log = tmp_path / "both.log"
+    run("echo out-line-1; echo err-line >&2; echo out-line-2", pipe_stdout=log,
+        pipe_stderr=log, hide_output=True)
+    assert sorted(log.read_bytes().splitlines()) == [b"err-line", b"out-line-1", b"out-line-2"]
+
+
+# ---- bytes and text --------------------------------------------------------
+
+def test_random_binary_bytes_reach_the_file_byte_for_byte(tmp_path: Path) -> None:
+    source, out = tmp_path / "random.bin", tmp_path / "out.bin"
+    source.write_bytes(os.urandom(8 * MIB))
+    run(f"cat {source}", pipe_stdout=out, hide_output=True)
+    assert out.read_bytes() == source.read_bytes()
+
+
+def test_collecting_and_printing_do_not_change_the_bytes_in_the_file(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str],
+) -> None:
+    source, out = tmp_path / "random.bin", tmp_path / "out.bin"
+    source.write_bytes(os.urandom(MIB))
+    run(f"cat {source}", pipe_stdout=out, collect_output=True)
+    capfd.readouterr()
+    assert out.read_bytes() == source.read_bytes()
+
+
+def test_a_long_run_of_three_byte_characters_is_collected_exactly(tmp_path: Path) -> None:
+    text = "€" * 1_000_000  # 3 MB: no read size divides it, so reads end mid-character
+    (tmp_path / "euros.txt").write_text(text, encoding="utf-8")
+    node = run("cat euros.txt", cwd=tmp_path, collect_output=True, hide_output=True)
+    assert node.stdout["localhost"] == text
+
+
+def test_mixed_width_characters_are_printed_whole(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str],
+) -> None:
+    text = "aé€😀" * 100_000 + "\n"  # 1-, 2-, 3- and 4-byte characters
+    (tmp_path / "mixed.txt").write_text(text, encoding="utf-8")
+    run("cat mixed.txt", cwd=tmp_path)
+    assert capfd.readouterr().out == text
+
+
+@pytest.mark.parametrize("cut", range(1, 4))
+def test_a_character_cut_between_two_chunks_is_decoded_whole(cut: int) -> None:
+    tee = Tee("localhost", collect=True)
+    data = "x€y".encode()
+    tee.write(data[:cut])
+    tee.write(data[cut:])
+    tee.close()
+    assert tee.text == "x€y"
+
+
+def test_invalid_utf8_becomes_replacement_characters_in_memory(tmp_path: Path) -> None:
+    node = run(r"printf 'ok\377\376ok\342\202'", collect_output=True, hide_output=True)
+    assert node.stdout["localhost"] == "ok\ufffd\ufffdok\ufffd"
+
+
+def test_invalid_utf8_reaches_the_file_unchanged(tmp_path: Path) -> None:
+    out = tmp_path / "out.bin"
+    run(r"printf 'ok\377\376ok\342\202'", pipe_stdout=out, collect_output=True,
+        hide_output=True)
+    assert out.read_bytes() == b"ok\xff\xfeok\xe2\x82"
+
+
+def test_output_without_a_final_newline_is_kept_as_it_is(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out.log"
+    node = run("printf 'no newline'", pipe_stdout=out, collect_output=True)
+    assert node.stdout["localhost"] == "no newline"
+    assert out.read_bytes() == b"no newline"
+    assert capfd.readouterr().out == "no newline"
+
+
+def test_a_ten_mib_single_line_is_collected_and_written_whole(tmp_path: Path) -> None:
+    out = tmp_path / "line.log"
+    node = run("head -c 10M /dev/zero | tr '\\0' a; echo", pipe_stdout=out,
+               collect_output=True, hide_output=True)
+    line = "a" * (10 * MIB) + "\n"
+    assert node.stdout["localhost"] == line
+    assert out.read_bytes() == line.encode()
+
+
+def test_the_output_file_is_written_while_the_command_runs(tmp_path: Path, tag: str) -> None:
+    out = tmp_path / "live.log"
+    node = run(f"echo first line\nsleep {tag}", pipe_stdout=out, hide_output=True,
+               exec_async=True)
+    try:
+        assert eventually(lambda: out.read_bytes() == b"first line\n", seconds=30)
+        assert not node.done
+    finally:
+        node.kill()
+
+
+def test_the_terminal_shows_output_while_the_command_runs(
+    tag: str, capfd: pytest.CaptureFixture[str],
+) -> None:
+    node = run(f"echo first line\nsleep {tag}", exec_async=True)
+    printed: List[str] = []
+
+    def shown() -> str:
+        printed.append(capfd.readouterr().out)
+        return "".join(printed)
+
+    try:
+        assert eventually(lambda: shown() == "first line\n", seconds=30)
+        assert not node.done
+    finally:
+        node.kill()
+
+
+# ---- files that cannot be used ---------------------------------------------
+
+@pytest.mark.parametrize("field", ["pipe_stdout", "pipe_stderr"])
+def test_an_output_file_in_a_missing_folder_raises_before_anything_runs(
+    field: str, tmp_path: Path,
+) -> None:
+    missing = tmp_path / "no-such-folder" / "out.log"
+    marker = tmp_path / "ran"
+    with pytest.raises(PathNotFoundError) as caught:
+        run(f"touch {marker}", **{field: missing})
+    assert caught.value.field == field
+    assert caught.value.path == str(missing)
+    assert str(missing) in str(caught.value)
+    assert not marker.exists()
+
+
+def test_a_full_disk_records_an_output_write_error_and_ends_the_command(tag: str) -> None:
+    node = run(f"echo something\nsleep {tag}", pipe_stdout="/dev/full", hide_output=True,
+               timeout=60)
+    error = node.errors["localhost"]
+    assert isinstance(error, OutputWriteError)
+    assert (error.host, error.path) == ("localhost", "/dev/full")
+    assert node.exit_code not in (0, 124)  # ended by the write error, not by the timeout
+    assert sleeping(tag) == []
+
+
+def test_a_full_disk_on_stdout_keeps_collecting_stderr(tag: str) -> None:
+    node = run("echo to-err >&2\necho to-out", pipe_stdout="/dev/full",
+               collect_output=True, hide_output=True)
+    assert isinstance(node.errors["localhost"], OutputWriteError)
+    assert node.stderr["localhost"] == "to-err\n"
