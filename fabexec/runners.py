@@ -10,6 +10,7 @@ instead of polling, and ``kill`` ends the whole process tree.
 
 from __future__ import annotations
 
+import errno
 import os
 import selectors
 import shlex
@@ -171,23 +172,43 @@ class LocalRunner(TeeRunner, Local):
         return threads, [], []
 
     def _read_pipes(self) -> None:
-        """Both pipes, until both end, through one selector."""
+        """Both pipes, until both end, through one selector.
+
+        A stream whose only destination is its file is spliced pipe-to-file in
+        the kernel (no copy through Python); the rest is read and teed.
+        """
         pipes = {self.process.stdout.fileno(): self.tees["stdout"],
                  self.process.stderr.fileno(): self.tees["stderr"]}
+        splice = {fd: tee.splice_target() for fd, tee in pipes.items()}
         with selectors.DefaultSelector() as selector:
             for fd in pipes:
                 selector.register(fd, selectors.EVENT_READ)
             while pipes:
                 for key, _ in selector.select():
-                    data = os.read(key.fd, CHUNK)
-                    if not data:
+                    tee = pipes[key.fd]
+                    if splice[key.fd] is not None:
+                        moved = self._splice(key.fd, tee, splice)
+                    else:
+                        data = os.read(key.fd, CHUNK)
+                        moved = len(data)
+                        if data:
+                            tee.write(data)
+                    if not moved:
                         selector.unregister(key.fd)
                         del pipes[key.fd]
-                        continue
-                    tee = pipes[key.fd]
-                    tee.write(data)
-                    if tee.error is not None and not self.killed:
+                    elif tee.error is not None and not self.killed:
                         self.kill()
+
+    @staticmethod
+    def _splice(fd: int, tee: Tee, splice: Dict[int, Optional[int]]) -> int:
+        try:
+            return os.splice(fd, splice[fd], CHUNK)  # type: ignore[attr-defined]
+        except OSError as e:
+            splice[fd] = None  # from now on read and tee (which drops a failed file)
+            if e.errno in (errno.EINVAL, errno.ENOSYS):  # this file takes no splice
+                return 1
+            tee.fail(e)
+            return 1
 
     def _write_proc_stdin(self, data: bytes) -> None:
         if self.process.stdin is not None:

@@ -109,6 +109,9 @@ class OutputFile:
     def attach(self) -> None:
         self._users += 1
 
+    def fileno(self) -> int:
+        return self._file.fileno()
+
     def close(self) -> None:
         self._users -= 1
         if self._users <= 0:
@@ -176,6 +179,22 @@ class Tee:
             self.terminal.write(text)
         if self.watch is not None:
             self.watch(text)
+
+    def splice_target(self) -> Optional[int]:
+        """The file descriptor to splice into when the file is the only destination.
+
+        None when anything needs the bytes in Python (text, watchers, a file
+        shared by several hosts), or where the kernel offers no splice.
+        """
+        if not hasattr(os, "splice") or self._decoder is not None:
+            return None
+        if not isinstance(self.file, OutputFile):
+            return None
+        return self.file.fileno()
+
+    def fail(self, e: OSError) -> None:
+        """The file cannot be written: record it, and write nothing more there."""
+        self._fail(e)
 
     def _fail(self, e: OSError) -> None:
         self.error = OutputWriteError(self.host, self.file.path, e.strerror or str(e))
