@@ -8,6 +8,7 @@ from pathlib import Path
 from invoke import Collection, task
 
 from tasks_cluster import cluster
+from tasks_deploy import deploy
 
 ROOT = Path(__file__).parent
 
@@ -34,7 +35,8 @@ def setup(c):
 @task
 def lint(c):
     """ruff over the package, tests, benchmarks and tasks."""
-    c.run("ruff check fabexec tests bench examples tasks.py tasks_cluster.py", pty=False)
+    c.run("ruff check fabexec tests bench examples tasks.py tasks_cluster.py tasks_deploy.py",
+          pty=False)
 
 
 @task(pre=[setup, lint],
@@ -56,3 +58,4 @@ def bench(c, name=""):
 
 ns = Collection(setup, lint, test, bench)
 ns.add_collection(cluster)
+ns.add_task(deploy)

@@ -16,11 +16,13 @@ from .errors import (
     OutputWriteError,
     PathNotFoundError,
     TransferError,
+    TransferFailedError,
     UnreachableError,
 )
 from .exec import Exec
 from .hostfile import Hostfile
 from .info import ExecInfo, ExecType, LocalExecInfo, MpiExecInfo, PsshExecInfo, SshExecInfo
+from .transfer import Get, Pscp, Put, Scp, Transfer
 
 __all__ = [
     "AuthenticationError",
@@ -32,6 +34,7 @@ __all__ = [
     "ExecInfoError",
     "ExecType",
     "FabexecError",
+    "Get",
     "HostError",
     "HostKeyError",
     "HostLookupError",
@@ -43,8 +46,13 @@ __all__ = [
     "MpiExecInfo",
     "OutputWriteError",
     "PathNotFoundError",
+    "Pscp",
     "PsshExecInfo",
+    "Put",
+    "Scp",
     "SshExecInfo",
+    "Transfer",
     "TransferError",
+    "TransferFailedError",
     "UnreachableError",
 ]

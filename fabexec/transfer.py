@@ -1,0 +1,625 @@
+"""Copying files and folders to and from one host or many, over SFTP.
+
+`Put` and `Get` place what they copy the way ``cp -r`` does: inside ``dst`` when
+it is a folder (or ends in ``/``, or several sources are given), else as ``dst``
+itself; missing parent folders are made. Folders are copied recursively with
+their modes, and a symbolic link inside a folder stays a link. `Scp` and `Pscp`
+keep jarvis-util's signatures: each local path goes to the same path (or the
+one paired with it) on the first host, or on every host.
+
+The results are shaped like `Exec`'s: per host an exit code (0 copied, 1 a copy
+failed, 255 the host could not be reached or stopped answering), the error, and
+the files written. Every file is written under a temporary name in its
+destination folder (``.NAME.fabexec-XXXXXXXX.part``), given its mode, then
+renamed, so that an interrupted copy never leaves a file that looks whole; a
+host that dies mid-copy may keep its ``.part`` file, since nothing can reach it
+to remove it.
+
+Fabric's `Transfer` is not used: it writes straight to the final name, copies
+one file at a time, and every caller shares the connection's one SFTP session,
+which two threads may not use at once. Each copy here opens an SFTP channel of
+its own on the cached connection, with a large window and read-ahead.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import secrets
+import stat
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+from paramiko import SFTPClient
+from paramiko.ssh_exception import SSHException
+
+from . import interrupts
+from .connections import HostConnection, connection_for, drop
+from .errors import (
+    ConnectionLostError,
+    HostError,
+    HostStoppedAnsweringError,
+    TransferError,
+    TransferFailedError,
+)
+from .hostfile import Hostfile
+from .info import ExecInfo, ExecType, LocalExecInfo
+from .local import LOCALHOST
+from .pssh import FanOut
+
+PathArg = Union[str, "os.PathLike[str]"]
+Sources = Union[PathArg, Sequence[PathArg]]
+Paths = Union[PathArg, Sequence[Union[PathArg, Tuple[PathArg, PathArg]]]]
+
+#: Bytes per read and write call: a large file costs few Python calls.
+CHUNK = 1 << 20
+#: The SFTP channel's receive window: many packets in flight from a distant host.
+WINDOW = 16 << 20
+#: Read requests (32 KiB each) kept in flight while fetching a file.
+PREFETCH = 128
+#: Seconds an interrupt waits for the hosts to stop and remove their temporary files.
+STOP_WAIT = 10.0
+#: Longest part of a file name kept in its temporary name (names end at 255 bytes).
+NAME_KEPT = 200
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One source and where it goes.
+
+    ``into`` True puts ``src`` inside the folder ``dst``; False makes ``dst`` the
+    copy itself; None decides as ``cp`` does, inside when ``dst`` is a folder.
+    """
+
+    src: str
+    dst: str
+    into: Optional[bool] = None
+
+
+class _Stopped(Exception):
+    """`Transfer.kill` was called (Ctrl-C, SIGTERM) while a file was on its way."""
+
+
+# --------------------------------------------------------------------------- the two ends
+
+class LocalFiles:
+    """This machine's files, as either end of a copy."""
+
+    def path(self, path: str) -> str:
+        return os.path.expanduser(path)
+
+    def stat(self, path: str, follow: bool = False) -> Any:
+        return os.stat(path) if follow else os.lstat(path)
+
+    def entries(self, path: str) -> List[Tuple[str, Any]]:
+        with os.scandir(path) as found:
+            return sorted(((e.name, e.stat(follow_symlinks=False)) for e in found),
+                          key=lambda entry: entry[0])
+
+    def mkdir(self, path: str) -> None:
+        os.mkdir(path)
+
+    def chmod(self, path: str, mode: int) -> None:
+        os.chmod(path, mode)
+
+    def readlink(self, path: str) -> str:
+        return os.readlink(path)
+
+    def symlink(self, target: str, path: str) -> None:
+        os.symlink(target, path)
+
+    def rename(self, old: str, new: str) -> None:
+        os.replace(old, new)
+
+    def remove(self, path: str) -> None:
+        os.unlink(path)
+
+    def reader(self, path: str, size: int) -> IO[bytes]:
+        return open(path, "rb")
+
+    def write(self, path: str, reader: IO[bytes], mode: int, stop: threading.Event) -> None:
+        """Create ``path`` (it must not exist), fill it from ``reader``, give it ``mode``."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "wb") as out:
+            _pump(reader, out, stop)
+            os.fchmod(out.fileno(), mode)
+
+
+class SftpFiles:
+    """A host's files, through an SFTP session that only this copy uses."""
+
+    def __init__(self, sftp: SFTPClient) -> None:
+        self.sftp = sftp
+
+    def path(self, path: str) -> str:
+        """SFTP paths start in the home folder; ``~`` and ``~/`` say the same."""
+        if path == "~":
+            return "."
+        return (path[2:] or ".") if path.startswith("~/") else path
+
+    def stat(self, path: str, follow: bool = False) -> Any:
+        return self.sftp.stat(path) if follow else self.sftp.lstat(path)
+
+    def entries(self, path: str) -> List[Tuple[str, Any]]:
+        return sorted(((a.filename, a) for a in self.sftp.listdir_attr(path)),
+                      key=lambda entry: entry[0])
+
+    def mkdir(self, path: str) -> None:
+        self.sftp.mkdir(path)
+
+    def chmod(self, path: str, mode: int) -> None:
+        self.sftp.chmod(path, mode)
+
+    def readlink(self, path: str) -> str:
+        return self.sftp.readlink(path) or ""
+
+    def symlink(self, target: str, path: str) -> None:
+        self.sftp.symlink(target, path)
+
+    def rename(self, old: str, new: str) -> None:
+        """OpenSSH's posix-rename replaces ``new`` at once, as rename(2) does."""
+        self.sftp.posix_rename(old, new)
+
+    def remove(self, path: str) -> None:
+        self.sftp.remove(path)
+
+    def reader(self, path: str, size: int) -> IO[bytes]:
+        """The file, with reads requested ahead so that the link never idles.
+
+        paramiko sends the read-ahead requests from a thread of its own (not
+        worth starting for a file that one request brings), which dies with a
+        traceback on stderr when the host does; the copy notices the loss
+        itself, so that thread is made to end quietly.
+        """
+        remote = self.sftp.open(path, "rb")
+        if size <= remote.MAX_REQUEST_SIZE:
+            return remote  # type: ignore[return-value]
+        send_requests = remote._prefetch_thread
+
+        def quietly(*args: Any) -> None:
+            try:
+                send_requests(*args)
+            except (OSError, EOFError, SSHException):
+                pass
+
+        remote._prefetch_thread = quietly  # type: ignore[method-assign]
+        remote.prefetch(size, PREFETCH)
+        return remote  # type: ignore[return-value]
+
+    def write(self, path: str, reader: IO[bytes], mode: int, stop: threading.Event) -> None:
+        """Create ``path`` (it must not exist), fill it from ``reader``, give it ``mode``.
+
+        Writes are pipelined (no wait for each acknowledgement); closing waits
+        for them all and raises the first write error.
+        """
+        with self.sftp.open(path, "wxb") as out:
+            out.set_pipelined(True)
+            _pump(reader, out, stop)  # type: ignore[arg-type]
+        self.sftp.chmod(path, mode)
+
+
+Files = Union[LocalFiles, SftpFiles]
+LOCAL = LocalFiles()
+
+
+def _pump(reader: IO[bytes], writer: IO[bytes], stop: threading.Event) -> None:
+    """Move the bytes in large chunks, checking between chunks whether to stop."""
+    while True:
+        if stop.is_set():
+            raise _Stopped()
+        data = reader.read(CHUNK)
+        if not data:
+            return
+        writer.write(data)
+
+
+def _is_dir(files: Files, path: str) -> bool:
+    try:
+        return stat.S_ISDIR(files.stat(path, follow=True).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _mkdir(files: Files, path: str) -> None:
+    """Make the folder unless it is there: another host sharing this filesystem
+    (an NFS home, the sandbox) may make it at the same moment."""
+    try:
+        files.mkdir(path)
+    except OSError:
+        if not _is_dir(files, path):
+            raise
+
+
+def _makedirs(files: Files, path: str) -> None:
+    """``mkdir -p``: the folder and its missing parents."""
+    if path in ("", ".", "/") or _is_dir(files, path):
+        return
+    _makedirs(files, posixpath.dirname(path.rstrip("/")))
+    _mkdir(files, path)
+
+
+def _target(files: Files, src: str, dst: str, into: Optional[bool]) -> str:
+    """Where ``src`` lands on ``files``, its folder made: cp's rule (see `Copy`)."""
+    if into is None:
+        into = _is_dir(files, dst)
+    if not into:
+        _makedirs(files, posixpath.dirname(dst))
+        return dst
+    _makedirs(files, dst)
+    name = posixpath.basename(posixpath.normpath(src))
+    return dst if name in ("", ".", "..") else posixpath.join(dst, name)
+
+
+def _temp_name(target: str) -> str:
+    folder, name = posixpath.split(target)
+    return posixpath.join(folder, f".{name[:NAME_KEPT]}.fabexec-{secrets.token_hex(4)}.part")
+
+
+def _discard(files: Files, path: str) -> None:
+    """Remove a temporary file if the host still lets us; a dead host keeps it."""
+    try:
+        files.remove(path)
+    except (OSError, EOFError, SSHException):
+        pass
+
+
+def _reason(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
+# --------------------------------------------------------------------------- one host
+
+class _Copier:
+    """Copies one host's list from ``source`` files to ``dest`` files."""
+
+    def __init__(self, host: str, source: Files, dest: Files, stop: threading.Event,
+                 copied: List[str]) -> None:
+        self.host, self.source, self.dest = host, source, dest
+        self.stop, self.copied = stop, copied
+
+    def run(self, copies: List[Copy]) -> None:
+        for copy in copies:
+            src, dst = self.source.path(copy.src), self.dest.path(copy.dst)
+            with self._step(src, dst):
+                attrs = self.source.stat(src, follow=True)  # a link given by name: its target
+                target = _target(self.dest, src, dst, copy.into)
+                if self.source is self.dest and _same_or_inside(src, target):
+                    continue
+            self._tree(src, target, attrs)
+
+    @contextmanager
+    def _step(self, src: str, target: str) -> Iterator[None]:
+        """Name the paths in the error of whatever fails within."""
+        try:
+            yield
+        except OSError as e:
+            raise TransferFailedError(self.host, f"cannot copy {src} to {target}: "
+                                      f"{_reason(e)}") from e
+
+    def _tree(self, src: str, target: str, attrs: Any) -> None:
+        mode = attrs.st_mode
+        if stat.S_ISDIR(mode):
+            with self._step(src, target):
+                entries = self.source.entries(src)  # listed first: target may lie inside src
+                _mkdir(self.dest, target)
+            for name, child in entries:
+                self._tree(posixpath.join(src, name), posixpath.join(target, name), child)
+            with self._step(src, target):
+                self.dest.chmod(target, stat.S_IMODE(mode))  # last: it may forbid writing
+        elif stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+            with self._step(src, target):
+                self._place(target, lambda tmp: self._fill(src, tmp, attrs, mode))
+        else:
+            raise TransferFailedError(self.host, f"cannot copy {src}: not a regular file, "
+                                      "folder or symbolic link")
+
+    def _fill(self, src: str, tmp: str, attrs: Any, mode: int) -> None:
+        if stat.S_ISLNK(mode):
+            self.dest.symlink(self.source.readlink(src), tmp)
+            return
+        with self.source.reader(src, attrs.st_size) as reader:
+            self.dest.write(tmp, reader, stat.S_IMODE(mode), self.stop)
+
+    def _place(self, target: str, fill: Callable[[str], None]) -> None:
+        """Fill a temporary name next to ``target``, then rename it: whole or absent."""
+        tmp = _temp_name(target)
+        try:
+            fill(tmp)
+            self.dest.rename(tmp, target)
+        except BaseException:
+            _discard(self.dest, tmp)
+            raise
+        self.copied.append(target)
+
+
+def _same_or_inside(src: str, target: str) -> bool:
+    """On one machine: copying onto itself is done already; into itself, endless."""
+    real_src, real_target = os.path.realpath(src), os.path.realpath(target)
+    if real_target == real_src:
+        return True
+    if real_target.startswith(real_src.rstrip("/") + "/"):
+        raise OSError(f"{target} lies inside {src}: a folder cannot be copied into itself")
+    return False
+
+
+def _lost(host: str, cxn: HostConnection, error: HostError) -> HostError:
+    """The connection broke: forget it (the next call reconnects) and say why."""
+    dead = cxn.dead_reason
+    drop(cxn)
+    lost = HostStoppedAnsweringError(host, dead) if dead is not None else \
+        ConnectionLostError(host, "connection lost during the copy")
+    lost.__cause__ = error  # what the copy was doing when it broke
+    return lost
+
+
+def _is_local(host: str) -> bool:
+    """``localhost`` is copied without SSH, as `Exec` runs it without SSH."""
+    return Hostfile(all_hosts=[host]).is_local()
+
+
+# --------------------------------------------------------------------------- results
+
+class Transfer:
+    """What a copy did on each host, shaped like `Exec`'s results.
+
+    ``copied[host]``: the destination paths of the files (and links) written;
+    ``exit_codes[host]``: 0 copied, 1 failed (`TransferFailedError`), 255
+    unreachable or stopped answering; ``errors[host]``: the `HostError` that
+    stopped that host; ``exit_code``: 0 when every host succeeded. A host's
+    failure never stops the others. Copies always complete before the
+    constructor returns (``exec_async`` does not apply).
+    """
+
+    def __init__(self, plan: Dict[str, List[Copy]], push: bool, exec_info: ExecInfo) -> None:
+        self.exec_info = exec_info
+        self.push = push
+        self.hosts: List[str] = list(plan)
+        self.copied: Dict[str, List[str]] = {h: [] for h in self.hosts}
+        self.exit_codes: Dict[str, int] = {}
+        self.errors: Dict[str, HostError] = {}
+        self.exit_code = 0
+        self._plan = plan
+        self._stop = threading.Event()
+        self._settle(self._run())
+
+    def failed(self) -> bool:
+        """True when any host failed."""
+        return bool(self.errors)
+
+    def kill(self) -> None:
+        """Stop copying (another thread, an interrupt): hosts drop their temporary files."""
+        self._stop.set()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(hosts={self.hosts}, exit_code={self.exit_code})"
+
+    def _run(self) -> Dict[str, Optional[HostError]]:
+        """Every host's copy, from a thread, so that Ctrl-C or SIGTERM reaches us at once."""
+        outcomes: Dict[str, Optional[HostError]] = {}
+        crashed: List[BaseException] = []
+        done = threading.Event()
+
+        def fan_out() -> None:
+            try:
+                outcomes.update(self._fan_out())
+            except BaseException as e:  # noqa: BLE001 - a bug: raised in the caller's thread
+                crashed.append(e)
+            finally:
+                done.set()
+
+        interrupts.started(self)
+        try:
+            threading.Thread(target=fan_out, daemon=True, name="fabexec-transfer").start()
+            done.wait()
+        except BaseException as e:
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                interrupts.interrupted()
+            self.kill()
+            done.wait(STOP_WAIT)
+            raise
+        finally:
+            interrupts.ended(self)
+        if crashed:
+            raise crashed[0]
+        return outcomes
+
+    def _fan_out(self) -> Dict[str, Optional[HostError]]:
+        """Remote hosts at most ``max_parallel`` at once; then this machine, if listed."""
+        remote = {h: connection_for(h, self.exec_info) for h in self.hosts if not _is_local(h)}
+        host_of = {id(cxn): h for h, cxn in remote.items()}
+        group = FanOut(list(remote.values()), self.exec_info.max_parallel)
+        outcomes = {}
+        for cxn, value in group.outcomes(lambda cxn: self._remote(host_of[id(cxn)], cxn)):
+            if isinstance(value, BaseException) and not isinstance(value, HostError):
+                raise value
+            outcomes[host_of[id(cxn)]] = value
+        for host in self.hosts:
+            if host not in remote:
+                outcomes[host] = self._local(host)
+        return outcomes
+
+    def _remote(self, host: str, cxn: HostConnection) -> Optional[HostError]:
+        """Connect, open an SFTP session of this copy's own, copy."""
+        try:
+            cxn.open()
+            sftp = SFTPClient.from_transport(cxn.transport, window_size=WINDOW)
+            if sftp is None:
+                raise SSHException("the host opened no SFTP session")
+        except HostError as e:
+            return e
+        except (OSError, EOFError, SSHException) as e:
+            error = TransferFailedError(host, f"no SFTP session: {_reason(e)}")
+            return error if cxn.is_connected else _lost(host, cxn, error)
+        with sftp:
+            error = self._guarded(host, lambda: self._copy(host, SftpFiles(sftp)))
+            # Its session closed under it: the connection broke (the transport may
+            # not say so yet), not a file.
+            if error is not None and sftp.get_channel().closed:
+                return _lost(host, cxn, error)
+        return error
+
+    def _local(self, host: str) -> Optional[HostError]:
+        return self._guarded(host, lambda: self._copy(host, LOCAL))
+
+    def _copy(self, host: str, remote: Files) -> None:
+        source, dest = (LOCAL, remote) if self.push else (remote, LOCAL)
+        _Copier(host, source, dest, self._stop, self.copied[host]).run(self._plan[host])
+
+    @staticmethod
+    def _guarded(host: str, copy: Callable[[], None]) -> Optional[HostError]:
+        """Run ``copy``; the error that stopped it, if one did."""
+        try:
+            copy()
+            return None
+        except TransferFailedError as e:
+            return e
+        except _Stopped:
+            return TransferFailedError(host, "stopped before the copy completed")
+        except (OSError, EOFError, SSHException) as e:
+            return TransferFailedError(host, _reason(e))
+
+    def _settle(self, outcomes: Dict[str, Optional[HostError]]) -> None:
+        for host in self.hosts:
+            error = outcomes[host]
+            self.exit_codes[host] = 0 if error is None else error.exit_code
+            if error is not None:
+                self.errors[host] = error
+        failing = [code for code in self.exit_codes.values() if code]
+        self.exit_code = failing[0] if failing else 0
+
+
+class Put(Transfer):
+    """Copy local files and folders to the hosts of ``exec_info``.
+
+    ``src``: a path or a list of paths; a missing one raises `TransferError`
+    before any host is contacted. ``dst``: where they go on each host (see the
+    module's placement rule; relative paths start in the home folder; a
+    `pathlib.Path` loses a final ``/``, so say "inside" with a string).
+    `LocalExecInfo` (the default) copies on this machine, `SshExecInfo` to the
+    first host, any other kind to every host, ``max_parallel`` at once.
+    """
+
+    def __init__(self, src: Sources, dst: PathArg, exec_info: Optional[ExecInfo] = None) -> None:
+        info = _checked_info(exec_info)
+        sources, target = _sources(src), _path(dst, "dst")
+        for source in sources:
+            _check_local(source)
+        copies = [Copy(source, target, _into(sources, target)) for source in sources]
+        super().__init__({host: copies for host in _hosts(info)}, True, info)
+
+
+class Get(Transfer):
+    """Copy files and folders from the hosts of ``exec_info`` to this machine.
+
+    From one host (`SshExecInfo`, `LocalExecInfo`) they land in ``dst`` as
+    `Put` places them; from many (any other kind) each host's land in a folder
+    of its own, ``dst/HOST/``, so that equal names never overwrite each other.
+    """
+
+    def __init__(self, src: Sources, dst: PathArg, exec_info: Optional[ExecInfo] = None) -> None:
+        info = _checked_info(exec_info)
+        sources, target = _sources(src), _path(dst, "dst")
+        hosts = _hosts(info)
+        if info.exec_type in (ExecType.LOCAL, ExecType.SSH):
+            into = _into(sources, target)
+            plan = {host: [Copy(source, target, into) for source in sources] for host in hosts}
+        else:
+            plan = {host: [Copy(source, posixpath.join(target, host), True) for source in sources]
+                    for host in hosts}
+        super().__init__(plan, False, info)
+
+
+class Scp(Transfer):
+    """jarvis-util's Scp: copy local paths to the same paths on the first host.
+
+    ``paths``: a path, a list of paths, or a list of ``(src, dst)`` pairs; a
+    folder becomes ``dst`` itself (its contents replace what is there file by
+    file, nothing is deleted).
+    """
+
+    def __init__(self, paths: Paths, exec_info: ExecInfo) -> None:
+        info = _checked_info(exec_info)
+        copies = [Copy(src, dst, False) for src, dst in _pairs(paths)]
+        for copy in copies:
+            _check_local(copy.src)
+        super().__init__({host: copies for host in self._targets(info)}, True, info)
+
+    @staticmethod
+    def _targets(info: ExecInfo) -> List[str]:
+        return _every_host(info)[:1]
+
+
+class Pscp(Scp):
+    """jarvis-util's Pscp: `Scp` to every host of ``exec_info``, ``max_parallel`` at once."""
+
+    @staticmethod
+    def _targets(info: ExecInfo) -> List[str]:
+        return _every_host(info)
+
+
+# --------------------------------------------------------------------------- arguments
+
+def _checked_info(exec_info: Optional[ExecInfo]) -> ExecInfo:
+    info = exec_info if exec_info is not None else LocalExecInfo()
+    if not isinstance(info, ExecInfo):
+        raise TypeError(f"exec_info must be an ExecInfo, not {info!r}")
+    if info.sudo:
+        raise TransferError("sudo=True cannot apply to a copy: SFTP writes as the login "
+                            "user. Copy to a folder that user can write, then move the "
+                            "files with Exec(..., sudo=True)")
+    return info
+
+
+def _every_host(info: ExecInfo) -> List[str]:
+    return list(dict.fromkeys(info.targets.hosts))
+
+
+def _hosts(info: ExecInfo) -> List[str]:
+    """Local: this machine; SSH: the first host, as `Exec`; any other kind: every host."""
+    if info.exec_type is ExecType.LOCAL:
+        return [LOCALHOST]
+    hosts = _every_host(info)
+    return hosts[:1] if info.exec_type is ExecType.SSH else hosts
+
+
+def _path(value: Any, what: str) -> str:
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise TransferError(f"{what} must be a non-empty path, not {value!r}")
+    return os.fspath(value)
+
+
+def _sources(src: Sources) -> List[str]:
+    items = [src] if isinstance(src, (str, os.PathLike)) else src
+    if not isinstance(items, (list, tuple)) or not items:
+        raise TransferError(f"src must be a path or a non-empty list of paths, not {src!r}")
+    return [_path(item, "src") for item in items]
+
+
+def _pairs(paths: Paths) -> List[Tuple[str, str]]:
+    """jarvis-util's three forms: a path, a list of paths, a list of (src, dst) pairs."""
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else paths
+    if not isinstance(items, (list, tuple)) or not items:
+        raise TransferError(f"paths must be a path or a non-empty list of paths or (src, dst) "
+                            f"pairs, not {paths!r}")
+    pairs = []
+    for item in items:
+        src, dst = item if isinstance(item, (tuple, list)) and len(item) == 2 else (item, item)
+        pairs.append((_path(src, "paths"), _path(dst, "paths")))
+    return pairs
+
+
+def _into(sources: List[str], dst: str) -> Optional[bool]:
+    """Several sources, or a ``dst`` ending in ``/``, always go inside ``dst``."""
+    return True if len(sources) > 1 or dst.endswith("/") else None
+
+
+def _check_local(path: str) -> None:
+    """A missing local source fails at once, before any host is contacted."""
+    try:
+        os.stat(os.path.expanduser(path))
+    except FileNotFoundError:
+        raise TransferError(f"local source {path!r} does not exist") from None
+    except OSError as e:
+        raise TransferError(f"local source {path!r} cannot be read: {_reason(e)}") from None

@@ -1,0 +1,285 @@
+"""``inv deploy`` end to end on a sandbox of its own, and the key-value service it deploys.
+
+The deploy runs as a user runs it, ``python -m invoke ... deploy`` in a fresh process, with
+``$FABEXEC_SANDBOX_DIR`` pointing at a sandbox folder of these tests (not the session's
+``cluster`` fixture), which the deploy starts and stops itself. Its nodes share this
+machine's process table and filesystem, so "nothing left running" and "nothing left
+behind" are checked here directly, besides the deploy's own check over SSH.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+
+from examples.kvstore.kvstore import Client
+from fabexec import sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
+KVSTORE = ROOT / "examples" / "kvstore"
+REMOTE_ROOT = Path("/tmp/fabexec-deploy")
+NODES = 4
+DEPLOY_TIMEOUT = 150
+
+
+# --------------------------------------------------------------------------- helpers
+
+def free_port(ips: List[str]) -> int:
+    """A port free on every one of ``ips`` (other tests' sandboxes use the same addresses)."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind((ips[0], 0))
+            port = probe.getsockname()[1]
+        if all(_can_bind(ip, port) for ip in ips):
+            return port
+    raise RuntimeError(f"no port free on all of {ips}")
+
+
+def _can_bind(ip: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((ip, port))
+        except OSError:
+            return False
+    return True
+
+
+def deploy_id(output: str) -> str:
+    found = re.search(r"^deploy (\S+): ", output, re.MULTILINE)
+    assert found, f"no deploy line in:\n{output}"
+    return found.group(1)
+
+
+def summary_rows(output: str) -> dict:
+    """host -> {step: 'OK' | 'FAIL' | '-'} from the summary table."""
+    lines = output[output.index("summary of deploy"):].splitlines()
+    steps = lines[1].split()[1:]
+    rows = {}
+    for line in lines[3:]:
+        words = line.split()
+        if not words or not words[0].startswith("node"):
+            break
+        cells = [w for w in words[1:] if not w.endswith("s") or w == "-"]
+        rows[words[0]] = dict(zip(steps, cells))
+    return rows
+
+
+def leftovers(deploy: str) -> List[str]:
+    """This deploy's processes on any node: they all share this machine's process table."""
+    found = subprocess.run(["pgrep", "-af", f"fabexec-deploy/{deploy}/"], capture_output=True,
+                           text=True)
+    return [line for line in found.stdout.splitlines() if "pgrep" not in line]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def state_dir() -> Iterator[Path]:
+    """A sandbox folder for the deploys only; stopped before and after, whatever happened."""
+    if os.geteuid() != 0 and not sandbox.SSHD.exists():
+        pytest.skip(f"{sandbox.SSHD} is missing and only root may install it")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    folder = Path.home() / ".cache" / "fabexec" / f"sandbox-deploy-tests-{worker}"
+    sandbox.down(folder)
+    try:
+        yield folder
+    finally:
+        sandbox.down(folder)
+
+
+def deploy_command(state_dir: Path, *options: str) -> dict:
+    """``inv deploy`` on a free port, as `subprocess` keywords."""
+    ips = [ip for ip, _ in zip(sandbox.loopback_ips(), range(NODES))]
+    argv = [sys.executable, "-m", "invoke", "--search-root", str(ROOT),
+            "--collection", "tasks_deploy", "deploy", "--nodes", str(NODES),
+            "--port", str(free_port(ips)), *options]
+    return {"args": argv, "env": {**os.environ, sandbox.STATE_DIR_VAR: str(state_dir)},
+            "text": True}
+
+
+def deploy(state_dir: Path, cwd: Path, *options: str) -> subprocess.CompletedProcess:
+    """Run ``inv deploy`` to its end in ``cwd`` (where deploy-logs/ lands)."""
+    return subprocess.run(**deploy_command(state_dir, *options), cwd=cwd, capture_output=True,
+                          timeout=DEPLOY_TIMEOUT)
+
+
+def assert_nothing_left(state_dir: Path, deploy: str) -> None:
+    assert leftovers(deploy) == []
+    assert not (REMOTE_ROOT / deploy).exists()
+    states = sandbox.SandboxCluster.load(state_dir).status()
+    assert set(states.values()) == {"stopped"}, "the deploy started the sandbox: it stops it"
+
+
+# --------------------------------------------------------------------------- inv deploy
+
+LAUNCHERS = ["mpiexec", "mpiexec.openmpi"]
+
+
+@pytest.mark.timeout(DEPLOY_TIMEOUT + 30)
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_deploy_runs_every_step_on_every_host_and_leaves_nothing(
+        state_dir: Path, tmp_path: Path, launcher: str) -> None:
+    if shutil.which(launcher) is None:
+        pytest.skip(f"no {launcher} installed")
+    done = deploy(state_dir, tmp_path, "--mpiexec", launcher)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "every step OK" in done.stdout
+    rows = summary_rows(done.stdout)
+    assert sorted(rows) == [f"node{k}" for k in range(1, NODES + 1)]
+    steps = ["push", "start", "ready", "mpi", "stop", "logs", "clean"]
+    assert all(row == dict.fromkeys(steps, "OK") for row in rows.values()), rows
+    for k in range(1, NODES + 1):
+        # Instance k serves ranks k-1 and k-1+NODES, which ran on other nodes (2 per node).
+        assert re.search(rf"^mpi +node{k} +OK .* ranks {k - 1}, {k - 1 + NODES} ok",
+                         done.stdout, re.MULTILINE), done.stdout
+    for k in range(1, NODES + 1):
+        log = (tmp_path / "deploy-logs" / f"node{k}" / "kvstore.log").read_text()
+        assert re.search(rf"listening on 127\.0\.1\.{k}:\d+", log)
+        assert "SIGTERM: shutting down" in log
+        assert "stopped: 2 keys" in log, "each instance stored the keys of its two ranks"
+    assert_nothing_left(state_dir, deploy_id(done.stdout))
+
+
+@pytest.mark.timeout(DEPLOY_TIMEOUT + 30)
+def test_a_host_whose_service_cannot_start_fails_the_deploy_by_name_and_tears_down(
+        state_dir: Path, tmp_path: Path) -> None:
+    done = deploy(state_dir, tmp_path, "--fail-host", "node2")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert re.search(r"deploy failed at step 'ready' on node2: service exited: cannot serve "
+                     r"on 127\.0\.1\.2:\d+: Address already in use", done.stderr), done.stderr
+    rows = summary_rows(done.stdout)
+    assert rows["node2"]["ready"] == "FAIL"
+    assert "mpi" not in rows["node2"], "no MPI job runs after a failed step"
+    assert [host for host, row in rows.items() if "FAIL" in row.values()] == ["node2"]
+    for k in (1, 3, 4):
+        assert re.search(rf"^stop +node{k} +OK .* stopped by SIGTERM", done.stdout, re.MULTILINE)
+    node2_log = (tmp_path / "deploy-logs" / "node2" / "kvstore.log").read_text()
+    assert "Address already in use" in node2_log
+    assert_nothing_left(state_dir, deploy_id(done.stdout))
+
+
+@pytest.mark.timeout(DEPLOY_TIMEOUT + 30)
+def test_ctrl_c_tears_down_what_was_started_and_exits_130(state_dir: Path,
+                                                           tmp_path: Path) -> None:
+    proc = subprocess.Popen(**deploy_command(state_dir), cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        seen = []
+        for line in proc.stdout:  # bounded: the deploy ends, and the test has a timeout
+            seen.append(line)
+            if line.startswith("start "):  # a service runs: interrupt the deploy now
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=DEPLOY_TIMEOUT)
+    finally:
+        proc.kill()
+    output = "".join(seen) + out
+    assert proc.returncode == 130, output + err
+    assert "interrupted (Ctrl-C): torn down" in output
+    assert re.search(r"^stop +node\d +OK ", output, re.MULTILINE), "started services were stopped"
+    assert "deploy interrupted" in err
+    assert_nothing_left(state_dir, deploy_id(output))
+
+
+@pytest.mark.timeout(DEPLOY_TIMEOUT + 30)
+def test_an_unknown_fail_host_is_refused_before_anything_starts(
+        state_dir: Path, tmp_path: Path) -> None:
+    done = deploy(state_dir, tmp_path, "--fail-host", "node9")
+    assert done.returncode == 1
+    assert "fail_host='node9' is not one of the hosts" in done.stderr
+    assert "push" not in done.stdout
+
+
+# --------------------------------------------------------------------------- the service
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple]:
+    """A kvstore server on a free port of 127.0.0.1: (address, process, log, pidfile)."""
+    port = free_port(["127.0.0.1"])
+    log, pidfile = tmp_path / "kv.log", tmp_path / "kv.pid"
+    proc = subprocess.Popen([sys.executable, str(KVSTORE / "kvstore.py"), "serve", "--bind",
+                             "127.0.0.1", "--port", str(port), "--log", str(log),
+                             "--pidfile", str(pidfile)])
+    try:
+        for _ in range(200):  # the PID file appears once the port is bound
+            if pidfile.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert pidfile.exists(), f"server did not start: {log.read_text() if log.exists() else ''}"
+        yield ("127.0.0.1", port), proc, log, pidfile
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_concurrent_clients_each_read_back_their_own_keys(server: tuple) -> None:
+    clients = [Client(server[0]) for _ in range(16)]  # all connected at once
+
+    def work(index: int) -> List[str]:
+        answers = []
+        for n in range(20):
+            answers.append(clients[index].request(f"SET k{index}-{n} value {index} {n}"))
+            answers.append(clients[index].request(f"GET k{index}-{n}"))
+        return answers
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        answers = list(pool.map(work, range(len(clients))))
+    for index, got in enumerate(answers):
+        assert got == [answer for n in range(20) for answer in ("OK", f"VALUE value {index} {n}")]
+    stats = clients[0].request("STATS")
+    assert re.match(r"STATS keys=320 clients=16 connections=16 ", stats), stats
+    for client in clients:
+        client.close()
+
+
+def test_protocol_errors_are_answered_and_the_connection_stays(server: tuple) -> None:
+    client = Client(server[0])
+    assert client.request("GET missing") == "NOT_FOUND"
+    assert client.request("SET only-a-key").startswith("ERROR usage")
+    assert client.request("FLY away").startswith("ERROR unknown request")
+    assert client.request("PING") == "PONG"
+    client.close()
+
+
+def test_sigterm_stops_the_server_cleanly(server: tuple) -> None:
+    _, proc, log, pidfile = server
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    assert not pidfile.exists()
+    assert "SIGTERM: shutting down" in log.read_text()
+
+
+def test_a_taken_port_fails_the_start_with_the_reason_in_the_log(server: tuple,
+                                                                  tmp_path: Path) -> None:
+    (ip, port), _, _, _ = server
+    log = tmp_path / "second.log"
+    second = subprocess.run([sys.executable, str(KVSTORE / "kvstore.py"), "serve", "--bind", ip,
+                             "--port", str(port), "--log", str(log),
+                             "--pidfile", str(tmp_path / "second.pid")],
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1
+    assert f"cannot serve on {ip}:{port}: Address already in use" in log.read_text()
+    assert "Address already in use" in second.stderr
+
+
+def test_a_rank_without_an_answer_says_so_and_exits_nonzero(tmp_path: Path) -> None:
+    port = free_port(["127.0.0.1"])  # nobody listens there
+    done = subprocess.run([sys.executable, str(KVSTORE / "rank_client.py"),
+                           "--instances", f"127.0.0.1:{port},127.0.0.1:{port}"],
+                          env={**os.environ, "OMPI_COMM_WORLD_RANK": "3"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert re.match(rf"rank 3 host \S+ -> instance 1 cannot talk to 127\.0\.0\.1:{port}",
+                    done.stdout), done.stdout

@@ -1,0 +1,454 @@
+"""File transfer: files and folders reach one host or many byte for byte with their modes,
+come back into one folder per host, and a failure is one host's result, never a file that
+looks whole.
+
+What landed on a node is checked through the OpenSSH client (`openssh`), never through
+fabexec. The sandbox's nodes share this machine's files, so each test works in folders
+of its own; the docker cluster's nodes each have their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Dict, Iterator, List
+
+import pytest
+
+from fabexec import PsshExecInfo
+from fabexec.errors import (
+    ConnectionLostError,
+    HostStoppedAnsweringError,
+    TransferError,
+    TransferFailedError,
+    UnreachableError,
+)
+from fabexec.sandbox import Cluster, SandboxCluster
+from fabexec.transfer import Get, Pscp, Put, Scp
+from tests.clusters import (
+    SPARE_IP,
+    eventually,
+    host_block,
+    on_every_host,
+    openssh,
+    pssh_info,
+    ssh_config_with,
+    ssh_info,
+)
+
+pytest_plugins = ["tests.fixtures_clusters"]  # any_cluster
+
+ROOT = Path(__file__).resolve().parent.parent
+MIB = 1 << 20
+#: Big enough that a copy is still on its way when the test strikes (paramiko moves
+#: well under 1 GiB/s), small enough for a loaded machine.
+LARGE = 64 * MIB
+
+
+@contextmanager
+def remote_folder(cluster: Cluster) -> Iterator[str]:
+    """A fresh folder on every node, made and removed over OpenSSH as the login user."""
+    folder = f"/tmp/fabexec-xfer-{uuid.uuid4().hex}"
+    made = on_every_host(cluster, lambda host: openssh(cluster, host, f"mkdir -p {folder}"))
+    assert all(done.returncode == 0 for done in made.values()), made
+    try:
+        yield folder
+    finally:
+        on_every_host(cluster, lambda host: openssh(cluster, host, f"rm -rf {folder}"))
+
+
+def remote_sha256(cluster: Cluster, host: str, path: str) -> str:
+    done = openssh(cluster, host, f"sha256sum < {shlex.quote(path)}")
+    assert done.returncode == 0, f"{host}: {done.stderr}"
+    return done.stdout.split()[0]
+
+
+#: ``find -printf``: path, type, mode, size and link target of each entry.
+LISTING = "%P %y %m %s %l\\n"
+
+
+def remote_listing(cluster: Cluster, host: str, folder: str) -> List[str]:
+    """Everything under ``folder`` on ``host``, as ``find`` sees it there."""
+    done = openssh(cluster, host, f"cd {folder} && find . -mindepth 1 -printf '{LISTING}'")
+    assert done.returncode == 0, f"{host}: {done.stderr}"
+    return without_dir_sizes(done.stdout.splitlines())
+
+
+def local_listing(folder: Path) -> List[str]:
+    """Everything under ``folder`` here, as ``find`` sees it."""
+    done = subprocess.run(["find", ".", "-mindepth", "1", "-printf", LISTING], cwd=folder,
+                          capture_output=True, text=True, timeout=60, check=True)
+    return without_dir_sizes(done.stdout.splitlines())
+
+
+def without_dir_sizes(listing: List[str]) -> List[str]:
+    """Sorted, folder sizes left out: they depend on the filesystem."""
+    lines = [line.split(" ") for line in listing]
+    return sorted(" ".join(p[:3] + (["-"] if p[1] == "d" else p[3:4]) + p[4:]) for p in lines)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_tree(root: Path) -> Path:
+    """A folder with an executable script, a private file, a private subfolder and a link."""
+    tree = root / "app"
+    (tree / "conf").mkdir(parents=True)
+    (tree / "run.sh").write_text("#!/bin/sh\necho ran\n")
+    (tree / "run.sh").chmod(0o755)
+    (tree / "secret.key").write_bytes(os.urandom(100))
+    (tree / "secret.key").chmod(0o600)
+    (tree / "conf" / "app.ini").write_text("[app]\nport = 1\n")
+    (tree / "conf" / "app.ini").chmod(0o644)
+    (tree / "conf").chmod(0o750)
+    (tree / "current").symlink_to("conf/app.ini")
+    tree.chmod(0o755)
+    return tree
+
+
+# --------------------------------------------------------------------------- the core
+
+def test_file_goes_to_one_host_and_comes_back_byte_exact(any_cluster: Cluster,
+                                                         tmp_path: Path) -> None:
+    host = any_cluster.hosts[1]
+    local = tmp_path / "data.bin"
+    local.write_bytes(os.urandom(2 * MIB) + b"\r\nno final newline")
+    with remote_folder(any_cluster) as folder:
+        sent = Put(local, f"{folder}/data.bin", ssh_info(any_cluster, host))
+        assert (sent.hosts, sent.exit_codes, sent.errors) == ([host], {host: 0}, {})
+        assert sent.copied == {host: [f"{folder}/data.bin"]}
+        assert remote_sha256(any_cluster, host, f"{folder}/data.bin") == sha256(local)
+
+        back = Get(f"{folder}/data.bin", tmp_path / "back.bin", ssh_info(any_cluster, host))
+        assert (back.exit_code, back.errors) == (0, {})
+        assert back.copied == {host: [str(tmp_path / "back.bin")]}
+    assert (tmp_path / "back.bin").read_bytes() == local.read_bytes()
+
+
+def test_folder_tree_reaches_every_host_with_its_modes(any_cluster: Cluster,
+                                                       tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "src")
+    with remote_folder(any_cluster) as folder:
+        done = Put(tree, f"{folder}/", pssh_info(any_cluster))
+        assert done.exit_codes == {h: 0 for h in any_cluster.hosts}, done.errors
+        files = [f"{folder}/app/{name}" for name in ("conf/app.ini", "current", "run.sh",
+                                                     "secret.key")]
+        assert {h: sorted(paths) for h, paths in done.copied.items()} == \
+            {h: files for h in any_cluster.hosts}
+        for host in any_cluster.hosts:
+            assert remote_listing(any_cluster, host, folder) == local_listing(tmp_path / "src")
+            ran = openssh(any_cluster, host, f"{folder}/app/run.sh")
+            assert (ran.returncode, ran.stdout) == (0, "ran\n"), host
+
+
+def test_get_from_many_hosts_fills_one_folder_per_host(any_cluster: Cluster,
+                                                       tmp_path: Path) -> None:
+    with remote_folder(any_cluster) as folder:
+        path = f"{folder}/random.bin"
+        on_every_host(any_cluster, lambda host: openssh(
+            any_cluster, host, f"head -c {2 * MIB} /dev/urandom > {path}"))
+        expected = on_every_host(any_cluster, lambda host: remote_sha256(any_cluster, host, path))
+        done = Get(path, tmp_path / "fetched", pssh_info(any_cluster))
+    assert done.exit_codes == {h: 0 for h in any_cluster.hosts}, done.errors
+    assert sorted(p.name for p in (tmp_path / "fetched").iterdir()) == sorted(any_cluster.hosts)
+    for host in any_cluster.hosts:
+        fetched = tmp_path / "fetched" / host / "random.bin"
+        assert done.copied[host] == [str(fetched)]
+        assert fetched.stat().st_size == 2 * MIB
+        assert sha256(fetched) == expected[host], host
+    if not isinstance(any_cluster, SandboxCluster):  # nodes with files of their own
+        assert len(set(expected.values())) == len(any_cluster.hosts)
+
+
+def test_several_sources_go_inside_dst_on_every_host(any_cluster: Cluster,
+                                                     tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "src")
+    (tmp_path / "src" / "a.txt").write_text("a\n")
+    with remote_folder(any_cluster) as folder:
+        done = Put([tmp_path / "src" / "a.txt", tree], f"{folder}/new/deeper",
+                   pssh_info(any_cluster))
+        assert done.exit_code == 0, done.errors
+        for host in any_cluster.hosts:
+            assert remote_listing(any_cluster, host, f"{folder}/new/deeper") == \
+                local_listing(tmp_path / "src")
+
+
+def test_unwritable_remote_path_is_a_copy_failure_naming_it(any_cluster: Cluster,
+                                                            tmp_path: Path) -> None:
+    local = tmp_path / "x.txt"
+    local.write_text("x\n")
+    done = Put(local, "/proc/fabexec-cannot-write-here", pssh_info(any_cluster))
+    assert done.exit_codes == {h: 1 for h in any_cluster.hosts}
+    for host, error in done.errors.items():
+        assert isinstance(error, TransferFailedError)
+        assert "/proc/fabexec-cannot-write-here" in str(error) and host in str(error)
+    assert done.copied == {h: [] for h in any_cluster.hosts}
+
+
+def test_folder_one_host_cannot_write_fails_that_host_only(cluster: SandboxCluster,
+                                                          tmp_path: Path) -> None:
+    """``other`` reaches node2 as a second user, who cannot write the login user's folder."""
+    if cluster.password_user is None:
+        pytest.skip("the sandbox has a second user only when started as root")
+    entry = host_block(cluster, "other", cluster.addresses["node2"]).replace(
+        f"User {cluster.user}\n", f"User {cluster.password_user}\n")
+    config = tmp_path / "ssh_config"
+    config.write_text(entry + "\n" + cluster.ssh_config.read_text())
+    local = tmp_path / "x.txt"
+    local.write_text("x\n")
+    with remote_folder(cluster) as folder:
+        done = Put(local, f"{folder}/x.txt", pssh_info(
+            cluster, hosts=["node1", "other", "node3"], ssh_config=config))
+        assert done.exit_codes == {"node1": 0, "other": 1, "node3": 0}
+        assert isinstance(done.errors["other"], TransferFailedError)
+        assert "Permission denied" in str(done.errors["other"])
+        assert done.copied == {"node1": [f"{folder}/x.txt"], "other": [],
+                               "node3": [f"{folder}/x.txt"]}
+        assert openssh(cluster, "node1", f"cat {folder}/x.txt").stdout == "x\n"
+
+
+def test_missing_remote_source_is_that_hosts_copy_failure(any_cluster: Cluster,
+                                                          tmp_path: Path) -> None:
+    host = any_cluster.hosts[0]
+    done = Get("/tmp/fabexec-no-such-file", tmp_path / "x", ssh_info(any_cluster, host))
+    assert done.exit_codes == {host: 1}
+    assert "/tmp/fabexec-no-such-file" in str(done.errors[host])
+    assert not (tmp_path / "x").exists()
+
+
+def test_dead_host_is_unreachable_and_the_others_get_the_file(any_cluster: Cluster,
+                                                              tmp_path: Path) -> None:
+    """``dead`` names a loopback port where nothing listens: the connection is refused."""
+    config = ssh_config_with(any_cluster, tmp_path / "ssh_config", {"dead": (SPARE_IP, 1)})
+    hosts = [any_cluster.hosts[0], "dead", any_cluster.hosts[1]]
+    local = tmp_path / "x.bin"
+    local.write_bytes(os.urandom(100_000))
+    with remote_folder(any_cluster) as folder:
+        done = Put(local, f"{folder}/x.bin", pssh_info(any_cluster, hosts=hosts,
+                                                       ssh_config=config))
+        assert done.exit_codes == {hosts[0]: 0, "dead": 255, hosts[2]: 0}
+        assert done.exit_code == 255 and list(done.errors) == ["dead"]
+        assert isinstance(done.errors["dead"], UnreachableError)
+        assert done.copied["dead"] == []
+        for host in (hosts[0], hosts[2]):
+            assert remote_sha256(any_cluster, host, f"{folder}/x.bin") == sha256(local)
+
+
+def test_scp_and_pscp_copy_paths_to_the_same_paths(any_cluster: Cluster,
+                                                   tmp_path: Path) -> None:
+    """jarvis-util's forms: one path, and a list of (src, dst) pairs."""
+    with remote_folder(any_cluster) as folder:
+        # A local path that is also the node's folder where the nodes share our files.
+        Path(folder).mkdir(exist_ok=True)
+        same = Path(folder) / "same.txt"
+        same.write_text("same\n")
+        paired = tmp_path / "paired.txt"
+        paired.write_text("paired\n")
+        first = any_cluster.hosts[0]
+        one = Scp(str(same), ssh_info(any_cluster, first))
+        assert (one.exit_codes, one.copied) == ({first: 0}, {first: [str(same)]})
+        every = Pscp([(str(paired), f"{folder}/sub/paired.txt")], pssh_info(any_cluster))
+        assert every.exit_codes == {h: 0 for h in any_cluster.hosts}, every.errors
+        assert openssh(any_cluster, first, f"cat {same}").stdout == "same\n"
+        for host in any_cluster.hosts:
+            assert openssh(any_cluster, host, f"cat {folder}/sub/paired.txt").stdout == \
+                "paired\n"
+    shutil.rmtree(folder, ignore_errors=True)  # the local one, on the docker cluster
+
+
+# --------------------------------------------------------------------------- arguments
+
+def test_missing_local_source_raises_before_any_host_is_contacted(tmp_path: Path) -> None:
+    """The host cannot be resolved: had it been contacted, it would be a result, not this."""
+    (tmp_path / "here.txt").write_text("here\n")
+    info = PsshExecInfo(hosts=["never.invalid"])
+    with pytest.raises(TransferError, match="missing.txt"):
+        Put([tmp_path / "here.txt", tmp_path / "missing.txt"], "/tmp/", info)
+    with pytest.raises(TransferError, match="gone.txt"):
+        Pscp([(str(tmp_path / "gone.txt"), "/tmp/gone.txt")], info)
+
+
+@pytest.mark.parametrize("src", [[], "", 7, [None]])
+def test_src_that_is_no_path_raises_at_once(src: object) -> None:
+    with pytest.raises(TransferError, match="src"):
+        Put(src, "/tmp/x", PsshExecInfo(hosts=["never.invalid"]))  # type: ignore[arg-type]
+
+
+def test_sudo_is_refused_for_copies(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("a")
+    with pytest.raises(TransferError, match="sudo"):
+        Put(tmp_path / "a", "/opt/a", PsshExecInfo(hosts=["never.invalid"], sudo=True))
+
+
+# --------------------------------------------------------------------------- localhost
+
+def test_localhost_copies_without_ssh_keeping_modes(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "src")
+    done = Put(tree, f"{tmp_path}/out/", PsshExecInfo(hosts=["localhost"]))
+    assert (done.exit_codes, done.errors) == ({"localhost": 0}, {})
+    copy = tmp_path / "out" / "app"
+    assert oct((copy / "run.sh").stat().st_mode & 0o7777) == "0o755"
+    assert oct((copy / "secret.key").stat().st_mode & 0o7777) == "0o600"
+    assert oct((copy / "conf").stat().st_mode & 0o7777) == "0o750"
+    assert os.readlink(copy / "current") == "conf/app.ini"
+    assert (copy / "secret.key").read_bytes() == (tree / "secret.key").read_bytes()
+
+
+def test_get_from_localhost_among_many_uses_its_own_folder(tmp_path: Path) -> None:
+    (tmp_path / "log.txt").write_text("log\n")
+    done = Get(tmp_path / "log.txt", tmp_path / "logs", PsshExecInfo(hosts=["localhost"]))
+    assert done.exit_code == 0, done.errors
+    assert (tmp_path / "logs" / "localhost" / "log.txt").read_text() == "log\n"
+
+
+def test_copying_a_local_file_onto_itself_keeps_it(tmp_path: Path) -> None:
+    """jarvis-util's Scp to this host: the same path must not be emptied."""
+    (tmp_path / "keep.txt").write_text("keep\n")
+    done = Scp(str(tmp_path / "keep.txt"), PsshExecInfo(hosts=["localhost"]))
+    assert done.exit_code == 0, done.errors
+    assert (tmp_path / "keep.txt").read_text() == "keep\n"
+
+
+def test_folder_into_itself_is_refused(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path)
+    done = Put(tree, tree / "inside/")
+    assert done.exit_codes == {"localhost": 1}
+    assert "itself" in str(done.errors["localhost"])
+
+
+# --------------------------------------------------------------------------- faults
+
+def children() -> Dict[int, List[int]]:
+    """Every process's children, from /proc."""
+    tree: Dict[int, List[int]] = defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            tree[int(stat.rsplit(")", 1)[1].split()[1])].append(int(entry))
+    return tree
+
+
+def files_open_on(cluster: SandboxCluster, host: str) -> List[str]:
+    """What the node's sshd sessions hold open: the sandbox runs on this machine."""
+    tree, found = children(), []
+    daemon = cluster.pid(host)
+    pending = list(tree.get(daemon, [])) if daemon else []
+    for _ in range(10_000):  # bounded walk
+        if not pending:
+            break
+        pid = pending.pop()
+        pending.extend(tree.get(pid, []))
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                found.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                pass
+    return found
+
+
+def writing_part_file(cluster: SandboxCluster, host: str, folder: str) -> bool:
+    return any(path.startswith(folder + "/") and path.endswith(".part")
+               for path in files_open_on(cluster, host))
+
+
+def test_frozen_host_stops_answering_and_others_complete(cluster: SandboxCluster,
+                                                         tmp_path: Path) -> None:
+    """node3 freezes while writing; keepalives (every 1 s) give it up, the rest finish.
+
+    The nodes share one folder here: the final name is written by the others, and it must
+    hold the whole file, not node3's part of it, even after node3 thaws.
+    """
+    config = ssh_config_with(cluster, tmp_path / "ssh_config", {})  # fresh connections
+    local = tmp_path / "large.bin"
+    local.write_bytes(os.urandom(MIB) * (LARGE // MIB))
+    results: List[Put] = []
+    with remote_folder(cluster) as folder:
+        info = pssh_info(cluster, ssh_config=config, keepalive_interval=1, keepalive_count=3)
+        copying = threading.Thread(target=lambda: results.append(
+            Put(local, f"{folder}/large.bin", info)), daemon=True)
+        copying.start()
+        try:
+            assert eventually(lambda: writing_part_file(cluster, "node3", folder), 60, 0.01), \
+                "node3 never started writing"
+            cluster.freeze("node3")
+            copying.join(90)
+            assert not copying.is_alive(), "the copy did not end while node3 was frozen"
+        finally:
+            cluster.thaw("node3")
+        done = results[0]
+        assert done.exit_codes == {"node1": 0, "node2": 0, "node3": 255, "node4": 0}
+        assert isinstance(done.errors["node3"], HostStoppedAnsweringError)
+        assert done.copied["node3"] == []
+        assert eventually(lambda: not writing_part_file(cluster, "node3", folder), 30)
+        names = os.listdir(folder)
+        assert "large.bin" in names
+        assert all(n.startswith(".large.bin.fabexec-") and n.endswith(".part")
+                   for n in names if n != "large.bin"), names
+        assert remote_sha256(cluster, "node3", f"{folder}/large.bin") == sha256(local)
+
+
+def test_host_crash_during_get_leaves_no_local_file(cluster: SandboxCluster,
+                                                   tmp_path: Path) -> None:
+    host = "node2"
+    with remote_folder(cluster) as folder:
+        made = openssh(cluster, host, f"head -c {LARGE} /dev/zero > {folder}/large.bin")
+        assert made.returncode == 0, made.stderr
+        target = tmp_path / "got"
+        target.mkdir()
+        results: List[Get] = []
+        config = ssh_config_with(cluster, tmp_path / "ssh_config", {})
+        copying = threading.Thread(target=lambda: results.append(Get(
+            f"{folder}/large.bin", target, ssh_info(cluster, host, ssh_config=config))),
+            daemon=True)
+        copying.start()
+        assert eventually(lambda: any(p.name.endswith(".part") for p in target.iterdir()),
+                          60, 0.01), "the copy never started"
+        cluster.crash(host)
+        copying.join(60)
+        assert not copying.is_alive()
+    done = results[0]
+    assert done.exit_codes == {host: 255}
+    assert isinstance(done.errors[host], ConnectionLostError)
+    assert list(target.iterdir()) == []
+
+
+def test_ctrl_c_stops_a_put_and_removes_its_temporary_file(cluster: SandboxCluster,
+                                                          tmp_path: Path) -> None:
+    local = tmp_path / "large.bin"
+    with open(local, "wb") as f:
+        f.truncate(4 * LARGE)  # zeros, read at once: the network is the slow part
+    with remote_folder(cluster) as folder:
+        script = (f"from fabexec import SshExecInfo\nfrom fabexec.transfer import Put\n"
+                  f"Put({str(local)!r}, {folder + '/large.bin'!r}, SshExecInfo(hosts='node1', "
+                  f"ssh_config={str(cluster.ssh_config)!r}))\n")
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        proc = subprocess.Popen([sys.executable, "-c", script], env=env,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            assert eventually(lambda: any(n.endswith(".part") for n in os.listdir(folder)),
+                              60, 0.01), "the copy never started"
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+        assert proc.returncode != 0
+        assert "KeyboardInterrupt" in stderr
+        assert os.listdir(folder) == []
