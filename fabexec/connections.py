@@ -13,10 +13,10 @@ import atexit
 import os
 import socket
 import threading
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from fabric import Config, Connection
-from paramiko import MissingHostKeyPolicy, PKey, SSHClient
+from paramiko import SSHConfig
 from paramiko.ssh_exception import (
     AuthenticationException,
     BadHostKeyException,
@@ -24,38 +24,20 @@ from paramiko.ssh_exception import (
     SSHException,
 )
 
-from .errors import AuthenticationError, HostError, HostKeyError, UnreachableError
+from .errors import (
+    AuthenticationError,
+    HostError,
+    HostKeyError,
+    PathNotFoundError,
+    UnreachableError,
+)
+from .hostkeys import AcceptNewPolicy, KnownHostsClient, RefusePolicy
 from .info import ExecInfo
 from .keepalive import DEFAULT_COUNT, DEFAULT_INTERVAL, KeepaliveTransport, monitor
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
-
-
-class AcceptNewPolicy(MissingHostKeyPolicy):
-    """OpenSSH's ``StrictHostKeyChecking=accept-new``: trust and remember a new key."""
-
-    _lock = threading.Lock()
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def missing_host_key(self, client: SSHClient, hostname: str, key: PKey) -> None:
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        if not os.path.isdir(os.path.dirname(self.path)):
-            return  # remembered for this process only
-        with self._lock, open(self.path, "a") as f:
-            f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-
-
-class RefusePolicy(MissingHostKeyPolicy):
-    """``strict_ssh=True``: an unknown host key is refused."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def missing_host_key(self, client: SSHClient, hostname: str, key: PKey) -> None:
-        raise HostKeyError(hostname, f"unknown host key ({key.get_name()}) not in {self.path} "
-                           "and strict_ssh=True refuses it")
+USER_SSH_CONFIG = "~/.ssh/config"  # Fabric's defaults, read in this order
+SYSTEM_SSH_CONFIG = "/etc/ssh/ssh_config"
 
 
 class HostConnection(Connection):
@@ -68,26 +50,28 @@ class HostConnection(Connection):
 
     def __init__(self, host: str, info: ExecInfo, config: Config) -> None:
         self._open_lock = threading.Lock()
-        connect_kwargs: Dict[str, Any] = {}
+        timeout = float(info.connect_timeout)
+        # A dict of our own: given none, Fabric would use (and grow, one
+        # IdentityFile per connection) the config's dict shared by every host.
+        connect_kwargs: Dict[str, Any] = {
+            **{k: v for k, v in config.connect_kwargs.items() if k != "key_filename"},
+            "banner_timeout": timeout, "auth_timeout": timeout, "channel_timeout": timeout,
+            "transport_factory": KeepaliveTransport,
+        }
         if info.pkey is not None:
-            connect_kwargs = {"key_filename": [os.path.expanduser(os.fspath(info.pkey))],
-                              "look_for_keys": False, "allow_agent": False}
+            connect_kwargs.update(key_filename=[os.path.expanduser(os.fspath(info.pkey))],
+                                  look_for_keys=False, allow_agent=False)
         super().__init__(host, user=info.user, port=info.port, config=config,
                          connect_kwargs=connect_kwargs)
         if self.ssh_config.get("identitiesonly") == "yes" and "identityfile" in self.ssh_config:
             self.connect_kwargs.update(look_for_keys=False, allow_agent=False)
         # Fabric truncates to whole seconds; a silent host must not outlast this.
-        self.connect_timeout = float(info.connect_timeout)
-        timeout = self.connect_timeout
-        self.connect_kwargs.update(banner_timeout=timeout, auth_timeout=timeout,
-                                   channel_timeout=timeout,
-                                   transport_factory=KeepaliveTransport)
+        self.connect_timeout = timeout
         self.keepalive = _keepalive(info, self.ssh_config)
         self.known_hosts = _known_hosts_path(info, self.ssh_config)
-        if os.path.exists(self.known_hosts):
-            self.client.load_host_keys(self.known_hosts)
-        policy = RefusePolicy if info.strict_ssh else AcceptNewPolicy
-        self.client.set_missing_host_key_policy(policy(self.known_hosts))
+        self.client = KnownHostsClient(self.known_hosts)
+        self.client.set_missing_host_key_policy(
+            RefusePolicy() if info.strict_ssh else AcceptNewPolicy())
 
     def open(self) -> Any:
         """Connect within ``connect_timeout``, whatever stage a silent host stalls at.
@@ -197,12 +181,34 @@ _configs: Dict[Optional[str], Config] = {}
 _lock = threading.Lock()
 
 
+class SshConfigFile(SSHConfig):
+    """paramiko's `SSHConfig`, without a user look-up for every ``Host`` block.
+
+    Its ``_does_match`` calls ``getpass.getuser()`` even for blocks that have
+    no ``Match``: 1.5 ms a look-up at 64 blocks, 6.7 ms at 256.
+    """
+
+    def _does_match(self, match_list: List[Any], *args: Any) -> Any:
+        return bool(match_list) and super()._does_match(match_list, *args)
+
+
 def _config(ssh_config: Optional[str]) -> Config:
-    """One Fabric Config per ssh_config file: parsing it per connection is costly."""
+    """One Fabric Config per ssh_config file: parsing it per connection is costly.
+
+    ``ssh_config`` replaces the user's and system's files, as Fabric's
+    ``runtime_ssh_path`` does; without it both are read, user's first.
+    """
     with _lock:
         if ssh_config not in _configs:
-            _configs[ssh_config] = Config(runtime_ssh_path=ssh_config) if ssh_config \
-                else Config()
+            parsed = SshConfigFile()
+            if ssh_config and not os.path.isfile(ssh_config):
+                raise PathNotFoundError("ssh_config", ssh_config, "no such file")
+            for path in [ssh_config] if ssh_config else [USER_SSH_CONFIG, SYSTEM_SSH_CONFIG]:
+                path = os.path.expanduser(path)
+                if os.path.isfile(path):
+                    with open(path) as f:
+                        parsed.parse(f)
+            _configs[ssh_config] = Config(ssh_config=parsed)
         return _configs[ssh_config]
 
 

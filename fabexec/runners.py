@@ -316,4 +316,5 @@ class RemoteRunner(TeeRunner, Remote):
     def stop(self) -> None:
         if self._timer:
             self._timer.cancel()
-        self.channel.close()
+        if hasattr(self, "channel"):  # start() may have failed before opening it
+            self.channel.close()
