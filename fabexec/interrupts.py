@@ -14,10 +14,11 @@ import atexit
 import signal
 import sys
 import threading
-import weakref
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Set
 
-_running: weakref.WeakSet[Any] = weakref.WeakSet()
+#: Every Exec not yet waited for, held strongly: an async command the caller
+#: dropped is still running, and must still be ended on an interrupt.
+_running: Set[Any] = set()
 _lock = threading.Lock()
 _previous: Optional[Any] = None
 _interrupted = False

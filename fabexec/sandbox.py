@@ -671,7 +671,9 @@ def _launch(cluster: SandboxCluster) -> Dict[str, int]:
         script.append(f"{shlex.join(argv)} </dev/null >>{shlex.quote(str(log))} 2>&1 &")
         script.append('echo "$!"')
     script += ["exec >/dev/null", "wait", ") &"]
-    proc = subprocess.run(["sh", "-c", "\n".join(script)], stdin=subprocess.DEVNULL,
+    # On stdin, not as an argument: Linux caps one argument at 128 KiB, which 256
+    # nodes' lines exceed (E2BIG).
+    proc = subprocess.run(["sh", "-s"], input="\n".join(script) + "\n",
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                           start_new_session=True, timeout=START_TIMEOUT, check=True)
     pids = dict(zip(cluster.hosts, map(int, proc.stdout.split())))

@@ -1,0 +1,314 @@
+"""Faults: how each tool returns when a host hangs mid-command; client CPU per host.
+
+Brings up its own sandboxes (`fabexec.sandbox`, state in temporary folders, torn down at
+the end, also on error or SIGTERM) and prints:
+
+1. a hung host: ``sleep 4; echo done`` on 4 hosts, host 3 frozen (its whole sshd tree
+   SIGSTOPped: its kernel still acknowledges TCP) 1.5 s after the tool starts. For each
+   tool, the time it takes to return (capped at 30 s: a tool still running then is
+   killed) and whether the three live hosts' ``done`` was kept. fabexec uses keepalive
+   2 s x 3, OpenSSH ``ServerAliveInterval=2 ServerAliveCountMax=3``, parallel-ssh
+   ``timeout=10``, Fabric its defaults. Target: fabexec at most 1.2x OpenSSH's time, all
+   live output kept.
+2. client CPU per host (user + system time of this process, ``os.times()``) of fabexec
+   running ``hostname`` on 8, 64 and 256 hosts with a cold connection cache. Target: at
+   most 2.5 ms a host.
+
+Each tool of section 1 runs in a child process (this file, ``--peer TOOL``) that says
+when it starts and prints its results: a tool that never returns is abandoned without
+harm. Timings are printed, never asserted; PASS/FAIL says where a target stands. About
+two to three minutes; ``python bench/faults.py`` or ``inv bench faults``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from fabexec import Exec, PsshExecInfo, connections, sandbox
+
+HUNG_NODES = 4
+FROZEN = "node3"
+FREEZE_AFTER = 1.5
+CAP = 30.0
+KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 2, 3
+PSSH_TIMEOUT = 10
+CPU_SIZES = (8, 64, 256)
+CPU_ROUNDS = 3
+#: Seconds the CPU section may spend on rounds of one size; one round always runs.
+CPU_BUDGET = 40.0
+CONNECT_TIMEOUT = 10
+
+# Targets (issue "Faults survived, nothing lost").
+HUNG_RATIO_MAX = 1.2  # fabexec's time to return / OpenSSH's
+CPU_PER_HOST_MAX_MS = 2.5
+
+FABEXEC = "fabexec"
+FABRIC = "Fabric ThreadingGroup"
+PSSH = "parallel-ssh"
+OPENSSH = "OpenSSH, a process per host"
+TOOLS = (FABEXEC, OPENSSH, FABRIC, PSSH)
+
+#: What a peer prints when it starts, and before its results.
+GO, RESULTS = "go", "results "
+
+Results = Dict[str, Tuple[int, str]]  # host: (exit code, stdout)
+
+
+def command() -> str:
+    """``sleep 4; echo done``, with a sleep of 4 s whose argument no other process uses."""
+    return f"sleep 4.{random.randrange(10**8, 10**9)}; echo done"
+
+
+# --- the peers, each run in a child process ----------------------------------------
+
+
+def peer_fabexec(cluster: sandbox.SandboxCluster, cmd: str) -> Results:
+    node = Exec(cmd, PsshExecInfo(hosts=cluster.hosts, ssh_config=str(cluster.ssh_config),
+                                  collect_output=True, hide_output=True,
+                                  connect_timeout=CONNECT_TIMEOUT,
+                                  keepalive_interval=KEEPALIVE_INTERVAL,
+                                  keepalive_count=KEEPALIVE_COUNT))
+    return {h: (node.exit_codes[h] or 0, node.stdout[h]) for h in cluster.hosts}
+
+
+def peer_fabric(cluster: sandbox.SandboxCluster, cmd: str) -> Results:
+    from fabric import Config, ThreadingGroup
+    from fabric.exceptions import GroupException
+
+    group = ThreadingGroup(*cluster.hosts,
+                           config=Config(runtime_ssh_path=str(cluster.ssh_config)))
+    try:
+        result = group.run(cmd, hide=True, warn=True)
+    except GroupException as e:
+        result = e.result
+    return {c.original_host: (getattr(r, "exited", 255), getattr(r, "stdout", ""))
+            for c, r in result.items()}
+
+
+def peer_pssh(cluster: sandbox.SandboxCluster, cmd: str) -> Results:
+    from pssh.clients import ParallelSSHClient
+    from pssh.config import HostConfig
+
+    ips = [cluster.addresses[h][0] for h in cluster.hosts]
+    configs = [HostConfig(user=cluster.user, port=cluster.addresses[h][1],
+                          private_key=str(cluster.key)) for h in cluster.hosts]
+    client = ParallelSSHClient(ips, host_config=configs, pkey=str(cluster.key),
+                               timeout=PSSH_TIMEOUT)
+    output = client.run_command(cmd, stop_on_errors=False)
+    client.join(output)
+    names = dict(zip(ips, cluster.hosts))
+    return {names[o.host]: (o.exit_code if o.exit_code is not None else 255,
+                            "".join(f"{line}\n" for line in (o.stdout or ())))
+            for o in output}
+
+
+def peer_openssh(cluster: sandbox.SandboxCluster, cmd: str) -> Results:
+    procs = {h: subprocess.Popen(
+        ["ssh", "-F", str(cluster.ssh_config), "-o", "BatchMode=yes",
+         "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
+         "-o", f"ServerAliveInterval={KEEPALIVE_INTERVAL}",
+         "-o", f"ServerAliveCountMax={KEEPALIVE_COUNT}", h, cmd],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for h in cluster.hosts}
+    outputs = {h: proc.communicate(timeout=2 * CAP)[0] for h, proc in procs.items()}
+    return {h: (proc.returncode, outputs[h]) for h, proc in procs.items()}
+
+
+PEERS: Dict[str, Callable[[sandbox.SandboxCluster, str], Results]] = {
+    FABEXEC: peer_fabexec, FABRIC: peer_fabric, PSSH: peer_pssh, OPENSSH: peer_openssh}
+
+
+def peer_main(tool: str, state_dir: str, cmd: str) -> None:
+    """The child: imports done, say `GO`, run, print the results as JSON."""
+    cluster = sandbox.SandboxCluster.load(state_dir)
+    run = PEERS[tool]
+    print(GO, flush=True)
+    results = run(cluster, cmd)
+    print(RESULTS + json.dumps(results), flush=True)
+
+
+# --- section 1: a hung host --------------------------------------------------------
+
+
+@dataclass
+class HungRun:
+    tool: str
+    seconds: Optional[float]  # None: still running at the cap, killed
+    results: Results
+    started_when_frozen: int  # hosts running the command at the freeze
+
+    def live_output_kept(self, hosts: Sequence[str]) -> bool:
+        return all(self.results.get(h) == (0, "done\n") for h in hosts if h != FROZEN)
+
+
+def running(cmd: str) -> int:
+    """How many hosts run ``cmd``'s unique sleep (the sandbox shares this process table)."""
+    found = subprocess.run(["pgrep", "-f", "^" + cmd.split(";")[0]], capture_output=True,
+                           text=True, timeout=30, check=False)
+    return len(found.stdout.split())
+
+
+def run_hung(cluster: sandbox.SandboxCluster, tool: str) -> HungRun:
+    """One tool on the cluster, `FROZEN` frozen `FREEZE_AFTER` s after it said `GO`."""
+    cmd = command()
+    child = subprocess.Popen([sys.executable, __file__, "--peer", tool, str(cluster.state_dir),
+                              cmd], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines: List[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(child.stdout), daemon=True)
+    started: List[int] = []
+    try:
+        reader.start()
+        deadline = time.monotonic() + CAP
+        while GO not in (line.strip() for line in lines) and time.monotonic() < deadline \
+                and child.poll() is None:
+            time.sleep(0.005)
+        began = time.monotonic()
+
+        def freeze() -> None:
+            started.append(running(cmd))
+            cluster.freeze(FROZEN)
+
+        freezer = threading.Timer(FREEZE_AFTER, freeze)
+        freezer.start()
+        reader.join(CAP)
+        took = time.monotonic() - began if not reader.is_alive() else None
+        freezer.join()
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+        reader.join(5)
+        cluster.thaw(FROZEN)
+        cluster.crash(FROZEN)  # the frozen sessions, now of no client
+    found = [line[len(RESULTS):] for line in lines if line.startswith(RESULTS)]
+    results = {h: (code, out) for h, (code, out) in json.loads(found[0]).items()} \
+        if found else {}
+    return HungRun(tool, took, results, started[0] if started else 0)
+
+
+def print_hung(runs: List[HungRun], hosts: Sequence[str]) -> bool:
+    print(f"\n1. A hung host: `sleep 4; echo done` on {len(hosts)} hosts, {FROZEN} frozen "
+          f"(SIGSTOP of its sshd tree) {FREEZE_AFTER:g} s in; cap {CAP:g} s")
+    rows = []
+    for run in runs:
+        took = f"{run.seconds:.1f} s" if run.seconds is not None else f"> {CAP:g} s (killed)"
+        frozen = run.results.get(FROZEN)
+        rows.append([run.tool, took, "yes" if run.live_output_kept(hosts) else "NO",
+                     "-" if frozen is None else f"exit {frozen[0]}",
+                     f"{run.started_when_frozen}/{len(hosts)}"])
+    table(["tool", "returned after", "live output kept", f"{FROZEN}",
+           "running when frozen"], rows)
+    by_tool = {run.tool: run for run in runs}
+    ours, openssh = by_tool[FABEXEC], by_tool[OPENSSH]
+    if ours.seconds is None or openssh.seconds is None:
+        print(f"  FAIL  fabexec returned: {ours.seconds is not None}, "
+              f"OpenSSH returned: {openssh.seconds is not None}")
+        return False
+    ratio = ours.seconds / openssh.seconds
+    ok = ratio <= HUNG_RATIO_MAX and ours.live_output_kept(hosts)
+    print(f"  {'PASS' if ok else 'FAIL'}  fabexec / OpenSSH time to return = {ratio:.2f} "
+          f"(target <= {HUNG_RATIO_MAX}), live output kept: "
+          f"{'yes' if ours.live_output_kept(hosts) else 'NO'}")
+    return ok
+
+
+# --- section 2: client CPU per host ------------------------------------------------
+
+
+def cpu_ms_per_host(cluster: sandbox.SandboxCluster, n: int) -> float:
+    """fabexec's CPU for ``hostname`` on the first ``n`` hosts, cold cache, in ms a host."""
+    hosts = cluster.hosts[:n]
+    info = PsshExecInfo(hosts=hosts, ssh_config=str(cluster.ssh_config), collect_output=True,
+                        hide_output=True, connect_timeout=CONNECT_TIMEOUT)
+    connections.close_all()
+    before = os.times()
+    node = Exec("hostname", info)
+    after = os.times()
+    connections.close_all()
+    if node.exit_code != 0 or any(not node.stdout[h].strip() for h in hosts):
+        raise RuntimeError(f"fabexec: hostname failed on {n} hosts: {node.errors}")
+    cpu = (after.user + after.system) - (before.user + before.system)
+    return 1000 * cpu / n
+
+
+def run_cpu(cluster: sandbox.SandboxCluster) -> Dict[int, Tuple[float, int]]:
+    """Median ms a host and rounds, per size."""
+    cpu_ms_per_host(cluster, CPU_SIZES[0])  # warm-up: first-use costs
+    results = {}
+    for n in CPU_SIZES:
+        samples: List[float] = []
+        deadline = time.monotonic() + CPU_BUDGET
+        for _ in range(CPU_ROUNDS):
+            began = time.monotonic()
+            samples.append(cpu_ms_per_host(cluster, n))
+            if 2 * time.monotonic() - began > deadline:
+                break
+        results[n] = (statistics.median(samples), len(samples))
+    return results
+
+
+def print_cpu(results: Dict[int, Tuple[float, int]]) -> bool:
+    print("\n2. Client CPU per host: fabexec `hostname`, cold connection cache "
+          "(user + system, os.times(), median of rounds)")
+    table(["hosts", "ms / host", "rounds"],
+          [[str(n), f"{ms:.2f}", str(rounds)] for n, (ms, rounds) in results.items()])
+    worst = max(ms for ms, _ in results.values())
+    ok = worst <= CPU_PER_HOST_MAX_MS
+    flat = results[CPU_SIZES[-1]][0] / results[CPU_SIZES[0]][0]
+    print(f"  {'PASS' if ok else 'FAIL'}  worst {worst:.2f} ms a host (target <= "
+          f"{CPU_PER_HOST_MAX_MS}); {CPU_SIZES[-1]} hosts / {CPU_SIZES[0]} hosts = {flat:.2f} "
+          "(flat is 1)")
+    return ok
+
+
+# --- output and main ---------------------------------------------------------------
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  " + "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def main() -> int:
+    folders = [Path(tempfile.mkdtemp(prefix="fabexec-bench-faults-")) for _ in range(2)]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` tears down
+    print(f"Sandbox on loopback, {os.cpu_count()} CPUs shared with the daemons, load average "
+          f"{os.getloadavg()[0]:.1f} at start")
+    try:
+        began = time.monotonic()
+        small = sandbox.up(HUNG_NODES, folders[0])
+        runs = [run_hung(small, tool) for tool in TOOLS]
+        hung_ok = print_hung(runs, small.hosts)
+        sandbox.down(folders[0])
+        big = sandbox.up(CPU_SIZES[-1], folders[1], timeout=300)
+        cpu_ok = print_cpu(run_cpu(big))
+        print(f"\nTargets: hung host {'PASS' if hung_ok else 'FAIL'}, CPU per host "
+              f"{'PASS' if cpu_ok else 'FAIL'}. Whole run {time.monotonic() - began:.0f} s, "
+              f"load average {os.getloadavg()[0]:.1f} at the end")
+        return 0
+    finally:
+        connections.close_all()
+        for folder in folders:
+            sandbox.down(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--peer"]:
+        peer_main(*sys.argv[2:5])
+    else:
+        sys.exit(main())

@@ -1,0 +1,112 @@
+"""Ctrl-C or SIGTERM to a program running an `Exec` ends the command everywhere first.
+
+The program is a real child Python process (`tests.faults.caller`); the test waits
+until its command's uniquely tagged ``sleep`` runs everywhere, signals it, and once it
+has exited looks with ``pgrep`` for anything of the command (shells, launchers, ranks,
+sleeps). The sandbox's nodes share this machine's process table, so a local ``pgrep``
+sees every node.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator, List
+
+import pytest
+
+from fabexec.sandbox import Cluster
+from tests.proctree import end_leftovers, eventually, sleeping, unique_seconds
+
+ROOT = Path(__file__).resolve().parents[2]
+MPI_RANKS = 2  # as tests.faults.caller asks
+
+
+@pytest.fixture
+def tag() -> Iterator[str]:
+    """This test's unique ``sleep`` duration; what it left running is killed after."""
+    seconds = unique_seconds()
+    yield seconds
+    end_leftovers(seconds)
+
+
+def leftovers(tag: str) -> List[str]:
+    """Every process whose command line holds ``tag`` (``pgrep -af``)."""
+    found = subprocess.run(["pgrep", "-af", tag], capture_output=True, text=True, timeout=30,
+                           check=False)
+    return found.stdout.splitlines()
+
+
+def interrupt(kind: str, command: str, sleeps: int, sig: int, output: Path,
+              cluster: Cluster, tag: str) -> subprocess.CompletedProcess:
+    """Run the caller, signal it once ``sleeps`` tagged sleeps run, return how it ended."""
+    argv = [sys.executable, "-m", "tests.faults.caller", kind, command, str(output),
+            str(cluster.ssh_config), str(cluster.hostfile)]
+    caller = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        started = eventually(lambda: len(sleeping(tag)) == sleeps or caller.poll() is not None)
+        if caller.poll() is not None:
+            pytest.fail(f"the caller ended before its command ran: {caller.stderr.read()}")
+        assert started, f"{sleeps} tagged sleeps never ran at once"
+        caller.send_signal(sig)
+        _, err = caller.communicate(timeout=60)
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait(timeout=30)
+    return subprocess.CompletedProcess(argv, caller.returncode, "", err)
+
+
+def assert_interrupted(done: subprocess.CompletedProcess, sig: int) -> None:
+    if sig == signal.SIGTERM:
+        assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    else:
+        assert done.returncode != 0
+        assert "KeyboardInterrupt" in done.stderr
+
+
+def cases(kinds: List[str]) -> List[Any]:
+    """Every kind under SIGINT and SIGTERM."""
+    return [pytest.param(kind, sig, id=f"{kind}-{sig.name}")
+            for kind in kinds for sig in (signal.SIGINT, signal.SIGTERM)]
+
+
+@pytest.mark.parametrize(("kind", "sig"), cases(["pssh", "pssh-async", "pssh-async-dropped"]))
+def test_interrupted_parallel_exec_leaves_nothing_on_any_host(
+        cluster: Cluster, tag: str, tmp_path: Path, kind: str, sig: int) -> None:
+    """One output file shared by every host: each host's last line, cut short by the
+    interrupt, is written when the file is closed."""
+    output = tmp_path / "out"
+    done = interrupt(kind, f"printf started; sleep {tag}", len(cluster.hosts), sig, output,
+                     cluster, tag)
+    assert_interrupted(done, sig)
+    assert leftovers(tag) == []
+    assert sorted(output.read_text().splitlines()) == [f"[{h}] started" for h in cluster.hosts]
+
+
+@pytest.mark.parametrize(("kind", "sig"), cases(["ssh", "local", "local-async"]))
+def test_interrupted_single_host_exec_leaves_nothing(
+        cluster: Cluster, tag: str, tmp_path: Path, kind: str, sig: int) -> None:
+    output = tmp_path / "out"
+    done = interrupt(kind, f"printf started; sleep {tag}", 1, sig, output, cluster, tag)
+    assert_interrupted(done, sig)
+    assert leftovers(tag) == []
+    assert output.read_text() == "started"
+
+
+@pytest.mark.parametrize(("kind", "sig"), cases(["mpi"]))
+def test_interrupted_mpi_job_leaves_no_launcher_or_rank(
+        cluster: Cluster, tag: str, tmp_path: Path, kind: str, sig: int) -> None:
+    if not (ROOT / "fabexec" / "mpi.py").exists() or shutil.which("mpiexec") is None:
+        pytest.skip("no MPI support or no mpiexec here")
+    output = tmp_path / "out"
+    done = interrupt(kind, f"bash -c 'echo started; sleep {tag}'", MPI_RANKS, sig, output,
+                     cluster, tag)
+    assert_interrupted(done, sig)
+    assert leftovers(tag) == []
+    assert output.read_text() == "started\n" * MPI_RANKS
