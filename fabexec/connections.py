@@ -13,6 +13,8 @@ import atexit
 import os
 import socket
 import threading
+import time
+from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple
 
 from fabric import Config, Connection
@@ -33,7 +35,7 @@ from .errors import (
 )
 from .hostkeys import AcceptNewPolicy, KnownHostsClient, RefusePolicy
 from .info import ExecInfo
-from .keepalive import DEFAULT_COUNT, DEFAULT_INTERVAL, KeepaliveTransport, monitor
+from .keepalive import DEFAULT_COUNT, DEFAULT_INTERVAL, TICK, KeepaliveTransport, monitor
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 USER_SSH_CONFIG = "~/.ssh/config"  # Fabric's defaults, read in this order
@@ -46,6 +48,7 @@ class HostConnection(Connection):
     # Declared here so that invoke's DataProxy treats them as attributes, not config.
     known_hosts: str = ""
     keepalive: Tuple[float, int] = (0.0, 0)
+    users: int = 0
     _open_lock: Any = None
 
     def __init__(self, host: str, info: ExecInfo, config: Config) -> None:
@@ -95,13 +98,13 @@ class HostConnection(Connection):
         if self.gateway:  # ProxyCommand / ProxyJump: Fabric's own path
             return self._open_mapped(lambda: super(HostConnection, self).open())
         sock = self._dial()
-        watchdog = threading.Timer(self.connect_timeout, _shut, (sock,))
-        watchdog.daemon = True
-        watchdog.start()
+        started = time.monotonic()
+        watchdog = monitor.after(self.connect_timeout, lambda: _shut(sock))
         self.connect_kwargs["sock"] = sock
+        # Past the deadline, whichever stage gave up (banner, auth, the watchdog).
+        expired = lambda: time.monotonic() - started >= self.connect_timeout - TICK  # noqa: E731
         try:
-            return self._open_mapped(lambda: super(HostConnection, self).open(),
-                                     expired=lambda: not watchdog.is_alive())
+            return self._open_mapped(lambda: super(HostConnection, self).open(), expired)
         finally:
             watchdog.cancel()
             del self.connect_kwargs["sock"]
@@ -176,7 +179,9 @@ def _known_hosts_path(info: ExecInfo, ssh_config: Dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- the cache
 
 CacheKey = Tuple[Any, ...]
-_cache: Dict[CacheKey, HostConnection] = {}
+#: Least recently used first; idle ones beyond a fan-out's ``max_parallel`` are
+#: closed, so that sockets and transport threads stay bounded by it.
+_cache: OrderedDict[CacheKey, HostConnection] = OrderedDict()
 _configs: Dict[Optional[str], Config] = {}
 _lock = threading.Lock()
 
@@ -225,7 +230,26 @@ def connection_for(host: str, info: ExecInfo) -> HostConnection:
         cxn = HostConnection(host, info, _config(ssh_config))
         with _lock:
             cxn = _cache.setdefault(key, cxn)
+    with _lock:
+        _cache.move_to_end(key)
     return cxn
+
+
+def hold(cxn: HostConnection) -> None:
+    """``cxn`` is in use: `release` never closes it meanwhile."""
+    with _lock:
+        cxn.users += 1
+
+
+def release(cxn: HostConnection, keep_open: int) -> None:
+    """``cxn`` is idle again; close the least recently used idle ones beyond ``keep_open``."""
+    with _lock:
+        cxn.users -= 1
+        open_ = [c for c in _cache.values() if c.is_connected]
+        excess = len(open_) - keep_open
+        idle = [c for c in open_ if c.users == 0][:max(0, excess)]
+    for c in idle:
+        c.close()
 
 
 def drop(cxn: HostConnection) -> None:

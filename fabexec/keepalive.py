@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from typing import Optional
+from typing import Callable, Optional, Set
 
 from paramiko import Message, Transport
 from paramiko.common import cMSG_GLOBAL_REQUEST
@@ -76,12 +76,28 @@ class _Watch:
         self.next_probe = time.monotonic() + interval
 
 
+class Deadline:
+    """A call `Monitor` makes at ``due`` unless cancelled first."""
+
+    def __init__(self, due: float, action: Callable[[], None]) -> None:
+        self.due, self.action = due, action
+        self.fired = False
+
+    def cancel(self) -> None:
+        monitor.cancel(self)
+
+
 class Monitor:
-    """One thread watching every transport of the process (256 hosts, one thread)."""
+    """One thread watching every transport of the process (256 hosts, one thread).
+
+    It also keeps the connect deadlines (`after`), which would otherwise take
+    a timer thread per host being connected.
+    """
 
     def __init__(self) -> None:
         self._watches: weakref.WeakKeyDictionary[KeepaliveTransport, _Watch] = \
             weakref.WeakKeyDictionary()
+        self._deadlines: Set[Deadline] = set()
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
 
@@ -90,19 +106,40 @@ class Monitor:
             return
         with self._lock:
             self._watches[transport] = _Watch(transport, interval, count)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, daemon=True,
-                                                name="fabexec-keepalive")
-                self._thread.start()
+            self._ensure_thread()
+
+    def after(self, seconds: float, action: Callable[[], None]) -> Deadline:
+        """Call ``action`` in ``seconds`` (to within `TICK`) unless cancelled."""
+        deadline = Deadline(time.monotonic() + seconds, action)
+        with self._lock:
+            self._deadlines.add(deadline)
+            self._ensure_thread()
+        return deadline
+
+    def cancel(self, deadline: Deadline) -> None:
+        with self._lock:
+            self._deadlines.discard(deadline)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, daemon=True,
+                                            name="fabexec-keepalive")
+            self._thread.start()
 
     def _loop(self) -> None:
         while True:
             time.sleep(TICK)
             now = time.monotonic()
             with self._lock:
+                if not self._watches and not self._deadlines:
+                    self._thread = None
+                    return  # nothing to do; a later call starts a new thread
                 watches = list(self._watches.items())
-            if not watches:
-                return  # nothing to watch; a later watch() starts a new thread
+                due = [d for d in self._deadlines if d.due <= now]
+                self._deadlines.difference_update(due)
+            for deadline in due:
+                deadline.fired = True
+                deadline.action()
             for transport, watch in watches:
                 if now >= watch.next_probe:
                     watch.next_probe = now + watch.interval

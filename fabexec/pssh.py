@@ -15,7 +15,7 @@ from invoke.exceptions import CommandTimedOut
 from paramiko.ssh_exception import SSHException
 
 from .command import Command, new_tag, shell_script
-from .connections import HostConnection, connection_for, drop
+from .connections import HostConnection, connection_for, drop, hold, release
 from .errors import (
     CommandTimeoutError,
     ConnectionLostError,
@@ -105,13 +105,18 @@ class PsshExecutor:
     def _host_life(self, cxn: HostConnection) -> None:
         """One host from connect to result; whatever happens is its result."""
         host = self._hosts_of[id(cxn)]
+        hold(cxn)
         try:
             result = self._run_host(cxn)
         except Exception as e:  # noqa: BLE001 - a host's failure is its result
             result = self._fail(host, e)
-        if result is not None:
-            with self._lock:
-                self.ended[host] = result
+        if result is not None:  # ended (not an async command still running)
+            self._end(host, cxn, result)
+
+    def _end(self, host: str, cxn: HostConnection, result: HostResult) -> None:
+        with self._lock:
+            self.ended[host] = result
+        release(cxn, self.info.max_parallel)
 
     def progress(self) -> Tuple[int, int, int]:
         """(hosts done, of which failed, hosts in all)."""
@@ -177,9 +182,8 @@ class PsshExecutor:
 
         def join(host: str, promise: Promise) -> None:
             # Recorded as each host ends, so that progress() counts it at once.
-            result = self._outcome(host, self.connections[host], promise.join)
-            with self._lock:
-                self.ended[host] = result  # type: ignore[assignment]
+            cxn = self.connections[host]
+            self._end(host, cxn, self._outcome(host, cxn, promise.join))  # type: ignore[arg-type]
 
         _in_threads([functools.partial(join, h, p) for h, p in promises.items()],
                     max(1, len(promises)))

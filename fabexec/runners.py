@@ -34,6 +34,9 @@ CHUNK = 256 * 1024
 #: How long the remote reaper may take before we give up on a host.
 KILL_TIMEOUT = 10.0
 
+#: A bound on each wait for channel data (the channel's pipe normally wakes us).
+SELECT_TIMEOUT = 1.0
+
 #: How long, once the reaper is done, the command's exit status may take to arrive.
 EXIT_STATUS_WAIT = 1.0
 
@@ -43,9 +46,8 @@ Stdin = Union[bytes, IO[Any], None]
 class TeeRunner:
     """The part shared by our local and remote runners: output goes to Tees.
 
-    Mixed in before an invoke runner class; overrides its ``handle_stdout`` and
-    ``handle_stderr`` thread bodies, which in invoke buffer, decode and
-    re-join everything.
+    Mixed in before an invoke runner class; replaces its IO threads, whose
+    ``handle_stdout``/``handle_stderr`` buffer, decode and re-join everything.
     """
 
     read_chunk_size = CHUNK
@@ -62,21 +64,26 @@ class TeeRunner:
             for tee in tees.values():
                 tee.watch = WatchWindow(answers, self.write_proc_stdin)
 
-    def handle_stdout(self, buffer_: Any, hide: bool, output: Any) -> None:
-        self._pump(self.read_proc_stdout, self.tees["stdout"])
+    def create_io_threads(self) -> Tuple[Dict[Callable, Any], List[str], List[str]]:
+        """No thread for a run we wait for (``wait`` reads); one for an async run.
 
-    def handle_stderr(self, buffer_: Any, hide: bool, output: Any) -> None:
-        self._pump(self.read_proc_stderr, self.tees["stderr"])
+        invoke starts a thread per stream and host; starting threads costs
+        more than running ``true``, and 256 hosts would hold 512 of them.
+        """
+        threads: Dict[Callable, Any] = {}
+        if self._asynchronous:
+            threads[self.read_output] = ExceptionHandlingThread(target=self.read_output)
+        return threads, [], []
 
-    def _pump(self, read: Callable[[int], Optional[bytes]], tee: Tee) -> None:
-        """Read until EOF; a file that cannot be written ends the command."""
-        while True:
-            data = read(CHUNK)
-            if not data:
-                return
-            tee.write(data)
-            if tee.error is not None and not self.killed:
-                self.kill()
+    def read_output(self) -> None:
+        """Both streams, until both end, into their Tees."""
+        raise NotImplementedError
+
+    def deliver(self, tee: Tee, data: bytes) -> None:
+        """One chunk to its Tee; a file that cannot be written ends the command."""
+        tee.write(data)
+        if tee.error is not None and not self.killed:
+            self.kill()
 
     def start_timer(self, timeout: Optional[float]) -> None:
         # invoke infers a timeout from its Timer thread having ended, which
@@ -160,18 +167,7 @@ class LocalRunner(TeeRunner, Local):
         )
         self.feed_stdin()
 
-    def create_io_threads(self) -> Tuple[Dict[Callable, Any], List[str], List[str]]:
-        """No thread for a run we wait for (``wait`` reads); one for an async run.
-
-        invoke starts a thread per stream; starting threads costs more than
-        running ``true``.
-        """
-        threads: Dict[Callable, Any] = {}
-        if self._asynchronous:
-            threads[self._read_pipes] = ExceptionHandlingThread(target=self._read_pipes)
-        return threads, [], []
-
-    def _read_pipes(self) -> None:
+    def read_output(self) -> None:
         """Both pipes, until both end, through one selector.
 
         A stream whose only destination is its file is spliced pipe-to-file in
@@ -192,12 +188,12 @@ class LocalRunner(TeeRunner, Local):
                         data = os.read(key.fd, CHUNK)
                         moved = len(data)
                         if data:
-                            tee.write(data)
+                            self.deliver(tee, data)
                     if not moved:
                         selector.unregister(key.fd)
                         del pipes[key.fd]
                     elif tee.error is not None and not self.killed:
-                        self.kill()
+                        self.kill()  # a spliced file failed
 
     @staticmethod
     def _splice(fd: int, tee: Tee, splice: Dict[int, Optional[int]]) -> int:
@@ -223,7 +219,7 @@ class LocalRunner(TeeRunner, Local):
         # Blocks (in select, then waitpid; signals still arrive), where invoke
         # polls every 10 ms.
         if not self._asynchronous:
-            self._read_pipes()
+            self.read_output()
         self.process.wait()
 
     def send_interrupt(self, interrupt: KeyboardInterrupt) -> None:
@@ -283,9 +279,35 @@ class RemoteRunner(TeeRunner, Remote):
         elif not self.wants_stdin:
             self.channel.shutdown_write()  # EOF at once: nothing waits on stdin
 
+    def read_output(self) -> None:
+        """stdout and stderr of the channel, in the thread that waits for it.
+
+        paramiko's ``fileno()`` is readable while either stream has data, and
+        for good once the channel reaches EOF or closes.
+        """
+        channel = self.channel
+        streams = ((channel.recv_ready, channel.recv, self.tees["stdout"]),
+                   (channel.recv_stderr_ready, channel.recv_stderr, self.tees["stderr"]))
+        with selectors.DefaultSelector() as selector:
+            selector.register(channel.fileno(), selectors.EVENT_READ)
+            while True:
+                moved = False
+                for ready, recv, tee in streams:
+                    if ready():
+                        data = recv(CHUNK)
+                        if data:
+                            moved = True
+                            self.deliver(tee, data)
+                if not moved:
+                    if channel.eof_received or channel.closed:
+                        return
+                    selector.select(SELECT_TIMEOUT)
+
     def wait(self) -> None:
         # Fabric polls exit_status_ready() every 10 ms; the channel's own
         # event is set on an exit status and when the channel closes.
+        if not self._asynchronous:
+            self.read_output()
         self.channel.status_event.wait()
 
     def returncode(self) -> Optional[int]:

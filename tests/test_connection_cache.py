@@ -1,0 +1,49 @@
+"""Connections are cached per process and reused by later `Exec` calls; a dead one is
+reopened by the next `Exec` without the caller doing anything.
+
+``$SSH_CONNECTION`` on the node names the client's port: the same port means the same
+TCP connection, as the node sees it.
+"""
+
+from __future__ import annotations
+
+from fabexec import Exec
+from fabexec.connections import close_all, connection_for
+from fabexec.sandbox import Cluster, SandboxCluster
+from tests.clusters import ssh_info
+
+
+def client_port(cluster: Cluster, host: str) -> str:
+    """The client-side port of the connection this `Exec` ran over, as the node saw it."""
+    node = Exec('set -- $SSH_CONNECTION; echo "$2"', ssh_info(cluster, host))
+    assert node.exit_code == 0, node.stderr
+    return node.stdout[host]
+
+
+def test_second_exec_reuses_the_cached_connection(any_cluster: Cluster) -> None:
+    host = any_cluster.hosts[0]
+    first = client_port(any_cluster, host)
+    transport = connection_for(host, ssh_info(any_cluster, host)).transport
+    assert client_port(any_cluster, host) == first
+    assert connection_for(host, ssh_info(any_cluster, host)).transport is transport
+
+
+def test_exec_reconnects_after_the_node_killed_its_sessions(cluster: SandboxCluster) -> None:
+    host = cluster.hosts[-1]
+    first = client_port(cluster, host)
+    cluster.crash(host)
+    assert client_port(cluster, host) != first
+
+
+def test_exec_reconnects_after_the_transport_was_closed(any_cluster: Cluster) -> None:
+    host = any_cluster.hosts[0]
+    first = client_port(any_cluster, host)
+    connection_for(host, ssh_info(any_cluster, host)).transport.close()
+    assert client_port(any_cluster, host) != first
+
+
+def test_close_all_closes_every_cached_connection(any_cluster: Cluster) -> None:
+    client_port(any_cluster, any_cluster.hosts[0])
+    cached = connection_for(any_cluster.hosts[0], ssh_info(any_cluster, any_cluster.hosts[0]))
+    close_all()
+    assert not cached.is_connected
