@@ -17,7 +17,6 @@ from fabexec.sandbox import Cluster
 from tests.clusters import expected_hostname, ssh_info
 
 
-
 def known_keys(cluster: Cluster) -> Dict[str, List[Tuple[str, str]]]:
     """Each node's (key type, key) pairs, from the cluster's known_hosts."""
     keys: Dict[str, List[Tuple[str, str]]] = {host: [] for host in cluster.hosts}

@@ -23,7 +23,6 @@ from tests.clusters import (
 )
 
 
-
 def test_hostname_answers_with_each_hosts_own_name(any_cluster: Cluster) -> None:
     node = Exec("hostname", pssh_info(any_cluster))
     assert node.hosts == any_cluster.hosts

@@ -30,7 +30,6 @@ from tests.clusters import (
     unique_seconds,
 )
 
-
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -18,7 +18,6 @@ from fabexec.errors import AuthenticationError, UnreachableError
 from fabexec.sandbox import Cluster
 from tests.clusters import SPARE_IP, expected_hostname, pssh_info, ssh_config_with
 
-
 UNREACHABLE = 255
 
 
