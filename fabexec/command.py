@@ -57,14 +57,25 @@ def shell_script(
     if not sudo:
         return script
     flags = ["-E"] if sudoenv else []
-    if not sudo_password:
-        return shlex.join(["sudo", "-n", *flags, "bash", "-c", script])
-    # sudo -S reads the password from stdin (typed there by a watcher when the
-    # prompt shows); the command itself then gets an empty stdin. One sudo, not
-    # `sudo -v` then `sudo -n`: where sudo caches no credentials
-    # (timestamp_timeout=0) the second would ask again and fail.
-    script = f"exec </dev/null\n{script}"
-    return shlex.join(["sudo", "-S", "-p", SUDO_PROMPT, *flags, "bash", "-c", script])
+    if sudo_password:
+        # sudo -S reads the password from stdin (typed there by a watcher when the
+        # prompt shows); the command itself then gets an empty stdin. One sudo, not
+        # `sudo -v` then `sudo -n`: where sudo caches no credentials
+        # (timestamp_timeout=0) the second would ask again and fail.
+        flags = ["-S", "-p", SUDO_PROMPT, *flags]
+        script = f"exec </dev/null\n{script}"
+    else:
+        flags = ["-n", *flags]
+    # The tag crosses sudo as an argument: sudo's env_reset would drop it, and
+    # the reaper could not find the command's processes.
+    return f"{shlex.join(['sudo', *flags])} {TAG_VAR}=\"${TAG_VAR}\" " \
+           f"{shlex.join(['bash', '-c', script])}"
+
+
+def sudo_line(script: str, sudo_password: bool) -> str:
+    """``script`` as root, for the reaper of a sudo command (password on stdin if needed)."""
+    flags = ["-S", "-p", ""] if sudo_password else ["-n"]
+    return shlex.join(["sudo", *flags, "bash", "-c", script])
 
 
 def remote_line(script: str, tag: str) -> str:

@@ -136,7 +136,7 @@ class PsshExecutor:
         # one machine, containers), ending one host's command spares the other's.
         tag = f"{self.tag}-{self.hosts.index(host)}"
         runner.setup_io(self.outputs.tees[host], tag, stdin_of(self.info),
-                        self.info.watchers, self.info.sudo_password)
+                        self.info.watchers, self.info.sudo_password, self.info.sudo)
         with self._lock:
             if self.stopping:
                 return self._fail(host, HostError(host, "not started: the run was stopped"))

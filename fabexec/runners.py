@@ -24,7 +24,7 @@ from invoke import Config, Local
 from invoke.util import ExceptionHandlingThread
 from paramiko.ssh_exception import SSHException
 
-from .command import SUDO_PROMPT, remote_line
+from .command import SUDO_PROMPT, remote_line, sudo_line
 from .reaper import kill_local, remote_kill_script
 from .tee import Tee, WatchWindow
 
@@ -53,8 +53,10 @@ class TeeRunner:
     read_chunk_size = CHUNK
 
     def setup_io(self, tees: Dict[str, Tee], tag: str, stdin: Stdin,
-                 watchers: Optional[list], sudo_password: Optional[str]) -> None:
+                 watchers: Optional[list], sudo_password: Optional[str],
+                 sudo: bool = False) -> None:
         self.tees, self.tag, self.stdin_data = tees, tag, stdin
+        self.sudo, self.sudo_password = sudo, sudo_password
         self.killed = False
         answers = list(watchers or [])
         if sudo_password is not None:
@@ -325,7 +327,13 @@ class RemoteRunner(TeeRunner, Remote):
         if transport is not None and transport.is_active():
             try:
                 reaper = transport.open_session(timeout=KILL_TIMEOUT)
-                reaper.exec_command(f"bash -c {shlex.quote(remote_kill_script(self.tag))}")
+                script = remote_kill_script(self.tag)
+                if self.sudo:  # root's processes take root to end
+                    reaper.exec_command(sudo_line(script, self.sudo_password is not None))
+                    if self.sudo_password is not None:
+                        reaper.sendall((self.sudo_password + "\n").encode())
+                else:
+                    reaper.exec_command(f"bash -c {shlex.quote(script)}")
                 reaper.status_event.wait(KILL_TIMEOUT)
                 reaper.close()
                 # The login shell reports 128+SIGTERM once its tree is gone

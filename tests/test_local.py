@@ -213,12 +213,12 @@ def test_a_responder_answers_again_after_much_more_output_than_its_window() -> N
 
 def test_sudo_runs_the_script_under_non_interactive_sudo_keeping_the_environment() -> None:
     node = run("true", sudo=True)
-    assert node.cmd.startswith("sudo -n -E bash -c ")
+    assert node.cmd.startswith('sudo -n -E FABEXEC_TAG="$FABEXEC_TAG" bash -c ')
 
 
 def test_sudo_without_sudoenv_does_not_keep_the_environment() -> None:
     node = run("true", sudo=True, sudoenv=False)
-    assert node.cmd.startswith("sudo -n bash -c ")
+    assert node.cmd.startswith('sudo -n FABEXEC_TAG="$FABEXEC_TAG" bash -c ')
 
 
 @pytest.mark.skipif(shutil.which("sudo") is None, reason="sudo is not installed here")

@@ -92,9 +92,6 @@ def test_killed_command_ends_with_sigterms_status_not_a_lost_connection(
     assert node.exit_codes == {h: 128 + signal.SIGTERM for h in any_cluster.hosts}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the remote reaper runs as the login user: it cannot signal root's processes, and "
-    "sudo without -E strips FABEXEC_TAG; a sudo command's tree outlives timeout/kill"))
 def test_timeout_ends_a_sudo_command_and_everything_it_started(cluster: Cluster) -> None:
     if not cluster.sudo:
         pytest.skip(f"{cluster.user} has no sudo on this cluster")
