@@ -5,7 +5,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from invoke import Collection, task
+from invoke import Collection, Exit, task
 
 from tasks_cluster import cluster
 from tasks_deploy import deploy
@@ -51,9 +51,13 @@ def test(c, k="", x=False):
 def bench(c, name=""):
     """Run the benchmarks; each prints its figures and ratios against its baseline."""
     scripts = [ROOT / "bench" / f"{name}.py"] if name else sorted((ROOT / "bench").glob("*.py"))
+    failed = []
     for script in scripts:
         print(f"\n== {script.stem}", flush=True)
-        c.run(f"{sys.executable} {script}", pty=False)
+        if c.run(f"{sys.executable} {script}", pty=False, warn=True).failed:
+            failed.append(script.stem)
+    if failed:
+        raise Exit(f"benchmarks that could not finish: {', '.join(failed)}", code=1)
 
 
 ns = Collection(setup, lint, test, bench)

@@ -13,7 +13,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 from fabexec import Exec, MpiExecInfo
 
@@ -23,12 +23,19 @@ TARGET = 1.1
 NPROCS = 4
 
 
-def timed(name: str, run: Callable[[], int]) -> float:
+#: Runs that may fail before the figures are void. Hydra's mpiexec now and then
+#: dies of SIGPIPE (141) under load, typed in a shell as well (about 1 in 1,000).
+MAX_FAILED_SHARE = 0.05
+
+
+def timed(name: str, run: Callable[[], int], failed: Dict[str, List[int]]) -> Optional[float]:
+    """Seconds of one run, or None (counted in ``failed``) when it did not exit 0."""
     start = time.perf_counter()
     code = run()
     elapsed = time.perf_counter() - start
     if code != 0:
-        sys.exit(f"{name}: a run failed with exit code {code}")
+        failed[name].append(code)
+        return None
     return elapsed
 
 
@@ -40,21 +47,31 @@ def main() -> None:
         "shell": lambda: subprocess.run(line, shell=True).returncode,
     }
     times: Dict[str, List[float]] = {name: [] for name in sides}
+    failed: Dict[str, List[int]] = {name: [] for name in sides}
     deadline = time.monotonic() + BUDGET_SECONDS
+    rounds = 0
     for index in range(ROUNDS):
+        rounds += 1
         order = list(sides) if index % 2 == 0 else list(reversed(sides))
         for name in order:
-            times[name].append(timed(name, sides[name]))
+            elapsed = timed(name, sides[name], failed)
+            if elapsed is not None:
+                times[name].append(elapsed)
         if time.monotonic() > deadline:
             break
-    rounds = len(times["shell"])
     print(f"`{line}` x {rounds} rounds, interleaved (budget {BUDGET_SECONDS:.0f} s)")
+    for name, codes in failed.items():
+        if codes:
+            print(f"  {name}: {len(codes)} run(s) failed (exit codes {sorted(set(codes))}), "
+                  "left out")
+        if len(codes) > MAX_FAILED_SHARE * rounds:
+            sys.exit(f"{name}: {len(codes)} of {rounds} runs failed; no figures")
     for name, values in times.items():
         print(f"  {name:13} best {min(values) * 1000:7.1f} ms   "
               f"median {statistics.median(values) * 1000:7.1f} ms")
     ratio = min(times["fabexec Exec"]) / min(times["shell"])
     typical = statistics.median(times["fabexec Exec"]) / statistics.median(times["shell"])
-    verdict = "met" if ratio <= TARGET else "NOT met"
+    verdict = "PASS" if ratio <= TARGET else "FAIL"
     print(f"  ratio of bests: {ratio:.3f}x  (target <= {TARGET}x: {verdict});  "
           f"ratio of medians: {typical:.3f}x")
 

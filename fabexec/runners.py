@@ -64,7 +64,7 @@ class TeeRunner:
         self.wants_stdin = bool(answers) or stdin is not None
         if answers:
             for tee in tees.values():
-                tee.watch = WatchWindow(answers, self.write_proc_stdin)
+                tee.add_watch(WatchWindow(answers, self.write_proc_stdin))
 
     def create_io_threads(self) -> Tuple[Dict[Callable, Any], List[str], List[str]]:
         """No thread for a run we wait for (``wait`` reads); one for an async run.
@@ -159,12 +159,16 @@ class LocalRunner(TeeRunner, Local):
                 stdin = subprocess.PIPE
         else:
             stdin = subprocess.PIPE if self.wants_stdin else subprocess.DEVNULL
+        # A stream nothing wants (hidden, not collected, no file) goes to
+        # /dev/null: no pipe to read and copy through Python.
+        out, err = (subprocess.DEVNULL if self.tees[name].discards else subprocess.PIPE
+                    for name in ("stdout", "stderr"))
         self.process = subprocess.Popen(
             [shell, "-c", command],
             env=env or None,  # None inherits ours without re-encoding it
             stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=out,
+            stderr=err,
             start_new_session=True,
         )
         self.feed_stdin()
@@ -175,8 +179,11 @@ class LocalRunner(TeeRunner, Local):
         A stream whose only destination is its file is spliced pipe-to-file in
         the kernel (no copy through Python); the rest is read and teed.
         """
-        pipes = {self.process.stdout.fileno(): self.tees["stdout"],
-                 self.process.stderr.fileno(): self.tees["stderr"]}
+        pipes = {pipe.fileno(): self.tees[name]
+                 for name, pipe in (("stdout", self.process.stdout),
+                                    ("stderr", self.process.stderr)) if pipe is not None}
+        if not pipes:
+            return
         splice = {fd: tee.splice_target() for fd, tee in pipes.items()}
         with selectors.DefaultSelector() as selector:
             for fd in pipes:

@@ -156,6 +156,7 @@ class Tee:
         self.host = host
         self.file, self.terminal, self.watch = file, terminal, watch
         self._chunks: Optional[List[str]] = [] if collect else None
+        self.encoding = encoding
         wants_text = terminal is not None or collect or watch is not None
         self._decoder = codecs.getincrementaldecoder(encoding)("replace") if wants_text else None
         self.error: Optional[OutputWriteError] = None
@@ -179,6 +180,17 @@ class Tee:
             self.terminal.write(text)
         if self.watch is not None:
             self.watch(text)
+
+    def add_watch(self, watch: Callable[[str], None]) -> None:
+        """Feed ``watch`` the decoded text too (invoke watchers, the sudo prompt)."""
+        self.watch = watch
+        if self._decoder is None:
+            self._decoder = codecs.getincrementaldecoder(self.encoding)("replace")
+
+    @property
+    def discards(self) -> bool:
+        """Nothing wants this stream: the command may write it to /dev/null."""
+        return self.file is None and self._decoder is None
 
     def splice_target(self) -> Optional[int]:
         """The file descriptor to splice into when the file is the only destination.

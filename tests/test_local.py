@@ -201,6 +201,15 @@ def test_a_responder_answers_a_prompt() -> None:
     assert out(PROMPT_SCRIPT, watchers=[answer]) == "name? hi bob\n"
 
 
+def test_a_responder_answers_even_when_the_output_is_neither_shown_nor_kept(
+        tmp_path: Path) -> None:
+    answer = Responder(pattern=r"name\? ", response="bob\n")
+    reply = tmp_path / "reply"
+    node = Exec(f"printf 'name? '; read -r x; echo \"hi $x\" > {reply}",
+                LocalExecInfo(hide_output=True, watchers=[answer], timeout=20))
+    assert (node.exit_code, reply.read_text()) == (0, "hi bob\n")
+
+
 def test_a_responder_answers_again_after_much_more_output_than_its_window() -> None:
     answer = Responder(pattern=r"name\? ", response="bob\n")
     flood = "head -c 300000 /dev/zero | tr '\\0' x; echo"
