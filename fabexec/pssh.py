@@ -91,13 +91,13 @@ class PsshExecutor:
         self._hosts_of = {id(c): h for h, c in self.connections.items()}
         self._done = threading.Event()
         if self.info.exec_async:
-            group.map(self._host_life)
+            group.outcomes(self._host_life)
             self._done.set()
         else:
             # The fan-out runs in a thread so that ^C reaches the caller at once.
             def fan_out() -> None:
                 try:
-                    group.map(self._host_life)
+                    group.outcomes(self._host_life)
                 finally:
                     self._done.set()
             threading.Thread(target=fan_out, daemon=True, name="fabexec-fanout").start()
