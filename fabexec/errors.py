@@ -123,3 +123,5 @@ class TransferFailedError(HostError):
     """A copy to or from one host failed (a path that cannot be read or written)."""
 
     exit_code = 1
+    #: True when the link failed rather than a file (the connection broke).
+    link_failed = False

@@ -154,6 +154,9 @@ class SandboxCluster(Cluster):
     def crash(self, host: str) -> None:
         """SIGKILL every session of the node, as a restart would; the daemon keeps listening."""
         daemon = self._running_pid(host)
+        # Stopped first, all of them: killed one by one, a shell could see its
+        # child die and report an exit status before its own turn came.
+        _signal_nodes([daemon], signal.SIGSTOP, spare={daemon})
         _signal_nodes([daemon], signal.SIGKILL, spare={daemon})
 
     def down(self) -> None:

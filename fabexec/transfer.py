@@ -452,13 +452,18 @@ class Transfer:
         except (OSError, EOFError, SSHException) as e:
             error = TransferFailedError(host, f"no SFTP session: {_reason(e)}")
             return error if cxn.is_connected else _lost(host, cxn, error)
-        with sftp:
+        try:
             error = self._guarded(host, lambda: self._copy(host, SftpFiles(sftp)))
-            # Its session closed under it: the connection broke (the transport may
-            # not say so yet), not a file.
-            if error is not None and sftp.get_channel().closed:
+            # Its session closed under it, or the link failed rather than a file
+            # (the transport may not say so yet): the connection broke.
+            if error is not None and (sftp.get_channel().closed or error.link_failed):
                 return _lost(host, cxn, error)
-        return error
+            return error
+        finally:
+            try:
+                sftp.close()
+            except (OSError, EOFError, SSHException):
+                pass  # the connection broke mid-copy: said by the error above
 
     def _local(self, host: str) -> Optional[HostError]:
         return self._guarded(host, lambda: self._copy(host, LOCAL))
@@ -478,7 +483,10 @@ class Transfer:
         except _Stopped:
             return TransferFailedError(host, "stopped before the copy completed")
         except (OSError, EOFError, SSHException) as e:
-            return TransferFailedError(host, _reason(e))
+            error = TransferFailedError(host, _reason(e))
+            # A file error from the host carries an errno; a broken link does not.
+            error.link_failed = not (isinstance(e, OSError) and e.errno is not None)
+            return error
 
     def _settle(self, outcomes: Dict[str, Optional[HostError]]) -> None:
         for host in self.hosts:

@@ -18,8 +18,11 @@ CRASHED = "node2"
 
 
 def lines_then_sleep() -> str:
-    """Two lines, a pause of about 2 s (a unique ``sleep``), then a last line."""
-    return f"echo line1; echo line2; sleep 2.{random.randrange(10**8, 10**9)}; echo line3"
+    """Two lines, a pause of about 5 s (a unique ``sleep``), then a last line.
+
+    The pause is the time the crash has to land, on a loaded machine too.
+    """
+    return f"echo line1; echo line2; sleep 5.{random.randrange(10**8, 10**9)}; echo line3"
 
 
 WHOLE = "line1\nline2\nline3\n"
