@@ -5,7 +5,6 @@ host only, with exit code 255 and the reason in ``errors[host]`` and ``stderr[ho
 from __future__ import annotations
 
 import socket
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -47,18 +46,17 @@ def silent_port() -> Iterator[int]:
         yield listener.getsockname()[1]
 
 
+# Unbounded, paramiko would wait 15 s for the banner alone: pytest-timeout catches it.
+@pytest.mark.timeout(12)
 def test_silent_host_ends_within_connect_timeout(cluster: Cluster, silent_port: int,
                                                  tmp_path: Path) -> None:
     config = ssh_config_with(cluster, tmp_path / "ssh_config", {"silent": (SPARE_IP, silent_port)})
-    began = time.monotonic()
     node = Exec("hostname", pssh_info(cluster, hosts=["silent", cluster.hosts[0]],
                                       ssh_config=config, connect_timeout=2))
-    took = time.monotonic() - began
     assert node.exit_codes == {"silent": UNREACHABLE, cluster.hosts[0]: 0}
     assert isinstance(node.errors["silent"], UnreachableError)
     assert "within 2 s" in str(node.errors["silent"])
     assert str(node.errors["silent"]) in node.stderr["silent"]
-    assert took < 10, f"a 2 s connect_timeout took {took:.1f} s: the handshake is not bounded"
 
 
 def test_refused_key_is_an_authentication_error(any_cluster: Cluster, tmp_path: Path) -> None:
