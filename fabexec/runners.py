@@ -50,8 +50,6 @@ class TeeRunner:
     ``handle_stdout``/``handle_stderr`` buffer, decode and re-join everything.
     """
 
-    read_chunk_size = CHUNK
-
     def setup_io(self, tees: Dict[str, Tee], tag: str, stdin: Stdin,
                  watchers: Optional[list], sudo_password: Optional[str],
                  sudo: bool = False) -> None:

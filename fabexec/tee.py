@@ -167,7 +167,7 @@ class Tee:
             try:
                 self.file.write(data)
             except OSError as e:
-                self._fail(e)
+                self.fail(e)
         if self._decoder is not None:
             self._text(self._decoder.decode(data))
 
@@ -206,9 +206,6 @@ class Tee:
 
     def fail(self, e: OSError) -> None:
         """The file cannot be written: record it, and write nothing more there."""
-        self._fail(e)
-
-    def _fail(self, e: OSError) -> None:
         self.error = OutputWriteError(self.host, self.file.path, e.strerror or str(e))
         file, self.file = self.file, None
         try:
@@ -225,7 +222,7 @@ class Tee:
             try:
                 self.file.close()
             except OSError as e:
-                self._fail(e)
+                self.fail(e)
 
     @property
     def text(self) -> str:
