@@ -43,10 +43,34 @@ USER_SSH_CONFIG = "~/.ssh/config"  # Fabric's defaults, read in this order
 SYSTEM_SSH_CONFIG = "/etc/ssh/ssh_config"
 
 
-class HostConnection(Connection):
+class QuickMisses:
+    """Misses of invoke's private names, answered at once.
+
+    invoke's `DataProxy` probes its own private attributes with ``hasattr`` and
+    ``getattr(..., default)``; a miss falls through to its ``__getattr__``, which
+    formats an error listing every attribute and key (20 us, some 20 times a
+    connection). These names are never config keys.
+    """
+
+    PRIVATE = frozenset({"_root", "_keypath", "_modify"})
+
+    def __getattr__(self, key: str) -> Any:
+        if key in QuickMisses.PRIVATE:
+            raise AttributeError(key)
+        return super().__getattr__(key)  # type: ignore[misc]
+
+
+class ConnectionConfig(QuickMisses, Config):
+    """Fabric's `Config`, one per ssh_config file, shared by its connections."""
+
+
+class HostConnection(QuickMisses, Connection):
     """One host; opened lazily, with known_hosts honoured and a bounded handshake."""
 
-    # Declared here so that invoke's DataProxy treats them as attributes, not config.
+    # Declared here so that invoke's DataProxy treats them as attributes, not
+    # config keys (Fabric sets ``inline_ssh_env`` without declaring it: each
+    # connection wrote it into the shared config).
+    inline_ssh_env: bool = False
     known_hosts: str = ""
     keepalive: Tuple[float, int] = (0.0, 0)
     users: int = 0
@@ -213,7 +237,7 @@ def _config(ssh_config: Optional[str]) -> Config:
                 if os.path.isfile(path):
                     with open(path) as f:
                         parsed.parse(f)
-            _configs[ssh_config] = Config(ssh_config=parsed)
+            _configs[ssh_config] = ConnectionConfig(ssh_config=parsed)
         return _configs[ssh_config]
 
 
