@@ -214,9 +214,13 @@ def _known_hosts_path(info: ExecInfo, ssh_config: Dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- the cache
 
 CacheKey = Tuple[Any, ...]
-#: Least recently used first; idle ones beyond a fan-out's ``max_parallel`` are
-#: closed, so that sockets and transport threads stay bounded by it.
+#: Every connection made, least recently used first.
 _cache: OrderedDict[CacheKey, HostConnection] = OrderedDict()
+#: Open connections nobody uses, least recently released first, and those in use:
+#: idle ones beyond a fan-out's ``max_parallel`` are closed, so that sockets and
+#: transport threads stay bounded by it.
+_idle: OrderedDict[int, HostConnection] = OrderedDict()
+_busy: Dict[int, HostConnection] = {}
 _configs: Dict[Optional[str], Config] = {}
 _lock = threading.Lock()
 
@@ -263,17 +267,28 @@ def hold(cxn: HostConnection) -> None:
     """``cxn`` is in use: `release` never closes it meanwhile."""
     with _lock:
         cxn.users += 1
+        _idle.pop(id(cxn), None)
+        _busy[id(cxn)] = cxn
 
 
 def release(cxn: HostConnection, keep_open: int) -> None:
-    """``cxn`` is idle again; close the least recently used idle ones beyond ``keep_open``."""
+    """``cxn`` is idle again; close the least recently used idle ones beyond ``keep_open``.
+
+    Only connections in use and idle open ones are looked at, never the whole
+    cache: at most a few ``max_parallel``, however many hosts it holds.
+    """
     with _lock:
         cxn.users -= 1
-        open_ = [c for c in _cache.values() if c.is_connected]
-        excess = len(open_) - keep_open
-        idle = [c for c in open_ if c.users == 0][:max(0, excess)]
-    for c in idle:
-        c.close()
+        if cxn.users == 0:
+            _busy.pop(id(cxn), None)
+            _idle[id(cxn)] = cxn
+        for key, idle in list(_idle.items()):
+            if not idle.is_connected:  # closed meanwhile, by its host or by us
+                del _idle[key]
+        excess = len(_idle) + sum(c.is_connected for c in _busy.values()) - keep_open
+        closing = [_idle.popitem(last=False)[1] for _ in range(min(excess, len(_idle)))]
+    for idle in closing:
+        idle.close()
 
 
 def drop(cxn: HostConnection) -> None:
@@ -282,6 +297,7 @@ def drop(cxn: HostConnection) -> None:
         for key, cached in list(_cache.items()):
             if cached is cxn:
                 del _cache[key]
+        _idle.pop(id(cxn), None)
     cxn.close()
 
 
@@ -291,5 +307,6 @@ def close_all() -> None:
     with _lock:
         connections = list(_cache.values())
         _cache.clear()
+        _idle.clear()
     for cxn in connections:
         cxn.close()
