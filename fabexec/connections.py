@@ -18,6 +18,7 @@ from collections import OrderedDict
 from typing import Any, Dict, Optional, Tuple
 
 from fabric import Config, Connection
+from paramiko import Transport
 from paramiko.ssh_exception import (
     AuthenticationException,
     BadHostKeyException,
@@ -41,6 +42,24 @@ from .sshconfig import SshConfigFile
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 USER_SSH_CONFIG = "~/.ssh/config"  # Fabric's defaults, read in this order
 SYSTEM_SSH_CONFIG = "/etc/ssh/ssh_config"
+
+
+#: AES-GCM, where this paramiko has it (3.3 and later).
+GCM_CIPHERS = tuple(c for c in ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+                    if c in Transport._cipher_info)
+
+
+class HostTransport(KeepaliveTransport):
+    """The transport of every connection: keepalives that want replies, AES-GCM first.
+
+    AES-GCM authenticates inside the cipher, so paramiko computes and compares
+    no HMAC in Python for each packet: 0.3 to 0.8 ms less CPU a host for a short
+    command (bench/faults.py). The server chooses from our list in our order;
+    CTR with HMAC stays offered for servers without GCM (OpenSSH has it since 6.2).
+    """
+
+    _preferred_ciphers = (*GCM_CIPHERS, *(c for c in Transport._preferred_ciphers
+                                          if c not in GCM_CIPHERS))
 
 
 class QuickMisses:
@@ -84,7 +103,7 @@ class HostConnection(QuickMisses, Connection):
         connect_kwargs: Dict[str, Any] = {
             **{k: v for k, v in config.connect_kwargs.items() if k != "key_filename"},
             "banner_timeout": timeout, "auth_timeout": timeout, "channel_timeout": timeout,
-            "transport_factory": KeepaliveTransport,
+            "transport_factory": HostTransport,
         }
         if info.pkey is not None:
             connect_kwargs.update(key_filename=[os.path.expanduser(os.fspath(info.pkey))],

@@ -1,0 +1,68 @@
+"""Connections prefer AES-GCM, and still reach a server that offers only CTR with HMAC."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator, Tuple
+
+import pytest
+
+from fabexec import Exec, SshExecInfo, connections, sandbox
+from tests.clusters import ssh_info
+
+
+def test_connections_negotiate_aes_gcm(cluster: sandbox.SandboxCluster) -> None:
+    host = cluster.hosts[0]
+    info = ssh_info(cluster, host)
+    assert Exec("true", info).exit_code == 0
+    transport = connections.connection_for(host, info).transport
+    assert (transport.local_cipher, transport.remote_cipher) == (
+        "aes128-gcm@openssh.com", "aes128-gcm@openssh.com")
+
+
+@pytest.fixture()
+def ctr_only_sshd(cluster: sandbox.SandboxCluster, tmp_path: Path
+                  ) -> Iterator[Tuple[str, int]]:
+    """A second sshd of node 1, on a port of its own, offering AES-CTR ciphers only."""
+    host = cluster.hosts[0]
+    ip = cluster.addresses[host][0]
+    with socket.socket() as probe:
+        probe.bind((ip, 0))
+        port = probe.getsockname()[1]
+    config = (cluster.node_dir(host) / "sshd_config").read_text()
+    config = re.sub(r"(?m)^(ListenAddress|PidFile) .*\n", "", config)
+    config += f"ListenAddress {ip}:{port}\nPidFile none\nCiphers aes128-ctr,aes256-ctr\n"
+    (tmp_path / "sshd_config").write_text(config)
+    daemon = subprocess.Popen([str(sandbox.SSHD), "-D", "-f", str(tmp_path / "sshd_config"),
+                               "-E", str(tmp_path / "sshd.log")])
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex((ip, port)) == 0:
+                    break
+            assert daemon.poll() is None, (tmp_path / "sshd.log").read_text()
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"the CTR-only sshd does not listen on {ip}:{port} after 5 s")
+        yield ip, port
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+
+
+def test_a_server_without_gcm_gets_ctr_with_hmac(cluster: sandbox.SandboxCluster,
+                                                 ctr_only_sshd: Tuple[str, int],
+                                                 tmp_path: Path) -> None:
+    ip, port = ctr_only_sshd
+    info = SshExecInfo(hosts=ip, port=port, user=cluster.user, pkey=cluster.key,
+                       known_hosts=tmp_path / "known_hosts", collect_output=True,
+                       hide_output=True)
+    node = Exec("echo reached", info)
+    assert (node.exit_code, node.stdout[ip]) == (0, "reached\n")
+    transport = connections.connection_for(ip, info).transport
+    assert transport.remote_cipher == "aes128-ctr"
+    assert transport.remote_mac.startswith("hmac-sha2")
