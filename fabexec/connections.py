@@ -61,6 +61,22 @@ class HostTransport(KeepaliveTransport):
     _preferred_ciphers = (*GCM_CIPHERS, *(c for c in Transport._preferred_ciphers
                                           if c not in GCM_CIPHERS))
 
+    #: paramiko's thread wakes this often to see whether the transport was
+    #: closed: every 0.1 s, 10% of a core for 256 idle connections. `close`
+    #: wakes it at once, so once a second is enough.
+    _active_check_timeout = 1.0
+
+    def close(self) -> None:
+        # Shut the socket down first: that ends the thread's recv() at once,
+        # where closing it leaves the thread waiting for its next wake-up.
+        shutdown = getattr(self.sock, "shutdown", None)  # a ProxyCommand has none
+        if self.active and shutdown is not None:
+            try:
+                shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        super().close()
+
 
 class QuickMisses:
     """Misses of invoke's private names, answered at once.
