@@ -9,13 +9,14 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 import pytest
 from invoke import Responder
 
+import fabexec.exec
 from fabexec import CommandError, Exec, LocalExecInfo, PathNotFoundError
 from tests.proctree import end_leftovers, eventually, sleeping, unique_seconds
 
@@ -267,13 +268,17 @@ def test_wait_again_returns_the_same_exit_code() -> None:
     assert node.wait() == 5
 
 
-def test_sleep_ms_waits_after_starting_an_async_command(tag: str) -> None:
-    start = time.monotonic()
+def test_sleep_ms_waits_after_starting_an_async_command(tag: str, monkeypatch: Any) -> None:
+    waits = []
+
+    def sleep(seconds: float) -> None:
+        # Were the wait before the start, the command could not start meanwhile.
+        waits.append((seconds, eventually(lambda: len(sleeping(tag)) == 1, seconds=10)))
+
+    monkeypatch.setattr(fabexec.exec, "time", SimpleNamespace(sleep=sleep))
     node = run(f"sleep {tag}", exec_async=True, sleep_ms=300)
-    waited = time.monotonic() - start
     try:
-        assert eventually(lambda: len(sleeping(tag)) == 1)
-        assert waited >= 0.3  # a lower bound only: sleeping never returns early
+        assert waits == [(0.3, True)]
     finally:
         node.kill()
 
