@@ -67,8 +67,12 @@ class HostTransport(KeepaliveTransport):
     _active_check_timeout = 1.0
 
     def close(self) -> None:
-        # Shut the socket down first: that ends the thread's recv() at once,
-        # where closing it leaves the thread waiting for its next wake-up.
+        """Close, and return once the transport's thread has ended.
+
+        paramiko returns at once and lets its thread notice later, so a fan-out
+        closing idle connections to make room kept their threads on top of the
+        new ones. Shutting the socket down first ends the thread's recv() at once.
+        """
         shutdown = getattr(self.sock, "shutdown", None)  # a ProxyCommand has none
         if self.active and shutdown is not None:
             try:
@@ -76,6 +80,8 @@ class HostTransport(KeepaliveTransport):
             except OSError:
                 pass
         super().close()
+        if self.ident is not None and self is not threading.current_thread():
+            self.join(self._active_check_timeout)
 
 
 class QuickMisses:
@@ -320,7 +326,8 @@ def release(cxn: HostConnection, keep_open: int) -> None:
         for key, idle in list(_idle.items()):
             if not idle.is_connected:  # closed meanwhile, by its host or by us
                 del _idle[key]
-        excess = len(_idle) + sum(c.is_connected for c in _busy.values()) - keep_open
+        # A connection in use counts even while it connects: it is open a moment later.
+        excess = len(_idle) + len(_busy) - keep_open
         closing = [_idle.popitem(last=False)[1] for _ in range(min(excess, len(_idle)))]
     for idle in closing:
         idle.close()
