@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import selectors
 import shlex
 import subprocess
@@ -20,11 +21,12 @@ from types import SimpleNamespace
 from typing import IO, Any, Callable, Dict, List, Optional, Tuple, Union
 
 from fabric.runners import Remote
-from invoke import Config, Local
+from invoke import Config, Local, Responder
 from invoke.util import ExceptionHandlingThread
 from paramiko.ssh_exception import SSHException
 
 from .command import SUDO_PROMPT, remote_line, sudo_line
+from .errors import HostError
 from .reaper import kill_local, remote_kill_script
 from .tee import Tee, WatchWindow
 
@@ -58,8 +60,10 @@ class TeeRunner:
         self.killed = False
         answers = list(watchers or [])
         if sudo_password is not None:
-            answers.append(_SudoAnswer(sudo_password))
-        self.wants_stdin = bool(answers) or stdin is not None
+            # Typed on the command's stdin only, never into any output.
+            answers.append(Responder(re.escape(SUDO_PROMPT), sudo_password + "\n"))
+        self.watching = bool(answers)
+        self.wants_stdin = self.watching or stdin is not None
         if answers:
             for tee in tees.values():
                 tee.add_watch(WatchWindow(answers, self.write_proc_stdin))
@@ -84,6 +88,12 @@ class TeeRunner:
         tee.write(data)
         if tee.error is not None and not self.killed:
             self.kill()
+
+    def send_interrupt(self, interrupt: KeyboardInterrupt) -> None:
+        # invoke forwards ^C as a byte on stdin and keeps waiting; we end the
+        # command's whole tree and let the interrupt go on to the caller.
+        self.kill()
+        raise interrupt
 
     def start_timer(self, timeout: Optional[float]) -> None:
         # invoke infers a timeout from its Timer thread having ended, which
@@ -126,30 +136,13 @@ class TeeRunner:
         threading.Thread(target=feed, daemon=True, name="fabexec-stdin").start()
 
 
-class _SudoAnswer:
-    """A watcher that types ``sudo_password`` when sudo prompts for it.
-
-    A minimal `invoke.StreamWatcher`: the password is written to the command's
-    stdin only, never to any output.
-    """
-
-    def __init__(self, password: str) -> None:
-        self.password = password
-        self.index = 0
-
-    def submit(self, stream: str) -> list:
-        found = stream.find(SUDO_PROMPT, self.index)
-        if found < 0:
-            return []
-        self.index = found + len(SUDO_PROMPT)
-        return [self.password + "\n"]
-
-
 class LocalRunner(TeeRunner, Local):
     """invoke's `Local`, in its own session so that the whole tree can be ended."""
 
     def start(self, command: str, shell: str, env: Dict[str, Any]) -> None:
-        if self.stdin_data is not None and hasattr(self.stdin_data, "fileno"):
+        # A file the command may read itself, unless watchers must answer on its stdin.
+        if (self.stdin_data is not None and hasattr(self.stdin_data, "fileno")
+                and not self.watching):
             try:
                 stdin: Any = self.stdin_data.fileno()
                 self.stdin_data = None  # the command reads the file itself
@@ -215,8 +208,11 @@ class LocalRunner(TeeRunner, Local):
 
     def _write_proc_stdin(self, data: bytes) -> None:
         if self.process.stdin is not None:
-            self.process.stdin.write(data)
-            self.process.stdin.flush()
+            try:
+                self.process.stdin.write(data)
+                self.process.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                pass  # the command closed its stdin, or we did (a watcher answering late)
 
     def close_proc_stdin(self) -> None:
         if self.process.stdin is not None:
@@ -228,12 +224,6 @@ class LocalRunner(TeeRunner, Local):
         if not self._asynchronous:
             self.read_output()
         self.process.wait()
-
-    def send_interrupt(self, interrupt: KeyboardInterrupt) -> None:
-        # invoke forwards ^C as a byte on stdin and keeps waiting; we end the
-        # command's whole tree and let the interrupt go on to the caller.
-        self.kill()
-        raise interrupt
 
     def kill(self) -> None:
         self.killed = True
@@ -280,11 +270,23 @@ class RemoteRunner(TeeRunner, Remote):
         # ``command`` is complete (env exported and quoted by command.py), so
         # Fabric's unquoted inline env is not used.
         self.channel = self.context.create_session()
+        if self.killed:  # stopped while the session was being opened
+            self.channel.close()
+            raise HostError(self.context.original_host, "not started: the run was stopped")
         self.channel.exec_command(remote_line(command, self.tag))
         if self.stdin_data is not None:
             self.feed_stdin()
         elif not self.wants_stdin:
             self.channel.shutdown_write()  # EOF at once: nothing waits on stdin
+
+    def _write_proc_stdin(self, data: bytes) -> None:
+        # paramiko's ``sendall`` spins forever once our EOF was sent (``send``
+        # returns 0), and a watcher may answer after stdin was closed.
+        while data:
+            sent = self.channel.send(data)
+            if not sent:
+                return
+            data = data[sent:]
 
     def read_output(self) -> None:
         """stdout and stderr of the channel, in the thread that waits for it.
@@ -298,6 +300,8 @@ class RemoteRunner(TeeRunner, Remote):
         with selectors.DefaultSelector() as selector:
             selector.register(channel.fileno(), selectors.EVENT_READ)
             while True:
+                # Seen before draining: data that came with the EOF is read below.
+                ended = channel.eof_received or channel.closed
                 moved = False
                 for ready, recv, tee in streams:
                     if ready():
@@ -306,7 +310,7 @@ class RemoteRunner(TeeRunner, Remote):
                             moved = True
                             self.deliver(tee, data)
                 if not moved:
-                    if channel.eof_received or channel.closed:
+                    if ended:
                         return
                     selector.select(SELECT_TIMEOUT)
 
@@ -322,12 +326,11 @@ class RemoteRunner(TeeRunner, Remote):
         status = self.channel.exit_status if self.channel.status_event.is_set() else -1
         return None if status == -1 else status
 
-    def send_interrupt(self, interrupt: KeyboardInterrupt) -> None:
-        self.kill()
-        raise interrupt
-
     def kill(self) -> None:
         self.killed = True
+        channel = getattr(self, "channel", None)
+        if channel is None:
+            return  # not started yet: start() sees `killed` and does not run it
         transport = self.context.transport
         if transport is not None and transport.is_active():
             try:
@@ -343,10 +346,10 @@ class RemoteRunner(TeeRunner, Remote):
                 reaper.close()
                 # The login shell reports 128+SIGTERM once its tree is gone
                 # (see command.remote_line): wait for it rather than lose it.
-                self.channel.status_event.wait(EXIT_STATUS_WAIT)
+                channel.status_event.wait(EXIT_STATUS_WAIT)
             except (SSHException, OSError, EOFError):
                 pass  # the host went away: nothing of ours can be left running there
-        self.channel.close()
+        channel.close()
 
     def stop(self) -> None:
         if self._timer:

@@ -219,6 +219,12 @@ def test_a_responder_answers_again_after_much_more_output_than_its_window() -> N
     assert node.stdout["localhost"].endswith("name? got bob bob\n")
 
 
+def test_a_responder_answering_after_stdin_was_closed_is_ignored() -> None:
+    answer = Responder(pattern=r"more\?", response="yes\n")
+    node = run("cat >/dev/null; echo 'more?'", stdin=b"data", watchers=[answer])
+    assert (node.exit_code, node.stdout["localhost"]) == (0, "more?\n")
+
+
 # ---- sudo ------------------------------------------------------------------
 
 def test_sudo_runs_the_script_under_non_interactive_sudo_keeping_the_environment() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import List, Tuple
 
 import pytest
+from invoke import Responder
 
 from fabexec import Exec, LocalExecInfo, SshExecInfo
 from fabexec.errors import HostfileError
@@ -107,6 +108,14 @@ def test_without_stdin_a_remote_reader_gets_eof_at_once(any_cluster: Cluster) ->
     node = Exec("cat; echo after-eof", ssh_info(any_cluster, host, timeout=30))
     assert (node.exit_code, node.errors) == (0, {})
     assert node.stdout == {host: "after-eof\n"}
+
+
+def test_a_responder_answering_after_stdin_was_closed_is_ignored(cluster: Cluster) -> None:
+    host = cluster.hosts[0]
+    answer = Responder(pattern=r"more\?", response="yes\n")
+    node = Exec("cat >/dev/null; echo 'more?'",
+                ssh_info(cluster, host, stdin=b"data", watchers=[answer], timeout=30))
+    assert (node.exit_code, node.stdout[host]) == (0, "more?\n")
 
 
 def test_command_ended_by_a_signal_exits_128_plus_the_signal_as_locally(any_cluster: Cluster
