@@ -12,7 +12,7 @@ from __future__ import annotations
 import codecs
 import os
 import threading
-from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import OutputWriteError, PathNotFoundError
 
@@ -219,10 +219,11 @@ class Tee:
         if self.terminal is not None:
             self.terminal.close()
         if self.file is not None:
+            file, self.file = self.file, None
             try:
-                self.file.close()
-            except OSError as e:
-                self.fail(e)
+                file.close()
+            except OSError as e:  # recorded; a second close would release a shared file twice
+                self.error = OutputWriteError(self.host, file.path, e.strerror or str(e))
 
     @property
     def text(self) -> str:
@@ -279,7 +280,7 @@ class Outputs:
         self.hosts = list(hosts)
         several = len(self.hosts) > 1
         self.tees: Dict[str, Dict[str, Tee]] = {h: {} for h in self.hosts}
-        opened: List[Any] = []
+        opened: Dict[Tuple[int, int], OutputFile] = {}
         try:
             for name, pipe, stream in (("stdout", pipe_stdout, stdout),
                                        ("stderr", pipe_stderr, stderr)):
@@ -292,11 +293,12 @@ class Outputs:
                         collect=collect,
                     )
         except BaseException:
-            for f in opened:
+            for f in opened.values():
                 f._file.close()
             raise
 
-    def _files(self, pipe: Optional[str], field: str, opened: List[Any]) -> Callable[[str], Any]:
+    def _files(self, pipe: Optional[str], field: str,
+               opened: Dict[Tuple[int, int], OutputFile]) -> Callable[[str], Any]:
         if pipe is None:
             return lambda host: None
         if "{host}" in pipe:
@@ -312,17 +314,22 @@ class Outputs:
         return lambda host: SharedView(shared, host)
 
     @staticmethod
-    def _open(path: str, field: str, opened: List[OutputFile]) -> OutputFile:
+    def _open(path: str, field: str, opened: Dict[Tuple[int, int], OutputFile]) -> OutputFile:
         """The file at ``path``, opened once even when stdout and stderr both go there.
 
         Two opens would keep two write offsets, and each stream would overwrite
         the other's bytes (as ``>log 2>log`` does in a shell, not ``>log 2>&1``).
+        Files are known by device and inode, so that any path to one is found.
         """
-        for f in opened:
-            if os.path.exists(path) and os.path.samefile(f.path, path):
-                return f
+        try:
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) in opened:
+                return opened[(st.st_dev, st.st_ino)]
+        except OSError:
+            pass  # not there yet: OutputFile creates it (or says why it cannot)
         f = OutputFile(path, field)
-        opened.append(f)
+        st = os.fstat(f.fileno())
+        opened[(st.st_dev, st.st_ino)] = f
         return f
 
     def close(self) -> List[OutputWriteError]:
