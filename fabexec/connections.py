@@ -28,8 +28,10 @@ from paramiko.ssh_exception import (
 
 from .errors import (
     AuthenticationError,
+    ConnectionLostError,
     HostError,
     HostKeyError,
+    HostStoppedAnsweringError,
     PathNotFoundError,
     UnreachableError,
 )
@@ -115,6 +117,7 @@ class HostConnection(QuickMisses, Connection):
     known_hosts: str = ""
     keepalive: Tuple[float, int] = (0.0, 0)
     users: int = 0
+    cache_key: Tuple[Any, ...] = ()
     _open_lock: Any = None
 
     def __init__(self, host: str, info: ExecInfo, config: Config) -> None:
@@ -159,9 +162,17 @@ class HostConnection(QuickMisses, Connection):
         changed host key.
         """
         with self._open_lock:  # two Execs in threads may share this connection
+            if self.is_connected:
+                return None
             result = self._open()
             monitor.watch(self.transport, *self.keepalive)
             return result
+
+    def close(self) -> None:
+        super().close()
+        # Fabric leaves a ProxyJump hop's own connection open.
+        if isinstance(self.gateway, Connection):
+            self.gateway.close()
 
     @property
     def dead_reason(self) -> Optional[str]:
@@ -169,8 +180,6 @@ class HostConnection(QuickMisses, Connection):
         return getattr(self.transport, "dead_reason", None)
 
     def _open(self) -> Any:
-        if self.is_connected:
-            return None
         if self.gateway:  # ProxyCommand / ProxyJump: Fabric's own path
             return self._open_mapped(lambda: super(HostConnection, self).open())
         sock = self._dial()
@@ -255,8 +264,8 @@ def _known_hosts_path(info: ExecInfo, ssh_config: Dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- the cache
 
 CacheKey = Tuple[Any, ...]
-#: Every connection made, least recently used first.
-_cache: OrderedDict[CacheKey, HostConnection] = OrderedDict()
+#: Every connection made, by what it was made for.
+_cache: Dict[CacheKey, HostConnection] = {}
 #: Open connections nobody uses, least recently released first, and those in use:
 #: idle ones beyond a fan-out's ``max_parallel`` are closed, so that sockets and
 #: transport threads stay bounded by it.
@@ -292,15 +301,14 @@ def connection_for(host: str, info: ExecInfo) -> HostConnection:
         os.fspath(info.ssh_config))
     key = (host, info.user, info.port, info.pkey and os.fspath(info.pkey), ssh_config,
            info.known_hosts and os.fspath(info.known_hosts), info.strict_ssh,
-           info.connect_timeout)
+           info.connect_timeout, info.keepalive_interval, info.keepalive_count)
     with _lock:
         cxn = _cache.get(key)
     if cxn is None:
-        cxn = HostConnection(host, info, _config(ssh_config))
+        made = HostConnection(host, info, _config(ssh_config))
+        made.cache_key = key
         with _lock:
-            cxn = _cache.setdefault(key, cxn)
-    with _lock:
-        _cache.move_to_end(key)
+            cxn = _cache.setdefault(key, made)
     return cxn
 
 
@@ -330,17 +338,31 @@ def release(cxn: HostConnection, keep_open: int) -> None:
         excess = len(_idle) + len(_busy) - keep_open
         closing = [_idle.popitem(last=False)[1] for _ in range(min(excess, len(_idle)))]
     for idle in closing:
-        idle.close()
+        # Another Exec may have taken it meanwhile: its open() waits for this
+        # lock, then finds the connection closed and reconnects.
+        with idle._open_lock:
+            with _lock:
+                unused = idle.users == 0
+            if unused:
+                idle.close()
 
 
 def drop(cxn: HostConnection) -> None:
     """Close a connection and forget it (it broke, or its host stopped answering)."""
     with _lock:
-        for key, cached in list(_cache.items()):
-            if cached is cxn:
-                del _cache[key]
+        if _cache.get(cxn.cache_key) is cxn:
+            del _cache[cxn.cache_key]
         _idle.pop(id(cxn), None)
     cxn.close()
+
+
+def lost(host: str, cxn: HostConnection, why: str) -> HostError:
+    """The connection broke: forget it (the next call reconnects) and say why."""
+    dead = cxn.dead_reason
+    drop(cxn)
+    if dead is not None:
+        return HostStoppedAnsweringError(host, dead)
+    return ConnectionLostError(host, why)
 
 
 @atexit.register

@@ -98,7 +98,7 @@ def _remember(path: str, hostname: str, key: PKey, keys: HostKeys) -> None:
             return  # remembered for this process only
         with open(path, "a") as f:
             f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-        if path in _parsed:
+        if _parsed.get(path, (None, None))[1] is keys:  # not if parsed anew since
             _parsed[path] = (file_stamp(path), keys)
 
 

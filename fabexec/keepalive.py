@@ -70,8 +70,7 @@ class KeepaliveTransport(Transport):
 
 
 class _Watch:
-    def __init__(self, transport: KeepaliveTransport, interval: float, count: int) -> None:
-        self.transport = weakref.ref(transport)
+    def __init__(self, interval: float, count: int) -> None:
         self.interval, self.count = interval, count
         self.next_probe = time.monotonic() + interval
 
@@ -81,7 +80,6 @@ class Deadline:
 
     def __init__(self, due: float, action: Callable[[], None]) -> None:
         self.due, self.action = due, action
-        self.fired = False
 
     def cancel(self) -> None:
         monitor.cancel(self)
@@ -105,7 +103,7 @@ class Monitor:
         if interval <= 0:
             return
         with self._lock:
-            self._watches[transport] = _Watch(transport, interval, count)
+            self._watches[transport] = _Watch(interval, count)
             self._ensure_thread()
 
     def after(self, seconds: float, action: Callable[[], None]) -> Deadline:
@@ -138,7 +136,6 @@ class Monitor:
                 due = [d for d in self._deadlines if d.due <= now]
                 self._deadlines.difference_update(due)
             for deadline in due:
-                deadline.fired = True
                 deadline.action()
             for transport, watch in watches:
                 if now >= watch.next_probe:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_all
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from fabric import ThreadingGroup
@@ -15,12 +14,11 @@ from invoke.exceptions import CommandTimedOut
 from paramiko.ssh_exception import SSHException
 
 from .command import Command, new_tag, shell_script
-from .connections import HostConnection, connection_for, drop, hold, release
+from .connections import HostConnection, connection_for, hold, lost, release
 from .errors import (
     CommandTimeoutError,
     ConnectionLostError,
     HostError,
-    HostStoppedAnsweringError,
 )
 from .info import ExecInfo
 from .local import HostResult, stdin_of
@@ -61,7 +59,6 @@ class FanOut(ThreadingGroup):
                                 thread_name_prefix="fabexec-host") as pool:
             futures: List[Tuple[Future, HostConnection]] = [(pool.submit(fn, c), c)
                                                              for c in self]
-            wait_all([future for future, _ in futures])
         return [(cxn, future.exception() or future.result()) for future, cxn in futures]
 
     def _do(self, method: str, *args: Any, **kwargs: Any) -> GroupResult:
@@ -164,12 +161,7 @@ class PsshExecutor:
         return HostResult(result.exited)
 
     def _lost(self, host: str, cxn: HostConnection, why: str) -> HostResult:
-        """The connection broke: forget it (the next Exec reconnects) and say why."""
-        dead = cxn.dead_reason
-        drop(cxn)
-        if dead is not None:
-            return self._fail(host, HostStoppedAnsweringError(host, dead))
-        return self._fail(host, ConnectionLostError(host, why))
+        return self._fail(host, lost(host, cxn, why))
 
     def _fail(self, host: str, error: BaseException) -> HostResult:
         if not isinstance(error, HostError):

@@ -281,9 +281,13 @@ class RemoteRunner(TeeRunner, Remote):
 
     def _write_proc_stdin(self, data: bytes) -> None:
         # paramiko's ``sendall`` spins forever once our EOF was sent (``send``
-        # returns 0), and a watcher may answer after stdin was closed.
+        # returns 0), and raises once the channel closed: a watcher may answer
+        # that late, and its answer has nowhere to go.
         while data:
-            sent = self.channel.send(data)
+            try:
+                sent = self.channel.send(data)
+            except OSError:
+                return
             if not sent:
                 return
             data = data[sent:]

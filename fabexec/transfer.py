@@ -36,11 +36,9 @@ from paramiko import SFTPClient
 from paramiko.ssh_exception import SSHException
 
 from . import interrupts
-from .connections import HostConnection, connection_for, drop
+from .connections import HostConnection, connection_for, hold, lost, release
 from .errors import (
-    ConnectionLostError,
     HostError,
-    HostStoppedAnsweringError,
     TransferError,
     TransferFailedError,
 )
@@ -345,13 +343,9 @@ def _same_or_inside(src: str, target: str) -> bool:
 
 
 def _lost(host: str, cxn: HostConnection, error: HostError) -> HostError:
-    """The connection broke: forget it (the next call reconnects) and say why."""
-    dead = cxn.dead_reason
-    drop(cxn)
-    lost = HostStoppedAnsweringError(host, dead) if dead is not None else \
-        ConnectionLostError(host, "connection lost during the copy")
-    lost.__cause__ = error  # what the copy was doing when it broke
-    return lost
+    broke = lost(host, cxn, "connection lost during the copy")
+    broke.__cause__ = error  # what the copy was doing when it broke
+    return broke
 
 
 def _is_local(host: str) -> bool:
@@ -441,6 +435,14 @@ class Transfer:
         return outcomes
 
     def _remote(self, host: str, cxn: HostConnection) -> Optional[HostError]:
+        """The connection held for the copy, so that sockets stay bounded by ``max_parallel``."""
+        hold(cxn)
+        try:
+            return self._copy_over(host, cxn)
+        finally:
+            release(cxn, self.exec_info.max_parallel)
+
+    def _copy_over(self, host: str, cxn: HostConnection) -> Optional[HostError]:
         """Connect, open an SFTP session of this copy's own, copy."""
         try:
             cxn.open()
