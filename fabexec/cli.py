@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 from typing import Dict, List, Optional, Sequence
@@ -18,8 +17,9 @@ from typing import Dict, List, Optional, Sequence
 from . import sandbox
 from .errors import FabexecError
 from .exec import Exec
-from .hostfile import Hostfile, expand, fold
+from .hostfile import expand, fold
 from .info import ExecInfo, ExecType
+from .transfer import Get, Put
 
 #: Exit status for a wrong input (as argparse uses).
 USAGE_ERROR = 2
@@ -108,8 +108,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 # --------------------------------------------------------------------------- run
 
 def _exec_info(args: argparse.Namespace, **more: object) -> ExecInfo:
-    hosts = expand(args.hosts) if args.hosts else None
-    hostfile = Hostfile(path=args.hostfile) if args.hostfile else None
+    # ExecInfo parses both (an expression keeps its slot counts, ``n1:4``).
+    hosts, hostfile = args.hosts or None, args.hostfile or None
     many = hosts is not None or hostfile is not None
     exec_type = ExecType.PSSH if many else ExecType.LOCAL
     if getattr(args, "mpi", False):
@@ -157,31 +157,42 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _wait_with_progress(node: Exec) -> None:
-    """Wait; on a terminal with many hosts, keep a progress line on stderr."""
+    """Wait; on a terminal with many hosts, keep a progress line on stderr.
+
+    The waiting stays in this thread, so that ^C reaches `Exec.wait`, which
+    ends the commands everywhere; a helper thread draws the line.
+    """
     if len(node.hosts) < PROGRESS_FROM or not sys.stderr.isatty():
         node.wait()
         return
     finished = threading.Event()
-    waiter = threading.Thread(target=lambda: (node.wait(), finished.set()), daemon=True)
-    waiter.start()
-    while not finished.wait(0.2):
-        done, failed, total = node.progress()
-        sys.stderr.write(f"\r[{done}/{total} done, {failed} failed, {total - done} running]")
-        sys.stderr.flush()
-    sys.stderr.write("\r\033[K")
-    waiter.join()
-    node.wait()  # re-raises nothing; the results are filled
+
+    def draw() -> None:
+        while not finished.wait(0.2):
+            done, failed, total = node.progress()
+            sys.stderr.write(f"\r[{done}/{total} done, {failed} failed, {total - done} running]")
+            sys.stderr.flush()
+
+    drawer = threading.Thread(target=draw, daemon=True, name="fabexec-progress")
+    drawer.start()
+    try:
+        node.wait()
+    finally:
+        finished.set()
+        drawer.join()
+        sys.stderr.write("\r\033[K")
 
 
 def _print_gathered(node: Exec) -> None:
     """Identical outputs once, under the hosts that produced them (as ``clush -b``)."""
     groups: Dict[tuple, List[str]] = {}
     for host in node.hosts:
-        error = node.errors.get(host)
-        key = (node.stdout[host], node.stderr[host], node.exit_codes[host],
-               None if error is None else str(error).replace(host, "{host}"))
+        stderr, error = node.stderr[host], node.errors.get(host)
+        if error is not None:  # its line in stderr names the host: the same error groups
+            stderr = stderr.replace(str(error), str(error).replace(host, "{host}"))
+        key = (node.stdout[host], stderr, node.exit_codes[host])
         groups.setdefault(key, []).append(host)
-    for (stdout, stderr, code, _), hosts in groups.items():
+    for (stdout, stderr, code), hosts in groups.items():
         title = f"{fold(hosts)} ({len(hosts)})" + (f" exit {code}" if code else "")
         print("-" * len(title))
         print(title)
@@ -200,8 +211,6 @@ def _hosts(args: argparse.Namespace) -> int:
 
 
 def _copy(args: argparse.Namespace) -> int:
-    from .transfer import Get, Put
-
     info = _exec_info(args)
     action = Put if args.command == "put" else Get
     result = action(args.src, args.dst, info)
@@ -224,11 +233,12 @@ def _cluster(args: argparse.Namespace) -> int:
         sandbox.down()
         print("sandbox down")
     else:
-        state = sandbox.default_state_dir()
-        if not os.path.exists(os.path.join(state, "cluster.json")):
+        try:
+            cluster = sandbox.SandboxCluster.load(sandbox.default_state_dir())
+        except FileNotFoundError:
             print("no sandbox (fabexec cluster up starts one)")
             return 1
-        for host, status in sandbox.SandboxCluster.load(state).status().items():
+        for host, status in cluster.status().items():
             print(f"{host}\t{status}")
     return 0
 

@@ -26,7 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from fabexec import sandbox
+from fabexec import cli, sandbox
 from fabexec.sandbox import Cluster, SandboxCluster
 from tests.clusters import SPARE_IP, expected_hostname, openssh, ssh_config_with
 
@@ -509,3 +509,8 @@ def test_wrong_input_is_one_line_on_stderr_and_runs_nothing(argv: List[str], say
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert done.stderr.startswith("fabexec") and says in done.stderr, done.stderr
     assert not ran.exists()
+
+
+def test_host_expression_keeps_its_slot_counts() -> None:
+    args = cli.build_parser().parse_args(["run", "-H", "n1:4,n2:2", "--", "true"])
+    assert cli._exec_info(args).targets.slots == {"n1": 4, "n2": 2}
