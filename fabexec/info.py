@@ -262,7 +262,7 @@ def _check_list_of_str(info: ExecInfo, name: str) -> None:
     value = getattr(info, name)
     if value is None:
         return
-    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise ExecInfoError(name, f"must be a list of strings, not {value!r}")
     setattr(info, name, list(value))
 

@@ -89,17 +89,12 @@ def mpi_jobs(cmd: Command, info: ExecInfo, flavor: Flavor) -> List[MpiJob]:
             raise CommandError(f"an MPI program is one line, not {program!r}; give a list "
                                "of commands to run several jobs one after another")
     agent = ssh_agent(info, flavor)
-    mpi_args = list(info.mpi_args or [])
-    if agent is not None and flavor is Flavor.OPENMPI:
-        # Open MPI's remote daemons start further daemons themselves (tree
-        # spawn) with the same agent, whose files exist only here.
-        mpi_args = ["--mca", "plm_rsh_no_tree_spawn", "1", *mpi_args]
     options: Dict[str, Any] = dict(
         nprocs=info.nprocs,
         ppn=info.ppn,
         env=dict(info.env or {}),
         mpiexec=info.mpiexec,
-        mpi_args=mpi_args,
+        mpi_args=list(info.mpi_args or []),
         do_dbg=info.do_dbg,
         dbg_port=info.dbg_port,
         launcher_exec=agent,

@@ -205,7 +205,10 @@ def _openmpi(job: MpiJob) -> _Launch:
     if job.ppn is not None:
         head += ["--map-by", f"ppr:{job.ppn}:node"]
     if job.launcher_exec:
-        head += ["--mca", "plm_rsh_agent", job.launcher_exec]
+        # Open MPI's remote daemons would start further daemons themselves
+        # (tree spawn) with the same agent, whose files exist only here.
+        head += ["--mca", "plm_rsh_agent", job.launcher_exec,
+                 "--mca", "plm_rsh_no_tree_spawn", "1"]
     head += job.mpi_args
     placement: List[str] = []
     if job.hosts:

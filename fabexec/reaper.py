@@ -13,7 +13,7 @@ import os
 import shlex
 import signal
 import time
-from typing import Callable, Iterable, List, Optional, Set
+from typing import Callable, Iterable, List, Optional
 
 from .command import TAG_VAR
 
@@ -38,8 +38,7 @@ def tagged_pids(tag: str) -> List[int]:
     return found
 
 
-def _signal_all(pgid: Optional[int], pids: Iterable[int], sig: int) -> Set[int]:
-    alive = set()
+def _signal_all(pgid: Optional[int], pids: Iterable[int], sig: int) -> None:
     if pgid is not None:
         try:
             os.killpg(pgid, sig)
@@ -48,10 +47,8 @@ def _signal_all(pgid: Optional[int], pids: Iterable[int], sig: int) -> Set[int]:
     for pid in pids:
         try:
             os.kill(pid, sig)
-            alive.add(pid)
         except (ProcessLookupError, PermissionError):
             pass
-    return alive
 
 
 def _group_alive(pgid: Optional[int]) -> bool:

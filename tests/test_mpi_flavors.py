@@ -243,7 +243,7 @@ def test_openmpi_whole_hostfile_and_ssh_wrapper() -> None:
     job = MpiJob("prog", nprocs=2, hostfile="/h", launcher_exec="/w", as_root=False)
     assert build_argv(Flavor.OPENMPI, job) == [
         "mpiexec", "--oversubscribe", "--mca", "plm_rsh_agent", "/w",
-        "--hostfile", "/h", "-n", "2", "prog",
+        "--mca", "plm_rsh_no_tree_spawn", "1", "--hostfile", "/h", "-n", "2", "prog",
     ]  # fmt: skip
 
 
