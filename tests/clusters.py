@@ -166,3 +166,14 @@ def remote_sha256(stderr_text: str) -> Optional[str]:
     """The hash that `random_binary_command` printed, None if it printed none."""
     found = re.fullmatch(r"([0-9a-f]{64})\s+-\s*", stderr_text)
     return found[1] if found else None
+
+
+def only_on(cluster: Cluster, host: str) -> str:
+    """A shell test that is true on ``host`` alone.
+
+    By its name where nodes have their own; else by the address its sshd answered on
+    (each node has its own loopback address).
+    """
+    if cluster.own_hostnames:
+        return f'[ "$(hostname)" = {host} ]'
+    return f'( set -- $SSH_CONNECTION; [ "$3" = {cluster.addresses[host][0]} ] )'

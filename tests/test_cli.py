@@ -28,7 +28,7 @@ import pytest
 
 from fabexec import cli, sandbox
 from fabexec.sandbox import Cluster, SandboxCluster
-from tests.clusters import SPARE_IP, expected_hostname, openssh, ssh_config_with
+from tests.clusters import SPARE_IP, expected_hostname, only_on, openssh, ssh_config_with
 
 REPO = Path(__file__).resolve().parent.parent
 #: Seconds any one ``fabexec`` process may take before the test fails.
@@ -52,17 +52,6 @@ def fabexec(*args: Any, env: Optional[Dict[str, str]] = None, cwd: Optional[Path
 def on(cluster: Cluster) -> List[str]:
     """The options that target every node of ``cluster``."""
     return ["-f", str(cluster.hostfile), "-F", str(cluster.ssh_config)]
-
-
-def only_on(cluster: Cluster, host: str) -> str:
-    """A shell test that is true on ``host`` alone.
-
-    By its name where nodes have their own; else by the address its sshd answered on
-    (each node has its own loopback address).
-    """
-    if cluster.own_hostnames:
-        return f'[ "$(hostname)" = {host} ]'
-    return f'( set -- $SSH_CONNECTION; [ "$3" = {cluster.addresses[host][0]} ] )'
 
 
 def gathered(title: str, body: str) -> str:
@@ -143,8 +132,6 @@ def test_quiet_prints_nothing_but_keeps_the_status_and_the_files(tmp_path: Path)
 
 
 def test_mpi_runs_n_ranks_and_exits_with_a_failing_ranks_status() -> None:
-    if not (REPO / "fabexec" / "mpi.py").exists():
-        pytest.skip("the MPI executor (fabexec/mpi.py) is not there yet")
     if shutil.which("mpiexec") is None:
         pytest.skip("no mpiexec on PATH (pip install mpich)")
     rank = "${PMI_RANK:-$OMPI_COMM_WORLD_RANK}"
@@ -383,14 +370,8 @@ def test_hosts_prints_one_expanded_host_per_line() -> None:
 # --- put and get ---------------------------------------------------------------------
 
 
-def transfer_ready() -> None:
-    if not (REPO / "fabexec" / "transfer.py").exists():
-        pytest.skip("file transfer (fabexec/transfer.py) is not there yet")
-
-
 def test_put_copies_a_file_to_every_node_byte_for_byte(cluster: SandboxCluster,
                                                        tmp_path: Path, shared_dir: Path) -> None:
-    transfer_ready()
     payload = bytes(range(256)) * 64 + b"\r\nno final newline"
     src = tmp_path / "payload.bin"
     src.write_bytes(payload)
@@ -404,7 +385,6 @@ def test_put_copies_a_file_to_every_node_byte_for_byte(cluster: SandboxCluster,
 
 def test_get_fetches_a_file_from_every_node_into_one_folder_per_host(
         cluster: SandboxCluster, tmp_path: Path, shared_dir: Path) -> None:
-    transfer_ready()
     payload = os.urandom(50_000)
     (shared_dir / "remote.bin").write_bytes(payload)
     (shared_dir / "remote.bin").chmod(0o644)
@@ -418,7 +398,6 @@ def test_get_fetches_a_file_from_every_node_into_one_folder_per_host(
 
 def test_put_names_an_unreachable_host_and_still_copies_to_the_others(
         cluster: SandboxCluster, ghost_config: Path, tmp_path: Path, shared_dir: Path) -> None:
-    transfer_ready()
     src = tmp_path / "small.txt"
     src.write_text("small\n")
     done = fabexec("put", "-H", "node1,ghost", "-F", ghost_config, "--connect-timeout", "10",
@@ -431,7 +410,6 @@ def test_put_names_an_unreachable_host_and_still_copies_to_the_others(
 
 def test_put_of_a_missing_local_file_is_one_line(cluster: SandboxCluster,
                                                  tmp_path: Path) -> None:
-    transfer_ready()
     done = fabexec("put", *on(cluster), tmp_path / "missing.txt", "/tmp/never-written.txt")
     assert done.returncode != 0
     assert "missing.txt" in done.stderr and "Traceback" not in done.stderr

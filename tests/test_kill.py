@@ -7,26 +7,14 @@ Each command starts a tree whose children escape in every usual way (see
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
-
-import pytest
 
 from fabexec import CommandTimeoutError, Exec, LocalExecInfo
 from tests.proctree import (
     TREE_SIZE,
-    end_leftovers,
     escaping_tree,
     eventually,
     sleeping,
-    unique_seconds,
 )
-
-
-@pytest.fixture
-def tag() -> Iterator[str]:
-    tag = unique_seconds()
-    yield tag
-    end_leftovers(tag)
 
 
 def start_tree(tag: str, marker: Path, **info: object) -> Exec:

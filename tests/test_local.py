@@ -11,14 +11,14 @@ import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from invoke import Responder
 
 import fabexec.exec
 from fabexec import CommandError, Exec, LocalExecInfo, PathNotFoundError
-from tests.proctree import end_leftovers, eventually, sleeping, unique_seconds
+from tests.proctree import eventually, sleeping
 
 
 def run(cmd: Any, **info: Any) -> Exec:
@@ -30,13 +30,6 @@ def run(cmd: Any, **info: Any) -> Exec:
 
 def out(cmd: Any, **info: Any) -> str:
     return run(cmd, **info).stdout["localhost"]
-
-
-@pytest.fixture
-def tag() -> Iterator[str]:
-    tag = unique_seconds()
-    yield tag
-    end_leftovers(tag)
 
 
 # ---- the command and its shell ---------------------------------------------

@@ -13,7 +13,7 @@ import socket
 import subprocess
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import pytest
 
@@ -31,7 +31,7 @@ from fabexec import (
 from fabexec.mpi import MAX_HOSTS_ARG, placement, ssh_agent
 from fabexec.mpi_flavors import Flavor, detect_flavor
 from fabexec.sandbox import SandboxCluster
-from tests.proctree import end_leftovers, eventually, sleeping, unique_seconds
+from tests.proctree import eventually, sleeping
 
 OPENMPI = "/usr/bin/mpiexec.openmpi"  # Debian's openmpi-bin
 AWKWARD = "two  words 'single' \"double\" $HOME `id` back\\slash"
@@ -63,13 +63,6 @@ def openmpi() -> str:
 def launcher(request: pytest.FixtureRequest) -> str:
     """Each installed launcher, chosen by detection (``ExecType.MPI``)."""
     return request.getfixturevalue(request.param)
-
-
-@pytest.fixture
-def tag() -> Iterator[str]:
-    tag = unique_seconds()
-    yield tag
-    end_leftovers(tag)
 
 
 def run(cmd: Any, **info: Any) -> Exec:

@@ -9,23 +9,16 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
-from typing import Iterator, List
+from typing import List
 
 import pytest
 
 from fabexec import Exec, LocalExecInfo, OutputWriteError, PathNotFoundError
 from fabexec.tee import Tee
-from tests.proctree import end_leftovers, eventually, sleeping, unique_seconds
+from tests.proctree import eventually, sleeping
 
 MIB = 1024 * 1024
 BOTH_STREAMS = "printf 'to-out\\n'; printf 'to-err\\n' >&2"
-
-
-@pytest.fixture
-def tag() -> Iterator[str]:
-    tag = unique_seconds()
-    yield tag
-    end_leftovers(tag)
 
 
 def run(cmd: str, **info: object) -> Exec:
@@ -136,7 +129,7 @@ def test_a_character_cut_between_two_chunks_is_decoded_whole(cut: int) -> None:
     assert tee.text == "x€y"
 
 
-def test_invalid_utf8_becomes_replacement_characters_in_memory(tmp_path: Path) -> None:
+def test_invalid_utf8_becomes_replacement_characters_in_memory() -> None:
     node = run(r"printf 'ok\377\376ok\342\202'", collect_output=True, hide_output=True)
     assert node.stdout["localhost"] == "ok\ufffd\ufffdok\ufffd"
 
@@ -221,7 +214,7 @@ def test_a_full_disk_records_an_output_write_error_and_ends_the_command(tag: str
     assert sleeping(tag) == []
 
 
-def test_a_full_disk_on_stdout_keeps_collecting_stderr(tag: str) -> None:
+def test_a_full_disk_on_stdout_keeps_collecting_stderr() -> None:
     node = run("echo to-err >&2\necho to-out", pipe_stdout="/dev/full",
                collect_output=True, hide_output=True)
     assert isinstance(node.errors["localhost"], OutputWriteError)
