@@ -86,6 +86,7 @@ class PsshExecutor:
         self.outputs = outputs
         group = FanOut([self.connections[h] for h in self.hosts], self.info.max_parallel)
         self._hosts_of = {id(c): h for h, c in self.connections.items()}
+        self._position = {h: i for i, h in enumerate(self.hosts)}
         self._done = threading.Event()
         if self.info.exec_async:
             group.outcomes(self._host_life)
@@ -131,7 +132,7 @@ class PsshExecutor:
         runner = RemoteRunner(cxn)
         # One tag per host: where two hosts share a process table (aliases of
         # one machine, containers), ending one host's command spares the other's.
-        tag = f"{self.tag}-{self.hosts.index(host)}"
+        tag = f"{self.tag}-{self._position[host]}"
         runner.setup_io(self.outputs.tees[host], tag, stdin_of(self.info),
                         self.info.watchers, self.info.sudo_password, self.info.sudo)
         with self._lock:

@@ -83,12 +83,6 @@ class TeeRunner:
         """Both streams, until both end, into their Tees."""
         raise NotImplementedError
 
-    def deliver(self, tee: Tee, data: bytes) -> None:
-        """One chunk to its Tee; a file that cannot be written ends the command."""
-        tee.write(data)
-        if tee.error is not None and not self.killed:
-            self.kill()
-
     def send_interrupt(self, interrupt: KeyboardInterrupt) -> None:
         # invoke forwards ^C as a byte on stdin and keeps waiting; we end the
         # command's whole tree and let the interrupt go on to the caller.
@@ -188,12 +182,12 @@ class LocalRunner(TeeRunner, Local):
                         data = os.read(key.fd, CHUNK)
                         moved = len(data)
                         if data:
-                            self.deliver(tee, data)
+                            tee.write(data)
                     if not moved:
                         selector.unregister(key.fd)
                         del pipes[key.fd]
                     elif tee.error is not None and not self.killed:
-                        self.kill()  # a spliced file failed
+                        self.kill()  # its file cannot be written (spliced or teed)
 
     @staticmethod
     def _splice(fd: int, tee: Tee, splice: Dict[int, Optional[int]]) -> int:
@@ -291,6 +285,12 @@ class RemoteRunner(TeeRunner, Remote):
             if not sent:
                 return
             data = data[sent:]
+
+    def deliver(self, tee: Tee, data: bytes) -> None:
+        """One chunk to its Tee; a file that cannot be written ends the command."""
+        tee.write(data)
+        if tee.error is not None and not self.killed:
+            self.kill()
 
     def read_output(self) -> None:
         """stdout and stderr of the channel, in the thread that waits for it.
