@@ -16,11 +16,13 @@ the end, also on error or SIGTERM) and prints:
    (the floor of anything built on it), libssh2 alone (ssh2-python: the floor of an
    engine on a C SSH library) and parallel-ssh (libssh2 with gevent), taking turns.
    Target: fabexec at most 2.5 ms a host, flat from 8 to 256 hosts.
+3. the CPU a second of 256 idle cached connections, fabexec's transport threads
+   waking once a second against paramiko's default of ten times (reported).
 
 Each tool of section 1 runs in a child process (this file, ``--peer TOOL``) that says
 when it starts and prints its results: a tool that never returns is abandoned without
 harm. Timings are printed, never asserted; PASS/FAIL says where a target stands. About
-two to three minutes; ``python bench/faults.py`` or ``inv bench faults``.
+three to four minutes; ``python bench/faults.py`` or ``inv bench faults``.
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import paramiko
+from paramiko import Transport
 
 from fabexec import Exec, PsshExecInfo, connections, sandbox
+from fabexec.connections import HostTransport
 
 HUNG_NODES = 4
 FROZEN = "node3"
@@ -58,6 +62,7 @@ CPU_ROUNDS = 5
 #: Seconds the CPU section may spend on rounds of one size; one round always runs.
 CPU_BUDGET = 40.0
 CONNECT_TIMEOUT = 10
+IDLE_SETTLE, IDLE_SECONDS, IDLE_ROUNDS = 1.0, 3.0, 3
 MAX_PARALLEL = 64  # fabexec's default, and parallel-ssh's pool for the same fan-out
 
 # Targets (issue "Faults survived, nothing lost").
@@ -375,6 +380,50 @@ def print_cpu(results: CpuResults) -> bool:
     return ok
 
 
+# --- section 3: idle cached connections ------------------------------------------
+
+
+def idle_cpu_ms_per_s(cluster: sandbox.SandboxCluster, wake_up: float) -> float:
+    """CPU a second while every host's connection sits idle in the cache, with
+    paramiko's transport threads waking every ``wake_up`` seconds."""
+    default = HostTransport._active_check_timeout
+    HostTransport._active_check_timeout = wake_up  # read by each new transport
+    try:
+        connections.close_all()
+        node = Exec("true", PsshExecInfo(hosts=cluster.hosts, ssh_config=str(cluster.ssh_config),
+                                         hide_output=True, max_parallel=len(cluster.hosts),
+                                         connect_timeout=CONNECT_TIMEOUT))
+        if node.exit_code != 0:
+            raise RuntimeError(f"fabexec: true failed: {node.errors}")
+        time.sleep(IDLE_SETTLE)
+        before, began = time.process_time(), time.monotonic()
+        time.sleep(IDLE_SECONDS)
+        return 1000 * (time.process_time() - before) / (time.monotonic() - began)
+    finally:
+        connections.close_all()
+        HostTransport._active_check_timeout = default
+
+
+def run_idle(cluster: sandbox.SandboxCluster) -> Dict[str, List[float]]:
+    """Both wake-ups, taking turns."""
+    samples: Dict[str, List[float]] = {"fabexec": [], "paramiko's default": []}
+    for _ in range(IDLE_ROUNDS):
+        samples["fabexec"].append(idle_cpu_ms_per_s(cluster, HostTransport._active_check_timeout))
+        samples["paramiko's default"].append(
+            idle_cpu_ms_per_s(cluster, Transport._active_check_timeout))
+    return samples
+
+
+def print_idle(samples: Dict[str, List[float]], hosts: int) -> None:
+    ours, theirs = (statistics.median(v) for v in samples.values())
+    print(f"\n3. Idle cached connections: {hosts} open, nothing running (CPU of this "
+          f"process, ms a second, median of {IDLE_ROUNDS})")
+    table(["wake-up", "ms / s"],
+          [[f"fabexec ({HostTransport._active_check_timeout:g} s)", f"{ours:.1f}"],
+           [f"paramiko's default ({Transport._active_check_timeout:g} s)", f"{theirs:.1f}"]])
+    print(f"  fabexec / paramiko's default = {ours / theirs:.2f} (reported, no target)")
+
+
 # --- output and main ---------------------------------------------------------------
 
 
@@ -397,6 +446,7 @@ def main() -> int:
         sandbox.down(folders[0])
         big = sandbox.up(CPU_SIZES[-1], folders[1], timeout=300)
         cpu_ok = print_cpu(run_cpu(big))
+        print_idle(run_idle(big), len(big.hosts))
         print(f"\nTargets: hung host {'PASS' if hung_ok else 'FAIL'}, CPU per host "
               f"{'PASS' if cpu_ok else 'FAIL'}. Whole run {time.monotonic() - began:.0f} s, "
               f"load average {os.getloadavg()[0]:.1f} at the end")

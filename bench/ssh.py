@@ -330,8 +330,8 @@ def print_setup(cluster: sandbox.SandboxCluster) -> None:
           f"{', '.join(sorted(kexes))}. The sandbox ssh_config sets KexAlgorithms "
           "curve25519-sha256 for OpenSSH,\n  whose own default (sntrup761x25519) costs ~80 ms "
           "of CPU per connection; paramiko and libssh2 choose curve25519 themselves.\n"
-          "  Ciphers differ (paramiko aes128-ctr + hmac-sha2-256; libssh2 and OpenSSH "
-          "chacha20-poly1305), each tool's default.\n"
+          "  Ciphers differ, as the table says: fabexec offers AES-GCM first, the others "
+          "keep their own defaults.\n"
           "  Host keys: fabexec and OpenSSH check known_hosts; Fabric (AutoAddPolicy) and "
           "parallel-ssh check nothing.")
 

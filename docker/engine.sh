@@ -39,6 +39,7 @@ install_packages() {
     command -v dockerd >/dev/null || missing+=(docker.io)
     command -v docker-compose >/dev/null || missing+=(docker-compose)
     command -v debootstrap >/dev/null || missing+=(debootstrap)
+    command -v ssh-keygen >/dev/null || missing+=(openssh-client)  # the tests' client key
     [ ${#missing[@]} -eq 0 ] && return
     [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null \
         || unavailable "missing ${missing[*]} and cannot apt-get install them (not root or not Debian)"
