@@ -517,11 +517,12 @@ def _addresses(count: int, as_root: bool) -> List[Tuple[str, int]]:
     Port 22 may already be taken there (another sandbox, a system sshd listening on
     every address): then, as without root, a free port of that address.
     """
-    return [(ip, 22 if as_root and _can_bind(ip, 22) else _free_port(ip))
+    return [(ip, 22 if as_root and can_bind(ip, 22) else _free_port(ip))
             for ip in islice(loopback_ips(), count)]
 
 
-def _can_bind(ip: str, port: int) -> bool:
+def can_bind(ip: str, port: int) -> bool:
+    """Whether a daemon could listen on ``ip:port`` now (nothing else holds it)."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as sshd does
         try:

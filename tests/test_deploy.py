@@ -41,18 +41,9 @@ def free_port(ips: List[str]) -> int:
         with socket.socket() as probe:
             probe.bind((ips[0], 0))
             port = probe.getsockname()[1]
-        if all(_can_bind(ip, port) for ip in ips):
+        if all(sandbox.can_bind(ip, port) for ip in ips):
             return port
     raise RuntimeError(f"no port free on all of {ips}")
-
-
-def _can_bind(ip: str, port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind((ip, port))
-        except OSError:
-            return False
-    return True
 
 
 def deploy_id(output: str) -> str:
