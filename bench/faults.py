@@ -248,7 +248,7 @@ def cpu_fabexec(cluster: sandbox.SandboxCluster, hosts: Sequence[str]) -> Dict[s
     info = PsshExecInfo(hosts=list(hosts), ssh_config=str(cluster.ssh_config),
                         collect_output=True, hide_output=True, connect_timeout=CONNECT_TIMEOUT)
     node = Exec("hostname", info)
-    connections.close_all()
+    connections.close_connections()
     return {h: node.stdout[h] for h in hosts if node.exit_codes[h] == 0}
 
 
@@ -327,7 +327,7 @@ CPU_TOOLS: Dict[str, Callable[[sandbox.SandboxCluster, Sequence[str]], Dict[str,
 def cpu_ms_per_host(cluster: sandbox.SandboxCluster, tool: str, n: int) -> float:
     """``tool``'s CPU for ``hostname`` on the first ``n`` hosts, cold, in ms a host."""
     hosts = cluster.hosts[:n]
-    connections.close_all()
+    connections.close_connections()
     gc.collect()
     before = time.process_time()
     outputs = CPU_TOOLS[tool](cluster, hosts)
@@ -389,7 +389,7 @@ def idle_cpu_ms_per_s(cluster: sandbox.SandboxCluster, wake_up: float) -> float:
     default = HostTransport._active_check_timeout
     HostTransport._active_check_timeout = wake_up  # read by each new transport
     try:
-        connections.close_all()
+        connections.close_connections()
         node = Exec("true", PsshExecInfo(hosts=cluster.hosts, ssh_config=str(cluster.ssh_config),
                                          hide_output=True, max_parallel=len(cluster.hosts),
                                          connect_timeout=CONNECT_TIMEOUT))
@@ -400,7 +400,7 @@ def idle_cpu_ms_per_s(cluster: sandbox.SandboxCluster, wake_up: float) -> float:
         time.sleep(IDLE_SECONDS)
         return 1000 * (time.process_time() - before) / (time.monotonic() - began)
     finally:
-        connections.close_all()
+        connections.close_connections()
         HostTransport._active_check_timeout = default
 
 
@@ -452,7 +452,7 @@ def main() -> int:
               f"load average {os.getloadavg()[0]:.1f} at the end")
         return 0
     finally:
-        connections.close_all()
+        connections.close_connections()
         for folder in folders:
             sandbox.down(folder)
             shutil.rmtree(folder, ignore_errors=True)

@@ -92,7 +92,7 @@ class Sample:
 class Case:
     """One tool doing one job; only ``run`` is timed, ``repeat`` times in a row.
 
-    ``before_each`` runs untimed before every repetition (fabexec's ``close_all()``
+    ``before_each`` runs untimed before every repetition (fabexec's ``close_connections()``
     for a cold cache); ``check`` raises `BenchError` when a result is wrong.
     """
 
@@ -301,10 +301,10 @@ def print_setup(cluster: sandbox.SandboxCluster) -> None:
     first, last = (cluster.addresses[h][0] for h in (cluster.hosts[0], cluster.hosts[-1]))
 
     def fabexec_connect() -> None:
-        connections.close_all()
+        connections.close_connections()
         Exec("true", SshExecInfo(hosts=host, ssh_config=str(cluster.ssh_config),
                                  hide_output=True, connect_timeout=CONNECT_TIMEOUT))
-        connections.close_all()
+        connections.close_connections()
 
     def fabric_connect() -> None:
         config = Config(runtime_ssh_path=str(cluster.ssh_config))
@@ -356,7 +356,7 @@ def fanout_cases(cluster: sandbox.SandboxCluster, n: int, cfg: Config) -> List[C
 
     return [
         Case(FABEXEC, lambda: Exec("hostname", info), check_exec(hosts),
-             before_each=connections.close_all, teardown=connections.close_all),
+             before_each=connections.close_connections, teardown=connections.close_connections),
         Case(FABRIC, fabric_run, check_group, teardown=fabric_close),
         Case(PSSH, lambda: {h: c for h, (c, _) in client.run("hostname", fresh=True).items()},
              check_codes(PSSH), teardown=client.close),
@@ -369,7 +369,7 @@ def warm_up(cluster: sandbox.SandboxCluster, cfg: Config) -> None:
     """Each tool once on 8 hosts (imports, first-use costs), its output checked."""
     hosts = cluster.hosts[:8]
     expected = {h: [h] for h in hosts} if cluster.own_hostnames else None
-    connections.close_all()
+    connections.close_connections()
     node = Exec("hostname", fabexec_info(cluster, hosts, collect_output=True))
     check_exec(hosts)(node)
     got = {"fabexec": {h: node.stdout[h].split() for h in hosts}}
@@ -382,7 +382,7 @@ def warm_up(cluster: sandbox.SandboxCluster, cfg: Config) -> None:
     got["parallel-ssh"] = {h: out for h, (_, out) in client.run("hostname", True).items()}
     client.close()
     got["OpenSSH"] = {h: out for h, (_, out) in openssh(cluster, hosts, "hostname").items()}
-    connections.close_all()
+    connections.close_connections()
     for tool, outputs in got.items():
         if expected is not None and outputs != expected:
             raise BenchError(f"{tool}: `hostname` gave {outputs}, expected {expected}")
@@ -404,7 +404,7 @@ def run_reuse(cluster: sandbox.SandboxCluster, cfg: Config) -> Dict[str, Medians
     client = Pssh(cluster, hosts)
 
     def warm_cache() -> None:
-        connections.close_all()
+        connections.close_connections()
         check(Exec("true", info))
 
     def fabric_open() -> None:
@@ -419,9 +419,9 @@ def run_reuse(cluster: sandbox.SandboxCluster, cfg: Config) -> Dict[str, Medians
 
     cases = [
         Case("fabexec, cached connections", lambda: Exec("true", info), check,
-             setup=warm_cache, teardown=connections.close_all, repeat=REUSE_RUNS),
+             setup=warm_cache, teardown=connections.close_connections, repeat=REUSE_RUNS),
         Case("fabexec, new connections each time", lambda: Exec("true", info), check,
-             before_each=connections.close_all, teardown=connections.close_all,
+             before_each=connections.close_connections, teardown=connections.close_connections,
              repeat=REUSE_RUNS),
         Case("Fabric ThreadingGroup, one reused",
              lambda: state["group"].run("true", hide=True, timeout=COMMAND_TIMEOUT),
@@ -463,7 +463,7 @@ def run_throughput(cluster: sandbox.SandboxCluster, folder: Path) -> Dict[str, M
 
     cases = [
         Case("fabexec pipe_stdout, hide_output", lambda: Exec(command, info), check_exec_file,
-             before_each=connections.close_all, teardown=connections.close_all),
+             before_each=connections.close_connections, teardown=connections.close_connections),
         Case("OpenSSH `ssh host cmd > file`", ssh_to_file, check_file(openssh_file)),
     ]
     return interleave(cases, THROUGHPUT_ROUNDS, THROUGHPUT_BUDGET)
@@ -493,7 +493,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 2) -
 
 def print_fanout(results: Dict[int, Dict[str, Medians]]) -> None:
     print("\n1. Fan-out: `hostname` on N hosts, each tool connecting anew every time "
-          "(fabexec: connection cache emptied by close_all() before each call)")
+          "(fabexec: connection cache emptied by close_connections() before each call)")
     rows = []
     for n, by_tool in results.items():
         for tool, m in by_tool.items():
@@ -560,7 +560,8 @@ def main() -> int:
         reuse = run_reuse(cluster, cfg)
         print_sections(f"2. Reuse: {REUSE_RUNS} successive `true` on {REUSE_HOSTS} hosts "
                        "(total of the ten)", reuse,
-                       "connection set-up and close_all() are untimed; only the ten calls count")
+                       "connection set-up and close_connections() are untimed; "
+                       "only the ten calls count")
         throughput = run_throughput(cluster, folder)
         print_sections(f"3. Remote throughput: {THROUGHPUT_BYTES >> 20} MiB from one host "
                        "(`head -c 64M /dev/zero`) into a file, connecting included", throughput)
@@ -570,7 +571,7 @@ def main() -> int:
         print(f"\nload average {os.getloadavg()[0]:.1f} at the end; "
               f"total {time.monotonic() - started:.0f} s")
     finally:
-        connections.close_all()
+        connections.close_connections()
         sandbox.down(folder / "sandbox")
         shutil.rmtree(folder, ignore_errors=True)
     return 0

@@ -1,5 +1,7 @@
 """fabexec: run a shell command the same way locally, over SSH, on many hosts or under MPI."""
 
+from .connections import ConnectionPool, close_connections
+from .connections import pool as connection_pool
 from .errors import (
     AuthenticationError,
     CommandError,
@@ -29,6 +31,7 @@ __all__ = [
     "CommandError",
     "CommandTimeoutError",
     "ConnectionLostError",
+    "ConnectionPool",
     "Exec",
     "ExecInfo",
     "ExecInfoError",
@@ -55,4 +58,6 @@ __all__ = [
     "TransferError",
     "TransferFailedError",
     "UnreachableError",
+    "close_connections",
+    "connection_pool",
 ]

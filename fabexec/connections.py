@@ -3,7 +3,7 @@
 Fabric accepts any host key (``AutoAddPolicy``, known_hosts never read) and
 lets a silent host hold ``open()`` for banner and auth timeouts of 15 and 30 s.
 `HostConnection` checks keys the way OpenSSH does and bounds the whole
-handshake by ``connect_timeout``; `connection_for` reuses one connection per
+handshake by ``connect_timeout``; the `ConnectionPool` reuses one connection per
 (user, host, port, key, config) for every later `Exec`, reopening a dead one.
 """
 
@@ -117,6 +117,7 @@ class HostConnection(QuickMisses, Connection):
     known_hosts: str = ""
     keepalive: Tuple[float, int] = (0.0, 0)
     users: int = 0
+    idle_since: float = 0.0
     cache_key: Tuple[Any, ...] = ()
     _open_lock: Any = None
 
@@ -261,116 +262,163 @@ def _known_hosts_path(info: ExecInfo, ssh_config: Dict[str, Any]) -> str:
     return os.path.expanduser(path)
 
 
-# --------------------------------------------------------------------------- the cache
+# --------------------------------------------------------------------------- the pool
 
 CacheKey = Tuple[Any, ...]
-#: Every connection made, by what it was made for.
-_cache: Dict[CacheKey, HostConnection] = {}
-#: Open connections nobody uses, least recently released first, and those in use:
-#: idle ones beyond a fan-out's ``max_parallel`` are closed, so that sockets and
-#: transport threads stay bounded by it.
-_idle: OrderedDict[int, HostConnection] = OrderedDict()
-_busy: Dict[int, HostConnection] = {}
-_configs: Dict[Optional[str], Config] = {}
-_lock = threading.Lock()
 
 
-def _config(ssh_config: Optional[str]) -> Config:
-    """One Fabric Config per ssh_config file: parsing it per connection is costly.
+class ConnectionPool:
+    """The process's SSH connections, reused by every later `Exec` and copy.
 
-    ``ssh_config`` replaces the user's and system's files, as Fabric's
-    ``runtime_ssh_path`` does; without it both are read, user's first.
+    How long a connection lives: from its first use until the process exits,
+    `close_all` is called, its host breaks it (the next use reconnects), it
+    stays idle ``idle_timeout`` seconds (None: no limit), or a fan-out needs
+    room: idle connections beyond a run's ``max_parallel`` are closed, least
+    recently used first, so that sockets and transport threads stay bounded
+    by it. ``ExecInfo(reuse_connections=False)`` opts a run out: its
+    connections are its own, closed when it ends.
     """
-    with _lock:
-        if ssh_config not in _configs:
-            parsed = SshConfigFile()
-            if ssh_config and not os.path.isfile(ssh_config):
-                raise PathNotFoundError("ssh_config", ssh_config, "no such file")
-            for path in [ssh_config] if ssh_config else [USER_SSH_CONFIG, SYSTEM_SSH_CONFIG]:
-                path = os.path.expanduser(path)
-                if os.path.isfile(path):
-                    with open(path) as f:
-                        parsed.parse(f)
-            _configs[ssh_config] = ConnectionConfig(ssh_config=parsed)
-        return _configs[ssh_config]
+
+    def __init__(self, idle_timeout: Optional[float] = None) -> None:
+        self.idle_timeout = idle_timeout
+        #: Every connection made, by what it was made for.
+        self._cache: Dict[CacheKey, HostConnection] = {}
+        #: Open connections nobody uses, least recently released first, and those in use.
+        self._idle: OrderedDict[int, HostConnection] = OrderedDict()
+        self._busy: Dict[int, HostConnection] = {}
+        self._configs: Dict[Optional[str], Config] = {}
+        self._lock = threading.Lock()
+
+    def _config(self, ssh_config: Optional[str]) -> Config:
+        """One Fabric Config per ssh_config file: parsing it per connection is costly.
+
+        ``ssh_config`` replaces the user's and system's files, as Fabric's
+        ``runtime_ssh_path`` does; without it both are read, user's first.
+        """
+        with self._lock:
+            if ssh_config not in self._configs:
+                parsed = SshConfigFile()
+                if ssh_config and not os.path.isfile(ssh_config):
+                    raise PathNotFoundError("ssh_config", ssh_config, "no such file")
+                for path in [ssh_config] if ssh_config else [USER_SSH_CONFIG, SYSTEM_SSH_CONFIG]:
+                    path = os.path.expanduser(path)
+                    if os.path.isfile(path):
+                        with open(path) as f:
+                            parsed.parse(f)
+                self._configs[ssh_config] = ConnectionConfig(ssh_config=parsed)
+            return self._configs[ssh_config]
+
+    def connection(self, host: str, info: ExecInfo) -> HostConnection:
+        """The connection to ``host`` for these settings (not opened yet)."""
+        ssh_config = None if info.ssh_config is None else os.path.expanduser(
+            os.fspath(info.ssh_config))
+        key = (host, info.user, info.port, info.pkey and os.fspath(info.pkey), ssh_config,
+               info.known_hosts and os.fspath(info.known_hosts), info.strict_ssh,
+               info.connect_timeout, info.keepalive_interval, info.keepalive_count)
+        if not info.reuse_connections:
+            return HostConnection(host, info, self._config(ssh_config))
+        with self._lock:
+            cxn = self._cache.get(key)
+        if cxn is None:
+            made = HostConnection(host, info, self._config(ssh_config))
+            made.cache_key = key
+            with self._lock:
+                cxn = self._cache.setdefault(key, made)
+        return cxn
+
+    def hold(self, cxn: HostConnection) -> None:
+        """``cxn`` is in use: `release` never closes it meanwhile."""
+        with self._lock:
+            cxn.users += 1
+            self._idle.pop(id(cxn), None)
+            self._busy[id(cxn)] = cxn
+
+    def release(self, cxn: HostConnection, keep_open: int) -> None:
+        """``cxn`` is idle again; close the least recently used idle ones beyond ``keep_open``.
+
+        Only connections in use and idle open ones are looked at, never the whole
+        cache: at most a few ``max_parallel``, however many hosts it holds.
+        """
+        with self._lock:
+            cxn.users -= 1
+            if cxn.users == 0:
+                self._busy.pop(id(cxn), None)
+                if self._cache.get(cxn.cache_key) is cxn:
+                    self._idle[id(cxn)] = cxn
+                    cxn.idle_since = time.monotonic()
+            for key, idle in list(self._idle.items()):
+                if not idle.is_connected:  # closed meanwhile, by its host or by us
+                    del self._idle[key]
+            # A connection in use counts even while it connects: it is open a moment later.
+            excess = len(self._idle) + len(self._busy) - keep_open
+            closing = [self._idle.popitem(last=False)[1]
+                       for _ in range(min(excess, len(self._idle)))]
+            if cxn.users == 0 and id(cxn) not in self._idle:
+                closing.append(cxn)  # not reused: closed once its run is done with it
+        for idle in closing:
+            self._close_unused(idle)
+        if self.idle_timeout is not None and cxn.users == 0:
+            since = cxn.idle_since
+            monitor.after(self.idle_timeout, lambda: self._expire(cxn, since))
+
+    def _close_unused(self, cxn: HostConnection) -> None:
+        # Another Exec may have taken it meanwhile: its open() waits for this
+        # lock, then finds the connection closed and reconnects.
+        with cxn._open_lock:
+            with self._lock:
+                unused = cxn.users == 0
+            if unused:
+                cxn.close()
+
+    def _expire(self, cxn: HostConnection, since: float) -> None:
+        """Close ``cxn`` if it has stayed idle since ``since`` (see ``idle_timeout``)."""
+        with self._lock:
+            if self._idle.get(id(cxn)) is not cxn or cxn.idle_since != since:
+                return
+            del self._idle[id(cxn)]
+        threading.Thread(target=self._close_unused, args=(cxn,), daemon=True).start()
+
+    def drop(self, cxn: HostConnection) -> None:
+        """Close a connection and forget it (it broke, or its host stopped answering)."""
+        with self._lock:
+            if self._cache.get(cxn.cache_key) is cxn:
+                del self._cache[cxn.cache_key]
+            self._idle.pop(id(cxn), None)
+        cxn.close()
+
+    def lost(self, host: str, cxn: HostConnection, why: str) -> HostError:
+        """The connection broke: forget it (the next call reconnects) and say why."""
+        dead = cxn.dead_reason
+        self.drop(cxn)
+        if dead is not None:
+            return HostStoppedAnsweringError(host, dead)
+        return ConnectionLostError(host, why)
+
+    def close_all(self) -> None:
+        """Close every cached connection; later runs open new ones."""
+        with self._lock:
+            connections = list(self._cache.values())
+            self._cache.clear()
+            self._idle.clear()
+        for cxn in connections:
+            cxn.close()
+
+    def __len__(self) -> int:
+        """How many connections the pool holds (open or not)."""
+        with self._lock:
+            return len(self._cache)
+
+
+#: The process's pool (``fabexec.connection_pool``).
+pool = ConnectionPool()
+atexit.register(pool.close_all)
+
+
+def close_connections() -> None:
+    """Close every cached connection (``fabexec.close_connections``)."""
+    pool.close_all()
 
 
 def connection_for(host: str, info: ExecInfo) -> HostConnection:
-    """The cached connection to ``host`` for these settings (not opened yet)."""
-    ssh_config = None if info.ssh_config is None else os.path.expanduser(
-        os.fspath(info.ssh_config))
-    key = (host, info.user, info.port, info.pkey and os.fspath(info.pkey), ssh_config,
-           info.known_hosts and os.fspath(info.known_hosts), info.strict_ssh,
-           info.connect_timeout, info.keepalive_interval, info.keepalive_count)
-    with _lock:
-        cxn = _cache.get(key)
-    if cxn is None:
-        made = HostConnection(host, info, _config(ssh_config))
-        made.cache_key = key
-        with _lock:
-            cxn = _cache.setdefault(key, made)
-    return cxn
-
-
-def hold(cxn: HostConnection) -> None:
-    """``cxn`` is in use: `release` never closes it meanwhile."""
-    with _lock:
-        cxn.users += 1
-        _idle.pop(id(cxn), None)
-        _busy[id(cxn)] = cxn
-
-
-def release(cxn: HostConnection, keep_open: int) -> None:
-    """``cxn`` is idle again; close the least recently used idle ones beyond ``keep_open``.
-
-    Only connections in use and idle open ones are looked at, never the whole
-    cache: at most a few ``max_parallel``, however many hosts it holds.
-    """
-    with _lock:
-        cxn.users -= 1
-        if cxn.users == 0:
-            _busy.pop(id(cxn), None)
-            _idle[id(cxn)] = cxn
-        for key, idle in list(_idle.items()):
-            if not idle.is_connected:  # closed meanwhile, by its host or by us
-                del _idle[key]
-        # A connection in use counts even while it connects: it is open a moment later.
-        excess = len(_idle) + len(_busy) - keep_open
-        closing = [_idle.popitem(last=False)[1] for _ in range(min(excess, len(_idle)))]
-    for idle in closing:
-        # Another Exec may have taken it meanwhile: its open() waits for this
-        # lock, then finds the connection closed and reconnects.
-        with idle._open_lock:
-            with _lock:
-                unused = idle.users == 0
-            if unused:
-                idle.close()
-
-
-def drop(cxn: HostConnection) -> None:
-    """Close a connection and forget it (it broke, or its host stopped answering)."""
-    with _lock:
-        if _cache.get(cxn.cache_key) is cxn:
-            del _cache[cxn.cache_key]
-        _idle.pop(id(cxn), None)
-    cxn.close()
-
-
-def lost(host: str, cxn: HostConnection, why: str) -> HostError:
-    """The connection broke: forget it (the next call reconnects) and say why."""
-    dead = cxn.dead_reason
-    drop(cxn)
-    if dead is not None:
-        return HostStoppedAnsweringError(host, dead)
-    return ConnectionLostError(host, why)
-
-
-@atexit.register
-def close_all() -> None:
-    """Close every cached connection (also at interpreter exit)."""
-    with _lock:
-        connections = list(_cache.values())
-        _cache.clear()
-        _idle.clear()
-    for cxn in connections:
-        cxn.close()
+    """The pool's connection to ``host`` for these settings (not opened yet)."""
+    return pool.connection(host, info)

@@ -5,42 +5,74 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Dict, Optional, Protocol, Tuple
+from typing import Dict, List, Optional, Protocol, Tuple
 
 from . import interrupts
 from .command import Command
-from .errors import HostError
 from .info import ExecInfo, ExecType, LocalExecInfo
-from .local import HostResult, LocalExecutor
+from .local import LocalExecutor
+from .results import HostResult, HostResults, run_hosts, split_local
 from .tee import Outputs
 
 
 class Executor(Protocol):
+    """One way of running: started once, then waited for or killed."""
+
     cmd: str
-    hosts: list
+    hosts: List[str]
 
     def start(self, outputs: Outputs) -> None: ...
     def wait(self) -> Dict[str, HostResult]: ...
     def kill(self) -> None: ...
+    def progress(self) -> Tuple[int, int, int]: ...
 
 
 def executor_for(cmd: Command, info: ExecInfo) -> Executor:
-    """The executor for ``info.exec_type``; ``localhost`` alone runs locally."""
-    if info.exec_type is ExecType.LOCAL or (
-        info.exec_type in (ExecType.SSH, ExecType.PSSH) and info.targets.is_local()
-    ):
+    """The executor for ``info.exec_type`` and its hosts (see `fabexec.results`)."""
+    if info.exec_type is ExecType.LOCAL:
         return LocalExecutor(cmd, info)
-    if info.exec_type is ExecType.SSH:
-        from .ssh import SshExecutor
-        return SshExecutor(cmd, info)
-    if info.exec_type is ExecType.PSSH:
+    if info.exec_type.is_mpi:
+        from .mpi import MpiExecutor
+        return MpiExecutor(cmd, info)
+    hosts = run_hosts(info)
+    here, remote = split_local(hosts, info)
+    parts: List[Executor] = [LocalExecutor(cmd, info, host=host) for host in here]
+    if remote:
         from .pssh import PsshExecutor
-        return PsshExecutor(cmd, info)
-    from .mpi import MpiExecutor
-    return MpiExecutor(cmd, info)
+        parts.insert(0, PsshExecutor(cmd, info, remote))
+    return parts[0] if len(parts) == 1 else Together(parts, hosts)
 
 
-class Exec:
+class Together:
+    """Executors of one command on different hosts (remote ones, this machine), as one.
+
+    The remote hosts start first: they fan out in the background while a
+    local command the caller waits for runs to its end.
+    """
+
+    def __init__(self, parts: List[Executor], hosts: List[str]) -> None:
+        self.parts, self.hosts, self.cmd = parts, hosts, parts[0].cmd
+
+    def start(self, outputs: Outputs) -> None:
+        for part in self.parts:
+            part.start(outputs)
+
+    def wait(self) -> Dict[str, HostResult]:
+        results: Dict[str, HostResult] = {}
+        for part in self.parts:
+            results.update(part.wait())
+        return results
+
+    def kill(self) -> None:
+        for part in self.parts:
+            part.kill()
+
+    def progress(self) -> Tuple[int, int, int]:
+        done, failed, total = zip(*(part.progress() for part in self.parts))
+        return sum(done), sum(failed), sum(total)
+
+
+class Exec(HostResults):
     """Run ``cmd`` (a string, or a list run like lines of a script).
 
     The same result shape everywhere: ``stdout``/``stderr``/``exit_codes``/
@@ -56,12 +88,9 @@ class Exec:
         self.exec_info = info
         self._executor = executor_for(cmd, info)
         self.cmd: str = self._executor.cmd
-        self.hosts = list(self._executor.hosts)
+        super().__init__(self._executor.hosts)
         self.stdout: Dict[str, str] = {h: "" for h in self.hosts}
         self.stderr: Dict[str, str] = {h: "" for h in self.hosts}
-        self.exit_codes: Dict[str, Optional[int]] = {h: None for h in self.hosts}
-        self.errors: Dict[str, HostError] = {}
-        self.exit_code: Optional[int] = None
         self._outputs = Outputs(
             self.hosts,
             collect=bool(info.collect_output),
@@ -126,23 +155,13 @@ class Exec:
             tees = self._outputs.tees[host]
             self.stdout[host] = tees["stdout"].text
             self.stderr[host] = tees["stderr"].text
-            result = results[host]
-            self.exit_codes[host] = result.exit_code
-            if result.error is not None:
-                self.errors[host] = result.error
-        failing = [c for c in self.exit_codes.values() if c]
-        self.exit_code = failing[0] if failing else 0
+        self._settle(results)
 
     def progress(self) -> Tuple[int, int, int]:
         """(hosts done, of which failed, hosts in all), while it runs."""
         if self._done:
             return len(self.hosts), sum(1 for c in self.exit_codes.values() if c), len(self.hosts)
-        progress = getattr(self._executor, "progress", None)
-        return progress() if progress is not None else (0, 0, len(self.hosts))
-
-    def failed(self) -> bool:
-        """True when any host failed (nonzero exit, or an error)."""
-        return bool(self.exit_code) or bool(self.errors)
+        return self._executor.progress()
 
     @property
     def done(self) -> bool:

@@ -20,7 +20,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 
 from fabexec.errors import HostfileError, HostLookupError
 
-__all__ = ["MAX_HOSTS", "Hostfile", "expand", "fold"]
+__all__ = ["MAX_HOSTS", "Hostfile", "expand", "fold", "is_local_name"]
 
 #: The most hosts one expression may expand to: a typo such as ``[1-1000000]``
 #: fails at once instead of filling the memory.
@@ -235,6 +235,12 @@ def _as_path(value: object, keyword: str) -> str:
     return os.path.expanduser(os.fspath(value))
 
 
+def is_local_name(host: str) -> bool:
+    """True when ``host`` names this machine: ``localhost``, a loopback literal, its hostname."""
+    name = host.lower()
+    return name in _LOCAL_NAMES or name == socket.gethostname().lower()
+
+
 def expand(expr: str) -> List[str]:
     """The host names of one expression, e.g. ``'node[01-03],login'``.
 
@@ -442,8 +448,7 @@ class Hostfile:
 
     def is_local(self) -> bool:
         """True when every host is this machine, so nothing needs SSH."""
-        local = _LOCAL_NAMES | {socket.gethostname().lower()}
-        return all(host.lower() in local for host in self._hosts)
+        return all(is_local_name(host) for host in self._hosts)
 
     def host_str(self, sep: str = ",") -> str:
         return sep.join(self._hosts)

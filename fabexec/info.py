@@ -83,6 +83,7 @@ class ExecInfo:
     sudo_password: Optional[str] = field(default=None, repr=False)
     keepalive_interval: Optional[float] = None
     keepalive_count: Optional[int] = None
+    reuse_connections: bool = True
     # MPI
     mpiexec: str = "mpiexec"
     mpi_args: Optional[List[str]] = None
@@ -181,7 +182,7 @@ def _validate(info: ExecInfo) -> None:
         _check_number(info, name, allow_zero=True)
     for name in ("timeout", "connect_timeout", "keepalive_interval"):
         _check_number(info, name, allow_zero=name == "keepalive_interval")
-    for name in ("sudo", "sudoenv", "exec_async", "do_dbg", "strict_ssh"):
+    for name in ("sudo", "sudoenv", "exec_async", "do_dbg", "strict_ssh", "reuse_connections"):
         if not isinstance(getattr(info, name), bool):
             raise ExecInfoError(name, f"must be True or False, not {getattr(info, name)!r}")
     for name in ("collect_output", "hide_output"):

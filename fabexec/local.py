@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from invoke import Promise
 from invoke.exceptions import CommandTimedOut
 
 from .command import Command, new_tag, shell_script, tag_script
-from .errors import CommandTimeoutError, HostError, PathNotFoundError
+from .errors import CommandTimeoutError, PathNotFoundError
 from .info import ExecInfo
+from .results import LOCALHOST, HostResult
 from .runners import LocalRunner, Stdin, local_context
 from .tee import Outputs
 
-LOCALHOST = "localhost"
 BASH = "/bin/bash"
-
-
-@dataclass
-class HostResult:
-    """How a command ended on one host."""
-
-    exit_code: int
-    error: Optional[HostError] = None
 
 
 def exit_status(returncode: Optional[int]) -> int:
@@ -39,20 +30,26 @@ def stdin_of(info: ExecInfo) -> Stdin:
 
 
 class LocalExecutor:
-    """One command (or an mpiexec line) in a local bash, in its own session."""
+    """One command (or an mpiexec line) in a local bash, in its own session.
 
-    def __init__(self, cmd: Command, info: ExecInfo, script: Optional[str] = None) -> None:
+    ``host`` is the name its results go under: ``localhost``, or the name by
+    which a list of hosts named this machine.
+    """
+
+    def __init__(self, cmd: Command, info: ExecInfo, script: Optional[str] = None,
+                 host: str = LOCALHOST) -> None:
         self.info = info
         if info.cwd is not None and not os.path.isdir(info.cwd):
             raise PathNotFoundError("cwd", os.fspath(info.cwd), "no such folder")
         self.cmd = script or shell_script(cmd, info.env, info.cwd, info.sudo, info.sudoenv,
                                           info.sudo_password is not None)
-        self.hosts: List[str] = [LOCALHOST]
+        self.host = host
+        self.hosts: List[str] = [host]
 
     def start(self, outputs: Outputs) -> None:
         tag = new_tag()
         self.runner = LocalRunner(local_context())
-        self.runner.setup_io(outputs.tees[LOCALHOST], tag, stdin_of(self.info),
+        self.runner.setup_io(outputs.tees[self.host], tag, stdin_of(self.info),
                              self.info.watchers, self.info.sudo_password)
         self._ended = self._outcome(lambda: self.runner.run(
             tag_script(self.cmd, tag), shell=BASH, env={}, replace_env=True,
@@ -65,9 +62,9 @@ class LocalExecutor:
         try:
             result = step()
         except CommandTimedOut as e:
-            error = CommandTimeoutError(LOCALHOST, f"timed out after {e.timeout} s; the "
+            error = CommandTimeoutError(self.host, f"timed out after {e.timeout} s; the "
                                         "command and every process it started were ended")
-            return HostResult(error.exit_code, error)
+            return HostResult.of(error)
         if isinstance(result, Promise):
             self.promise = result
             return None
@@ -76,7 +73,12 @@ class LocalExecutor:
     def wait(self) -> Dict[str, HostResult]:
         if self._ended is None:
             self._ended = self._outcome(self.promise.join)
-        return {LOCALHOST: self._ended}
+        return {self.host: self._ended}
+
+    def progress(self) -> Tuple[int, int, int]:
+        """(hosts done, of which failed, hosts in all): one host, done once it ended."""
+        ended = getattr(self, "_ended", None)
+        return (0, 0, 1) if ended is None else (1, int(bool(ended.exit_code)), 1)
 
     def kill(self) -> None:
         if getattr(getattr(self, "runner", None), "process", None) is not None:

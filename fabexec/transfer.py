@@ -36,16 +36,11 @@ from paramiko import SFTPClient
 from paramiko.ssh_exception import SSHException
 
 from . import interrupts
-from .connections import HostConnection, connection_for, hold, lost, release
-from .errors import (
-    HostError,
-    TransferError,
-    TransferFailedError,
-)
-from .hostfile import Hostfile
+from .connections import HostConnection
+from .errors import HostError, TransferError, TransferFailedError
+from .fanout import LINK_ERRORS, FanOut
 from .info import ExecInfo, ExecType, LocalExecInfo
-from .local import LOCALHOST
-from .pssh import FanOut
+from .results import HostResult, HostResults, every_host, run_hosts, split_local
 
 PathArg = Union[str, "os.PathLike[str]"]
 Sources = Union[PathArg, Sequence[PathArg]]
@@ -342,45 +337,28 @@ def _same_or_inside(src: str, target: str) -> bool:
     return False
 
 
-def _lost(host: str, cxn: HostConnection, error: HostError) -> HostError:
-    broke = lost(host, cxn, "connection lost during the copy")
-    broke.__cause__ = error  # what the copy was doing when it broke
-    return broke
-
-
-def _is_local(host: str) -> bool:
-    """``localhost`` is copied without SSH, as `Exec` runs it without SSH."""
-    return Hostfile(all_hosts=[host]).is_local()
-
-
 # --------------------------------------------------------------------------- results
 
-class Transfer:
+class Transfer(HostResults):
     """What a copy did on each host, shaped like `Exec`'s results.
 
     ``copied[host]``: the destination paths of the files (and links) written;
     ``exit_codes[host]``: 0 copied, 1 failed (`TransferFailedError`), 255
     unreachable or stopped answering; ``errors[host]``: the `HostError` that
     stopped that host; ``exit_code``: 0 when every host succeeded. A host's
-    failure never stops the others. Copies always complete before the
-    constructor returns (``exec_async`` does not apply).
+    failure never stops the others. Hosts are chosen as for `Exec` (see
+    `fabexec.results`). Copies always complete before the constructor returns
+    (``exec_async`` does not apply).
     """
 
     def __init__(self, plan: Dict[str, List[Copy]], push: bool, exec_info: ExecInfo) -> None:
+        super().__init__(list(plan))
         self.exec_info = exec_info
         self.push = push
-        self.hosts: List[str] = list(plan)
         self.copied: Dict[str, List[str]] = {h: [] for h in self.hosts}
-        self.exit_codes: Dict[str, int] = {}
-        self.errors: Dict[str, HostError] = {}
-        self.exit_code = 0
         self._plan = plan
         self._stop = threading.Event()
         self._settle(self._run())
-
-    def failed(self) -> bool:
-        """True when any host failed."""
-        return bool(self.errors)
 
     def kill(self) -> None:
         """Stop copying (another thread, an interrupt): hosts drop their temporary files."""
@@ -389,93 +367,61 @@ class Transfer:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(hosts={self.hosts}, exit_code={self.exit_code})"
 
-    def _run(self) -> Dict[str, Optional[HostError]]:
-        """Every host's copy, from a thread, so that Ctrl-C or SIGTERM reaches us at once."""
-        outcomes: Dict[str, Optional[HostError]] = {}
-        crashed: List[BaseException] = []
-        done = threading.Event()
-
-        def fan_out() -> None:
-            try:
-                outcomes.update(self._fan_out())
-            except BaseException as e:  # noqa: BLE001 - a bug: raised in the caller's thread
-                crashed.append(e)
-            finally:
-                done.set()
-
+    def _run(self) -> Dict[str, HostResult]:
+        """Remote hosts fan out from a thread, so that Ctrl-C or SIGTERM reaches us at
+        once; this machine's copies run meanwhile in the caller's thread."""
+        here, remote = split_local(self.hosts, self.exec_info)
+        self._fanout = FanOut(remote, self.exec_info)
         interrupts.started(self)
         try:
-            threading.Thread(target=fan_out, daemon=True, name="fabexec-transfer").start()
-            done.wait()
+            self._fanout.start(self._copy_over, background=True)
+            results = {host: self._result(self._guarded(host, lambda h=host: self._copy(h, LOCAL)))
+                       for host in here}
+            self._fanout.wait_started()
         except BaseException as e:
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 interrupts.interrupted()
             self.kill()
-            done.wait(STOP_WAIT)
+            self._fanout.wait_started(STOP_WAIT)
             raise
         finally:
             interrupts.ended(self)
-        if crashed:
-            raise crashed[0]
-        return outcomes
+        return {**self._fanout.results(), **results}
 
-    def _fan_out(self) -> Dict[str, Optional[HostError]]:
-        """Remote hosts at most ``max_parallel`` at once; then this machine, if listed."""
-        remote = {h: connection_for(h, self.exec_info) for h in self.hosts if not _is_local(h)}
-        host_of = {id(cxn): h for h, cxn in remote.items()}
-        group = FanOut(list(remote.values()), self.exec_info.max_parallel)
-        outcomes = {}
-        for cxn, value in group.outcomes(lambda cxn: self._remote(host_of[id(cxn)], cxn)):
-            if isinstance(value, BaseException) and not isinstance(value, HostError):
-                raise value
-            outcomes[host_of[id(cxn)]] = value
-        for host in self.hosts:
-            if host not in remote:
-                outcomes[host] = self._local(host)
-        return outcomes
-
-    def _remote(self, host: str, cxn: HostConnection) -> Optional[HostError]:
-        """The connection held for the copy, so that sockets stay bounded by ``max_parallel``."""
-        hold(cxn)
+    def _copy_over(self, host: str, cxn: HostConnection) -> HostResult:
+        """Open an SFTP session of this copy's own on the connected host, copy."""
         try:
-            return self._copy_over(host, cxn)
-        finally:
-            release(cxn, self.exec_info.max_parallel)
-
-    def _copy_over(self, host: str, cxn: HostConnection) -> Optional[HostError]:
-        """Connect, open an SFTP session of this copy's own, copy."""
-        try:
-            cxn.open()
             sftp = SFTPClient.from_transport(cxn.transport, window_size=WINDOW)
             if sftp is None:
                 raise SSHException("the host opened no SFTP session")
-        except HostError as e:
-            return e
-        except (OSError, EOFError, SSHException) as e:
+        except LINK_ERRORS as e:
             error = TransferFailedError(host, f"no SFTP session: {_reason(e)}")
-            return error if cxn.is_connected else _lost(host, cxn, error)
+            if cxn.is_connected:
+                return HostResult.of(error)
+            return self._fanout.lost(host, "connection lost during the copy", error)
         try:
             error = self._guarded(host, lambda: self._copy(host, SftpFiles(sftp)))
             # Its session closed under it, or the link failed rather than a file
             # (the transport may not say so yet): the connection broke.
             if error is not None and (sftp.get_channel().closed or error.link_failed):
-                return _lost(host, cxn, error)
-            return error
+                return self._fanout.lost(host, "connection lost during the copy", error)
+            return self._result(error)
         finally:
             try:
                 sftp.close()
-            except (OSError, EOFError, SSHException):
+            except LINK_ERRORS:
                 pass  # the connection broke mid-copy: said by the error above
-
-    def _local(self, host: str) -> Optional[HostError]:
-        return self._guarded(host, lambda: self._copy(host, LOCAL))
 
     def _copy(self, host: str, remote: Files) -> None:
         source, dest = (LOCAL, remote) if self.push else (remote, LOCAL)
         _Copier(host, source, dest, self._stop, self.copied[host]).run(self._plan[host])
 
     @staticmethod
-    def _guarded(host: str, copy: Callable[[], None]) -> Optional[HostError]:
+    def _result(error: Optional[HostError]) -> HostResult:
+        return HostResult(0) if error is None else HostResult.of(error)
+
+    @staticmethod
+    def _guarded(host: str, copy: Callable[[], None]) -> Optional[TransferFailedError]:
         """Run ``copy``; the error that stopped it, if one did."""
         try:
             copy()
@@ -484,20 +430,11 @@ class Transfer:
             return e
         except _Stopped:
             return TransferFailedError(host, "stopped before the copy completed")
-        except (OSError, EOFError, SSHException) as e:
+        except LINK_ERRORS as e:
             error = TransferFailedError(host, _reason(e))
             # A file error from the host carries an errno; a broken link does not.
             error.link_failed = not (isinstance(e, OSError) and e.errno is not None)
             return error
-
-    def _settle(self, outcomes: Dict[str, Optional[HostError]]) -> None:
-        for host in self.hosts:
-            error = outcomes[host]
-            self.exit_codes[host] = 0 if error is None else error.exit_code
-            if error is not None:
-                self.errors[host] = error
-        failing = [code for code in self.exit_codes.values() if code]
-        self.exit_code = failing[0] if failing else 0
 
 
 class Put(Transfer):
@@ -517,7 +454,7 @@ class Put(Transfer):
         for source in sources:
             _check_local(source)
         copies = [Copy(source, target, _into(sources, target)) for source in sources]
-        super().__init__({host: copies for host in _hosts(info)}, True, info)
+        super().__init__({host: copies for host in run_hosts(info)}, True, info)
 
 
 class Get(Transfer):
@@ -531,7 +468,7 @@ class Get(Transfer):
     def __init__(self, src: Sources, dst: PathArg, exec_info: Optional[ExecInfo] = None) -> None:
         info = _checked_info(exec_info)
         sources, target = _sources(src), _path(dst, "dst")
-        hosts = _hosts(info)
+        hosts = run_hosts(info)
         if info.exec_type in (ExecType.LOCAL, ExecType.SSH):
             into = _into(sources, target)
             plan = {host: [Copy(source, target, into) for source in sources] for host in hosts}
@@ -558,7 +495,7 @@ class Scp(Transfer):
 
     @staticmethod
     def _targets(info: ExecInfo) -> List[str]:
-        return _every_host(info)[:1]
+        return every_host(info)[:1]
 
 
 class Pscp(Scp):
@@ -566,7 +503,7 @@ class Pscp(Scp):
 
     @staticmethod
     def _targets(info: ExecInfo) -> List[str]:
-        return _every_host(info)
+        return every_host(info)
 
 
 # --------------------------------------------------------------------------- arguments
@@ -580,18 +517,6 @@ def _checked_info(exec_info: Optional[ExecInfo]) -> ExecInfo:
                             "user. Copy to a folder that user can write, then move the "
                             "files with Exec(..., sudo=True)")
     return info
-
-
-def _every_host(info: ExecInfo) -> List[str]:
-    return list(dict.fromkeys(info.targets.hosts))
-
-
-def _hosts(info: ExecInfo) -> List[str]:
-    """Local: this machine; SSH: the first host, as `Exec`; any other kind: every host."""
-    if info.exec_type is ExecType.LOCAL:
-        return [LOCALHOST]
-    hosts = _every_host(info)
-    return hosts[:1] if info.exec_type is ExecType.SSH else hosts
 
 
 def _path(value: Any, what: str) -> str:

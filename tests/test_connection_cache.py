@@ -8,7 +8,7 @@ TCP connection, as the node sees it.
 from __future__ import annotations
 
 from fabexec import Exec
-from fabexec.connections import close_all, connection_for
+from fabexec.connections import close_connections, connection_for
 from fabexec.sandbox import Cluster, SandboxCluster
 from tests.clusters import ssh_info
 
@@ -45,5 +45,5 @@ def test_exec_reconnects_after_the_transport_was_closed(any_cluster: Cluster) ->
 def test_close_all_closes_every_cached_connection(any_cluster: Cluster) -> None:
     client_port(any_cluster, any_cluster.hosts[0])
     cached = connection_for(any_cluster.hosts[0], ssh_info(any_cluster, any_cluster.hosts[0]))
-    close_all()
+    close_connections()
     assert not cached.is_connected

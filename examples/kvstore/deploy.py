@@ -53,9 +53,9 @@ from fabexec import (
     PsshExecInfo,
     Put,
     SshExecInfo,
+    close_connections,
     sandbox,
 )
-from fabexec.connections import close_all
 
 from .kvstore import Client
 
@@ -204,7 +204,7 @@ def sandbox_target(nodes: int, state_dir: Optional[Path] = None,
         yield Target.from_sandbox(cluster, nodes)
     finally:
         if started:
-            close_all()  # our connections end before their daemons do
+            close_connections()  # our connections end before their daemons do
             sandbox.down(cluster.state_dir)
             echo("sandbox: stopped")
 

@@ -62,5 +62,5 @@ def private_sandbox(nodes: int) -> Iterator[sandbox.SandboxCluster]:
                 if state == "frozen":
                     cluster.thaw(host)
         sandbox.down(state_dir)
-        connections.close_all()
+        connections.close_connections()
         shutil.rmtree(state_dir, ignore_errors=True)

@@ -1,7 +1,7 @@
 """A long run leaks nothing: open files, threads and child processes end where they began.
 
 200 `Exec` calls of every way (local, to a file, one host, every host, async), over
-cached connections and, every few rounds, after `connections.close_all` made them
+cached connections and, every few rounds, after `connections.close_connections` made them
 reconnect. A leak of one file, thread or child per call, or per connection, would
 show as dozens; the slack allows for what comes and goes on its own (the keepalive
 monitor's thread, a paramiko thread still winding down).
@@ -74,7 +74,7 @@ def test_two_hundred_mixed_execs_leave_files_threads_and_processes_where_they_we
     start = counts()
     for n in range(ROUNDS):
         if n % COLD_EVERY == 0:
-            connections.close_all()
+            connections.close_connections()
         one_round(cluster, output)
         assert "Z" not in children(), f"a zombie child after round {n}"
     settled = eventually(lambda: within_slack(start), seconds=10)
