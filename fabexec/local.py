@@ -76,9 +76,13 @@ class LocalExecutor:
         return {self.host: self._ended}
 
     def progress(self) -> Tuple[int, int, int]:
-        """(hosts done, of which failed, hosts in all): one host, done once it ended."""
+        """(hosts done, of which failed, hosts in all): one host, done once it exited."""
         ended = getattr(self, "_ended", None)
-        return (0, 0, 1) if ended is None else (1, int(bool(ended.exit_code)), 1)
+        if ended is not None:
+            return 1, int(bool(ended.exit_code)), 1
+        process = getattr(getattr(self, "runner", None), "process", None)
+        code = None if process is None else process.poll()
+        return (0, 0, 1) if code is None else (1, int(bool(exit_status(code))), 1)
 
     def kill(self) -> None:
         if getattr(getattr(self, "runner", None), "process", None) is not None:

@@ -7,17 +7,29 @@ TCP connection, as the node sees it.
 
 from __future__ import annotations
 
-from fabexec import Exec
+from fabexec import Exec, connection_pool
 from fabexec.connections import close_connections, connection_for
 from fabexec.sandbox import Cluster, SandboxCluster
-from tests.clusters import ssh_info
+from tests.clusters import eventually, ssh_info
 
 
-def client_port(cluster: Cluster, host: str) -> str:
+def client_port(cluster: Cluster, host: str, **changes: object) -> str:
     """The client-side port of the connection this `Exec` ran over, as the node saw it."""
-    node = Exec('set -- $SSH_CONNECTION; echo "$2"', ssh_info(cluster, host))
+    node = Exec('set -- $SSH_CONNECTION; echo "$2"', ssh_info(cluster, host, **changes))
     assert node.exit_code == 0, node.stderr
     return node.stdout[host]
+
+
+def established(port: str) -> bool:
+    """Whether a TCP connection from local port ``port`` is established on this machine."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            next(rows)  # the heading
+            for row in rows:
+                local, state = row.split()[1], row.split()[3]
+                if int(local.rsplit(":", 1)[1], 16) == int(port) and state == "01":
+                    return True
+    return False
 
 
 def test_second_exec_reuses_the_cached_connection(any_cluster: Cluster) -> None:
@@ -47,3 +59,23 @@ def test_close_all_closes_every_cached_connection(any_cluster: Cluster) -> None:
     cached = connection_for(any_cluster.hosts[0], ssh_info(any_cluster, any_cluster.hosts[0]))
     close_connections()
     assert not cached.is_connected
+
+
+def test_a_run_that_opts_out_of_reuse_closes_its_connection_when_it_ends(
+        cluster: SandboxCluster) -> None:
+    host = cluster.hosts[0]
+    kept = client_port(cluster, host)
+    assert established(kept)  # the pool keeps a connection open...
+    own = client_port(cluster, host, reuse_connections=False)
+    assert own != kept
+    assert not established(own)  # ...unless the run asked for one of its own
+    assert client_port(cluster, host) == kept
+
+
+def test_an_idle_timeout_closes_connections_left_idle(cluster: SandboxCluster) -> None:
+    connection_pool.idle_timeout = 0.5
+    try:
+        port = client_port(cluster, cluster.hosts[1])
+        assert eventually(lambda: not established(port), seconds=30)
+    finally:
+        connection_pool.idle_timeout = None

@@ -261,6 +261,16 @@ def test_wait_fills_the_results_of_an_async_command(tmp_path: Path) -> None:
     assert node.done
 
 
+def test_progress_counts_the_local_host_once_it_ended(tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    node = run([wait_for(go), "exit 3"], exec_async=True)
+    assert node.progress() == (0, 0, 1)
+    go.touch()
+    assert eventually(lambda: node.progress() == (1, 1, 1))
+    node.wait()
+    assert node.progress() == (1, 1, 1)
+
+
 def test_wait_again_returns_the_same_exit_code() -> None:
     node = run("exit 5", exec_async=True)
     assert node.wait() == 5
