@@ -12,6 +12,7 @@ from .command import Command
 from .info import ExecInfo, ExecType, LocalExecInfo
 from .local import LocalExecutor
 from .results import HostResult, HostResults, run_hosts, split_local
+from .stdin import StdinSource
 from .tee import Outputs
 
 
@@ -36,10 +37,11 @@ def executor_for(cmd: Command, info: ExecInfo) -> Executor:
         return MpiExecutor(cmd, info)
     hosts = run_hosts(info)
     here, remote = split_local(hosts, info)
-    parts: List[Executor] = [LocalExecutor(cmd, info, host=host) for host in here]
+    stdin = StdinSource(info.stdin, len(hosts))  # one source: every host reads it whole
+    parts: List[Executor] = [LocalExecutor(cmd, info, host=host, stdin=stdin) for host in here]
     if remote:
         from .pssh import PsshExecutor
-        parts.insert(0, PsshExecutor(cmd, info, remote))
+        parts.insert(0, PsshExecutor(cmd, info, remote, stdin))
     return parts[0] if len(parts) == 1 else Together(parts, hosts)
 
 

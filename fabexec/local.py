@@ -12,7 +12,8 @@ from .command import Command, new_tag, shell_script, tag_script
 from .errors import CommandTimeoutError, PathNotFoundError
 from .info import ExecInfo
 from .results import LOCALHOST, HostResult
-from .runners import LocalRunner, Stdin, local_context
+from .runners import LocalRunner, local_context
+from .stdin import StdinSource
 from .tee import Outputs
 
 BASH = "/bin/bash"
@@ -25,10 +26,6 @@ def exit_status(returncode: Optional[int]) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def stdin_of(info: ExecInfo) -> Stdin:
-    return info.stdin.encode() if isinstance(info.stdin, str) else info.stdin
-
-
 class LocalExecutor:
     """One command (or an mpiexec line) in a local bash, in its own session.
 
@@ -37,7 +34,7 @@ class LocalExecutor:
     """
 
     def __init__(self, cmd: Command, info: ExecInfo, script: Optional[str] = None,
-                 host: str = LOCALHOST) -> None:
+                 host: str = LOCALHOST, stdin: Optional[StdinSource] = None) -> None:
         self.info = info
         if info.cwd is not None and not os.path.isdir(info.cwd):
             raise PathNotFoundError("cwd", os.fspath(info.cwd), "no such folder")
@@ -45,11 +42,12 @@ class LocalExecutor:
                                           info.sudo_password is not None)
         self.host = host
         self.hosts: List[str] = [host]
+        self.stdin = stdin if stdin is not None else StdinSource(info.stdin, 1)
 
     def start(self, outputs: Outputs) -> None:
         tag = new_tag()
         self.runner = LocalRunner(local_context())
-        self.runner.setup_io(outputs.tees[self.host], tag, stdin_of(self.info),
+        self.runner.setup_io(outputs.tees[self.host], tag, self.stdin.reader(local=True),
                              self.info.watchers, self.info.sudo_password)
         self._ended = self._outcome(lambda: self.runner.run(
             tag_script(self.cmd, tag), shell=BASH, env={}, replace_env=True,

@@ -14,18 +14,21 @@ from .connections import HostConnection
 from .errors import CommandTimeoutError, HostError
 from .fanout import LINK_ERRORS, FanOut, in_threads
 from .info import ExecInfo
-from .local import stdin_of
 from .results import HostResult
 from .runners import KILL_TIMEOUT, RemoteRunner
+from .stdin import StdinSource
 from .tee import Outputs
 
 
 class PsshExecutor:
     """One command on every host of ``hosts``, each through its own runner."""
 
-    def __init__(self, cmd: Command, info: ExecInfo, hosts: List[str]) -> None:
+    def __init__(self, cmd: Command, info: ExecInfo, hosts: List[str],
+                 stdin: Optional[StdinSource] = None) -> None:
         self.info = info
         self.hosts = hosts
+        # Every host reads the whole of it (see `fabexec.stdin`).
+        self.stdin = stdin if stdin is not None else StdinSource(info.stdin, len(hosts))
         self.cmd = shell_script(cmd, info.env, info.cwd, info.sudo, info.sudoenv,
                                 info.sudo_password is not None)
         self.fanout = FanOut(hosts, info)
@@ -47,7 +50,7 @@ class PsshExecutor:
         """Run on a connected host and (unless async) wait for the command to end."""
         runner = RemoteRunner(cxn)
         runner.setup_io(self.outputs.tees[host], f"{self.tag}-{self._position[host]}",
-                        stdin_of(self.info), self.info.watchers, self.info.sudo_password,
+                        self.stdin.reader(), self.info.watchers, self.info.sudo_password,
                         self.info.sudo)
         with self._lock:
             if self.stopping:

@@ -18,7 +18,7 @@ import shlex
 import subprocess
 import threading
 from types import SimpleNamespace
-from typing import IO, Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from fabric.runners import Remote
 from invoke import Config, Local, Responder
@@ -28,6 +28,7 @@ from paramiko.ssh_exception import SSHException
 from .command import SUDO_PROMPT, remote_line, sudo_line
 from .errors import HostError
 from .reaper import kill_local, remote_kill_script
+from .stdin import StdinReader
 from .tee import Tee, WatchWindow
 
 #: Bytes per read. A pipe holds 64 KiB; asking for more costs nothing.
@@ -42,8 +43,6 @@ SELECT_TIMEOUT = 1.0
 #: How long, once the reaper is done, the command's exit status may take to arrive.
 EXIT_STATUS_WAIT = 1.0
 
-Stdin = Union[bytes, IO[Any], None]
-
 
 class TeeRunner:
     """The part shared by our local and remote runners: output goes to Tees.
@@ -52,7 +51,7 @@ class TeeRunner:
     ``handle_stdout``/``handle_stderr`` buffer, decode and re-join everything.
     """
 
-    def setup_io(self, tees: Dict[str, Tee], tag: str, stdin: Stdin,
+    def setup_io(self, tees: Dict[str, Tee], tag: str, stdin: Optional[StdinReader],
                  watchers: Optional[list], sudo_password: Optional[str],
                  sudo: bool = False) -> None:
         self.tees, self.tag, self.stdin_data = tees, tag, stdin
@@ -114,15 +113,11 @@ class TeeRunner:
 
         def feed() -> None:
             try:
-                if isinstance(data, bytes):
-                    self._write_proc_stdin(data)
-                else:
-                    while True:
-                        chunk = data.read(CHUNK)
-                        if not chunk:
-                            break
-                        self._write_proc_stdin(
-                            chunk.encode() if isinstance(chunk, str) else chunk)
+                while True:
+                    chunk = data.read(CHUNK)
+                    if not chunk:
+                        break
+                    self._write_proc_stdin(chunk)
                 self.close_proc_stdin()
             except OSError:  # the command exited without reading it all
                 pass
@@ -135,11 +130,12 @@ class LocalRunner(TeeRunner, Local):
 
     def start(self, command: str, shell: str, env: Dict[str, Any]) -> None:
         # A file the command may read itself, unless watchers must answer on its stdin.
+        handed = None
         if (self.stdin_data is not None and hasattr(self.stdin_data, "fileno")
                 and not self.watching):
             try:
                 stdin: Any = self.stdin_data.fileno()
-                self.stdin_data = None  # the command reads the file itself
+                handed, self.stdin_data = self.stdin_data, None  # the command reads it itself
             except (OSError, ValueError):
                 stdin = subprocess.PIPE
         else:
@@ -156,6 +152,8 @@ class LocalRunner(TeeRunner, Local):
             stderr=err,
             start_new_session=True,
         )
+        if handed is not None:
+            handed.close()  # the command holds its own copy of the descriptor
         self.feed_stdin()
 
     def read_output(self) -> None:

@@ -331,3 +331,13 @@ def test_exec_info_defaults_to_a_local_run(capfd: pytest.CaptureFixture[str]) ->
     assert node.exec_info == LocalExecInfo()
     assert capfd.readouterr().out == "default\n"
     assert node.exit_code == 0
+
+
+def test_an_info_reused_with_a_stdin_file_gives_each_exec_the_whole_file(
+        tmp_path: Path) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("line 1\nline 2\n")
+    with open(source, "rb") as f:
+        info = LocalExecInfo(stdin=f, collect_output=True, hide_output=True)
+        assert [Exec("cat", info).stdout["localhost"] for _ in range(2)] == [
+            "line 1\nline 2\n"] * 2

@@ -6,7 +6,10 @@ Each test runs on the sandbox and on the docker cluster (``any_cluster``).
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 import re
+import threading
 from pathlib import Path
 from typing import Dict, List
 
@@ -122,3 +125,33 @@ def test_shared_file_and_terminal_get_whole_lines_prefixed_by_host(
 def test_max_parallel_one_still_runs_every_host(any_cluster: Cluster) -> None:
     node = Exec("hostname", pssh_info(any_cluster, max_parallel=1))
     assert node.stdout == {h: expected_hostname(any_cluster, h) + "\n" for h in any_cluster.hosts}
+
+
+# ---- stdin: every host reads all of it --------------------------------------------------
+
+def test_a_stdin_file_reaches_every_host_whole_and_again_when_the_info_is_reused(
+        cluster: Cluster) -> None:
+    data = os.urandom(8 << 20)
+    info = pssh_info(cluster, hosts=["localhost", *cluster.hosts], stdin=io.BytesIO(data))
+    digest = hashlib.sha256(data).hexdigest()
+    for _ in range(2):
+        node = Exec("sha256sum | cut -d' ' -f1", info)
+        assert node.stdout == {h: f"{digest}\n" for h in node.hosts}, node.errors
+        assert len(node.hosts) == len(cluster.hosts) + 1
+
+
+def test_a_stdin_pipe_reaches_every_host_whole(cluster: Cluster) -> None:
+    data = os.urandom(4 << 20)
+    read_end, write_end = os.pipe()
+
+    def write() -> None:
+        with os.fdopen(write_end, "wb") as pipe:
+            for start in range(0, len(data), 65536):  # in pieces, as a producer would
+                pipe.write(data[start:start + 65536])
+    writer = threading.Thread(target=write)
+    writer.start()
+    with os.fdopen(read_end, "rb") as stdin:
+        node = Exec("sha256sum | cut -d' ' -f1", pssh_info(cluster, stdin=stdin))
+    writer.join()
+    digest = hashlib.sha256(data).hexdigest()
+    assert node.stdout == {h: f"{digest}\n" for h in cluster.hosts}, node.errors
