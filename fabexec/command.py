@@ -14,12 +14,20 @@ import uuid
 from typing import Dict, Optional, Sequence, Union
 
 from .errors import CommandError
+from .info import TAG_VAR
 
 Command = Union[str, Sequence[str]]
 
-#: Every process a command starts inherits this variable, so `kill` can find
+#: Every process a command starts inherits this variable (TAG_VAR), so `kill` can find
 #: them all, even those that left the process group (``setsid``, daemons).
-TAG_VAR = "FABEXEC_TAG"
+#: Its value is a ``:``-separated list: a fabexec program run by a fabexec
+#: command adds its own tag to the list instead of replacing it, so the outer
+#: run still finds what the inner one started.
+
+#: Longest script read by bash's own ``read`` on the remote side; a longer one
+#: is read by ``head -c``, which reads a pipe in blocks (``read`` takes a byte
+#: per system call there, so as not to read past its end).
+INLINE_READ_MAX = 64 * 1024
 
 #: sudo's prompt when a password is needed, answered from ``sudo_password``.
 SUDO_PROMPT = "[fabexec] sudo password: "
@@ -35,6 +43,10 @@ def script_of(cmd: Command) -> str:
         raise CommandError(f"cmd must be a string or a list of strings, not {cmd!r}")
     if not commands or not any(c.strip() for c in commands):
         raise CommandError("cmd is empty: nothing to run")
+    for number, command in enumerate(commands):
+        if "\0" in command:
+            where = f"cmd[{number}]" if not isinstance(cmd, str) else "cmd"
+            raise CommandError(f"{where} holds a NUL byte, which no shell command can carry")
     return "\n".join(commands)
 
 
@@ -78,20 +90,31 @@ def sudo_line(script: str, sudo_password: bool) -> str:
     return shlex.join(["sudo", *flags, "bash", "-c", script])
 
 
-def remote_line(script: str, tag: str) -> str:
-    """What sshd's login shell runs: bash with the tag in its environment.
+def remote_line(script: bytes, tag: str) -> str:
+    """What sshd's login shell runs: a bash, tagged, that reads ``script`` from stdin.
 
-    Not ``exec bash``: the untagged login shell stays to report a command that a
-    signal ended (a kill, a crash) as 128+N, like a local shell. sshd would
-    send "exit-signal" instead, which paramiko ignores, and the command would
-    look like a lost connection.
+    The script comes first on the channel's stdin (the caller's stdin follows),
+    not as an argument: it is sent as it is, quoted once, whatever its size
+    (sshd runs the line as one argument, capped at 128 KiB by Linux, and resets
+    the whole connection, every channel on it, past its 256 KiB packets), and
+    neither ``ps`` on the host nor the shell's report of a killed job shows it,
+    secrets of ``env`` included. Not ``exec bash``: the untagged login shell
+    stays to report a command that a signal ended (a kill, a crash) as 128+N,
+    like a local shell. sshd would send "exit-signal" instead, which paramiko
+    ignores, and the command would look like a lost connection.
     """
-    return f"{TAG_VAR}={tag} bash -c {shlex.quote(script)}; exit $?"
+    size, name = len(script), "__fabexec_script"
+    if size <= INLINE_READ_MAX:
+        read = f'LC_ALL=C IFS= read -r -d "" -N {size} {name}'
+    else:  # the dot keeps the script's last newlines from $(...)
+        read = f"{name}=$(head -c {size}; echo .); {name}=${{{name}%.}}"
+    inner = f'{read}; eval "${name}"'
+    return f"{TAG_VAR}={tag} bash -c {shlex.quote(inner)}; exit $?"
 
 
 def tag_script(script: str, tag: str) -> str:
     """A local script that tags every process it starts (bash itself leads their group)."""
-    return f"export {TAG_VAR}={tag}\n{script}"
+    return f'export {TAG_VAR}="${{{TAG_VAR}:+${TAG_VAR}:}}{tag}"\n{script}'
 
 
 def new_tag() -> str:

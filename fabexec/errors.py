@@ -107,6 +107,11 @@ class CommandTimeoutError(HostError):
     exit_code = 124  # as coreutils' timeout(1)
 
 
+class KillFailedError(HostError):
+    """kill(), a timeout or an interrupt could not make sure the command ended there:
+    processes it started may still run (the host stopped answering, the reaper failed)."""
+
+
 class OutputWriteError(HostError):
     """An output file (``pipe_stdout``/``pipe_stderr``) could not be written."""
 

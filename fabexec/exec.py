@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from typing import Dict, List, Optional, Protocol, Tuple
 
@@ -103,6 +104,7 @@ class Exec(HostResults):
             stderr=sys.stderr,
         )
         self._done = False
+        self._wait_lock = threading.RLock()
         interrupts.started(self)
         try:
             self._executor.start(self._outputs)
@@ -115,7 +117,15 @@ class Exec(HostResults):
             self.wait()
 
     def wait(self) -> int:
-        """Wait for every host to finish; fill the results; return ``exit_code``."""
+        """Wait for every host to finish; fill the results; return ``exit_code``.
+
+        From several threads at once too (a ``kill()`` waits as well): one of
+        them collects, the others wait for it.
+        """
+        with self._wait_lock:
+            return self._wait()
+
+    def _wait(self) -> int:
         if self._done:
             return self.exit_code  # type: ignore[return-value]
         try:

@@ -18,6 +18,9 @@ from typing import IO, Any, Dict, List, Optional, Sequence, Union
 from .errors import ExecInfoError
 from .hostfile import Hostfile
 
+#: The variable that tags a command's processes (see `fabexec.command`).
+TAG_VAR = "FABEXEC_TAG"
+
 PathLike = Union[str, "os.PathLike[str]"]
 StdinLike = Union[str, bytes, IO[Any], None]
 
@@ -233,6 +236,8 @@ def _check_path(info: ExecInfo, name: str) -> None:
         raise ExecInfoError(name, f"must be a path (str or os.PathLike), not {value!r}")
     if isinstance(value, str) and not value:
         raise ExecInfoError(name, "must not be an empty path")
+    if value is not None and "\0" in os.fspath(value):
+        raise ExecInfoError(name, "holds a NUL byte, which no path can carry")
 
 
 def _check_env(info: ExecInfo) -> None:
@@ -247,6 +252,12 @@ def _check_env(info: ExecInfo) -> None:
         if value is None or isinstance(value, (dict, list, tuple, set, bytes)):
             raise ExecInfoError("env", f"value of {key} must be a string or number, not "
                                 f"{value!r}")
+        if key == TAG_VAR:
+            raise ExecInfoError("env", f"{TAG_VAR} is fabexec's own: every process a command "
+                                "starts carries it, so that kill() and timeout find them all")
+        if "\0" in str(value):
+            raise ExecInfoError("env", f"value of {key} holds a NUL byte, which no environment "
+                                "variable can carry")
         clean[key] = str(value)
     info.env = clean
 

@@ -11,7 +11,7 @@ from invoke.exceptions import CommandTimedOut
 
 from .command import Command, new_tag, shell_script
 from .connections import HostConnection
-from .errors import CommandTimeoutError, HostError
+from .errors import CommandTimeoutError, HostError, KillFailedError
 from .fanout import LINK_ERRORS, FanOut, in_threads
 from .info import ExecInfo
 from .results import HostResult
@@ -56,11 +56,19 @@ class PsshExecutor:
             if self.stopping:
                 return HostResult.of(HostError(host, "not started: the run was stopped"))
             self.runners[host] = runner
-        return self._outcome(host, lambda: runner.run(
+        return self._outcome(host, runner, lambda: runner.run(
             self.cmd, warn=True, hide=True, echo=False, in_stream=False, watchers=[],
             asynchronous=self.info.exec_async, timeout=self.info.timeout))
 
-    def _outcome(self, host: str, step: Callable[[], Any]) -> Optional[HostResult]:
+    def _outcome(self, host: str, runner: RemoteRunner, step: Callable[[], Any]
+                 ) -> Optional[HostResult]:
+        """How the command ended, and whether ending it (if it was ended) worked."""
+        result = self._ended(host, step)
+        if result is None or runner.reap_error is None:
+            return result
+        return HostResult(result.exit_code or 255, KillFailedError(host, runner.reap_error))
+
+    def _ended(self, host: str, step: Callable[[], Any]) -> Optional[HostResult]:
         try:
             result = step()
         except CommandTimedOut as e:
@@ -89,7 +97,8 @@ class PsshExecutor:
 
         def join(host: str, promise: Promise) -> None:
             # Recorded as each host ends, so that progress() counts it at once.
-            self.fanout.end(host, self._outcome(host, promise.join))  # type: ignore[arg-type]
+            result = self._outcome(host, self.runners[host], promise.join)
+            self.fanout.end(host, result)  # type: ignore[arg-type]
 
         in_threads([functools.partial(join, h, p) for h, p in promises.items()],
                    max(1, len(promises)))

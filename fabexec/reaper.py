@@ -1,10 +1,12 @@
 """Ending a command and everything it started, here or on a remote host.
 
-A command runs with a unique ``FABEXEC_TAG`` in its environment, which every
-process it starts inherits, including those that leave its process group
-(``setsid``, ``nohup``, double-forked daemons). Ending it means: SIGTERM to the
-process group and to every tagged process, a short grace, then SIGKILL to what
-is left. Closing an SSH channel alone leaves the remote command running.
+A command runs with a unique tag in ``FABEXEC_TAG`` (a ``:``-separated list
+when fabexec runs inside a fabexec command), which every process it starts
+inherits, including those that leave its process group (``setsid``,
+``nohup``, double-forked daemons). Ending it means: SIGTERM to its process
+groups and to every tagged process, a short grace, then SIGKILL to what is
+left. The groups catch a child that dropped its environment (``env -i``).
+Closing an SSH channel alone leaves the remote command running.
 """
 
 from __future__ import annotations
@@ -21,9 +23,15 @@ from .command import TAG_VAR
 GRACE_SECONDS = 1.0
 
 
+def carries(environ: bytes, tag: str) -> bool:
+    """Whether a process environment (NUL-separated) holds ``tag`` in its tag list."""
+    prefix, wanted = f"{TAG_VAR}=".encode(), tag.encode()
+    return any(entry.startswith(prefix) and wanted in entry[len(prefix):].split(b":")
+               for entry in environ.split(b"\0"))
+
+
 def tagged_pids(tag: str) -> List[int]:
     """PIDs of this machine's processes whose environment carries ``tag``."""
-    needle = f"{TAG_VAR}={tag}".encode()
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -33,7 +41,7 @@ def tagged_pids(tag: str) -> List[int]:
                 environ = f.read()
         except OSError:  # gone already, or not ours to read
             continue
-        if needle in environ.split(b"\0"):
+        if carries(environ, tag):
             found.append(int(entry.name))
     return found
 
@@ -82,17 +90,33 @@ def kill_local(pgid: Optional[int], tag: str, grace: float = GRACE_SECONDS,
 def remote_kill_script(tag: str, grace: float = GRACE_SECONDS) -> str:
     """The bash script that does what `kill_local` does, on a remote host.
 
-    One ``grep`` over every ``/proc/*/environ`` finds the tagged processes; the
-    script's own shell is not tagged, so it never kills itself.
+    One ``grep`` over every ``/proc/*/environ`` finds the tagged processes;
+    ``pgrep -g`` adds the other members of their process groups, except an
+    untagged group leader: the login shell, which reports the exit status.
+    Zombies count as ended. It exits 0 once nothing is left, else 1 naming
+    what survived SIGKILL. The script's own shell is not tagged, and runs in
+    a session of its own, so it never ends itself.
     """
-    needle = shlex.quote(f"^{TAG_VAR}={tag}$")
+    pattern = shlex.quote(f"^{TAG_VAR}=(.*:)?{tag}(:.*)?$")
     rounds = max(1, int(grace / 0.05))
     return (
-        f"pids() {{ grep -lsza {needle} /proc/[0-9]*/environ | cut -d/ -f3; }}\n"
-        "p=$(pids); [ -z \"$p\" ] && exit 0\n"
+        f"tagged() {{ grep -lszaE {pattern} /proc/[0-9]*/environ | cut -d/ -f3; }}\n"
+        "field() { n=$2; s=$(cat /proc/$1/stat 2>/dev/null) || return 1; s=${s##*) }; "
+        "set -- $s; eval echo \\${$n}; }\n"
+        "groups=$(for p in $(tagged); do field $p 3; done | sort -u | paste -sd, -)\n"
+        "alive() {\n"
+        "  { tagged; [ -n \"$groups\" ] && command -v pgrep >/dev/null && pgrep -g \"$groups\"; }"
+        " | sort -u | while read -r p; do\n"
+        f"    case ,$groups, in *,$p,*) grep -qszaE {pattern} /proc/$p/environ || continue;; esac\n"
+        "    [ \"$(field $p 1)\" = Z ] || [ -z \"$(field $p 1)\" ] || echo $p\n"
+        "  done\n"
+        "}\n"
+        "p=$(alive); [ -z \"$p\" ] && exit 0\n"
         "kill -TERM $p 2>/dev/null\n"
         f"for _ in $(seq {rounds}); do\n"
-        "  p=$(pids); [ -z \"$p\" ] && exit 0; sleep 0.05\n"
+        "  p=$(alive); [ -z \"$p\" ] && exit 0; sleep 0.05\n"
         "done\n"
-        "kill -KILL $p 2>/dev/null; exit 0\n"
+        "kill -KILL $p 2>/dev/null\n"
+        "for _ in $(seq 40); do p=$(alive); [ -z \"$p\" ] && exit 0; sleep 0.05; done\n"
+        "echo \"still running after SIGKILL:\" $p >&2; exit 1\n"
     )

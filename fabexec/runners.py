@@ -255,8 +255,16 @@ class RemoteRunner(TeeRunner, Remote):
     """Fabric's `Remote`, fed to Tees, and able to end what it started.
 
     Fabric's ``kill`` closes the channel, which leaves the remote command
-    running; ours runs `remote_kill_script` on a second channel first.
+    running; ours runs `remote_kill_script` on a second channel first, and
+    keeps in ``reap_error`` why it could not, if it could not.
     """
+
+    reap_error: Optional[str] = None
+    _reaped = False
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self._kill_lock = threading.Lock()
 
     def start(self, command: str, shell: str, env: Dict[str, Any]) -> None:
         # ``command`` is complete (env exported and quoted by command.py), so
@@ -265,7 +273,9 @@ class RemoteRunner(TeeRunner, Remote):
         if self.killed:  # stopped while the session was being opened
             self.channel.close()
             raise HostError(self.context.original_host, "not started: the run was stopped")
-        self.channel.exec_command(remote_line(command, self.tag))
+        script = command.encode()
+        self.channel.exec_command(remote_line(script, self.tag))
+        self._write_proc_stdin(script)  # read by the remote bash before the caller's stdin
         if self.stdin_data is not None:
             self.feed_stdin()
         elif not self.wants_stdin:
@@ -274,15 +284,17 @@ class RemoteRunner(TeeRunner, Remote):
     def _write_proc_stdin(self, data: bytes) -> None:
         # paramiko's ``sendall`` spins forever once our EOF was sent (``send``
         # returns 0), and raises once the channel closed: a watcher may answer
-        # that late, and its answer has nowhere to go.
-        while data:
+        # that late, and its answer has nowhere to go. A view, so that what is
+        # left is never copied (50 MB of bytes took 15 s that way).
+        view = memoryview(data)
+        while view:
             try:
-                sent = self.channel.send(data)
+                sent = self.channel.send(view)
             except OSError:
                 return
             if not sent:
                 return
-            data = data[sent:]
+            view = view[sent:]
 
     def deliver(self, tee: Tee, data: bytes) -> None:
         """One chunk to its Tee; a file that cannot be written ends the command."""
@@ -314,7 +326,13 @@ class RemoteRunner(TeeRunner, Remote):
                 if not moved:
                     if ended:
                         return
-                    selector.select(SELECT_TIMEOUT)
+                    try:
+                        selector.select(SELECT_TIMEOUT)
+                    except (OSError, ValueError):
+                        # kill() closed the channel, and its pipe, under us: what
+                        # was received is read above on the next turn.
+                        if not channel.closed:
+                            raise
 
     def wait(self) -> None:
         # Fabric polls exit_status_ready() every 10 ms; the channel's own
@@ -329,29 +347,54 @@ class RemoteRunner(TeeRunner, Remote):
         return None if status == -1 else status
 
     def kill(self) -> None:
+        """End the command and all it started on the host; keep the reaper's verdict.
+
+        Once the tree is gone the login shell reports 128+SIGTERM (see
+        `command.remote_line`) and the channel ends by itself, so the reader
+        drains it; a channel that gets no status (a host gone) is closed.
+        """
         self.killed = True
         channel = getattr(self, "channel", None)
         if channel is None:
             return  # not started yet: start() sees `killed` and does not run it
-        transport = self.context.transport
-        if transport is not None and transport.is_active():
-            try:
-                reaper = transport.open_session(timeout=KILL_TIMEOUT)
-                script = remote_kill_script(self.tag)
-                if self.sudo:  # root's processes take root to end
-                    reaper.exec_command(sudo_line(script, self.sudo_password is not None))
-                    if self.sudo_password is not None:
-                        reaper.sendall((self.sudo_password + "\n").encode())
-                else:
-                    reaper.exec_command(f"bash -c {shlex.quote(script)}")
-                reaper.status_event.wait(KILL_TIMEOUT)
-                reaper.close()
-                # The login shell reports 128+SIGTERM once its tree is gone
-                # (see command.remote_line): wait for it rather than lose it.
-                channel.status_event.wait(EXIT_STATUS_WAIT)
-            except (SSHException, OSError, EOFError):
-                pass  # the host went away: nothing of ours can be left running there
-        channel.close()
+        with self._kill_lock:  # a timeout and a kill() may come at once: one reaper
+            if self.reap_error is None and not self._reaped:
+                self.reap_error = self._reap()
+                self._reaped = True
+        if not channel.status_event.wait(EXIT_STATUS_WAIT):
+            channel.close()
+
+    def _reap(self) -> Optional[str]:
+        """Run the reaper on a channel of its own; None when nothing of ours is left.
+
+        The connection is reopened if it went meanwhile (the pool closed it, or
+        the link broke): processes left on the host need a new one to be ended.
+        """
+        cxn = self.context
+        script = remote_kill_script(self.tag)
+        try:
+            if cxn.transport is None or not cxn.transport.is_active():
+                cxn.open()
+            reaper = cxn.transport.open_session(timeout=KILL_TIMEOUT)
+            if self.sudo:  # root's processes take root to end
+                reaper.exec_command(sudo_line(script, self.sudo_password is not None))
+                if self.sudo_password is not None:
+                    reaper.sendall((self.sudo_password + "\n").encode())
+            else:
+                reaper.exec_command(f"bash -c {shlex.quote(script)}")
+            ended = reaper.status_event.wait(KILL_TIMEOUT)
+            said = reaper.recv_stderr(4096).decode(errors="replace").strip() \
+                if reaper.recv_stderr_ready() else ""
+            reaper.close()
+        except HostError as e:
+            return f"cannot reconnect to end the command: {e}"
+        except (SSHException, OSError, EOFError) as e:
+            return f"the command could not be ended: {type(e).__name__}: {e}"
+        if not ended:
+            return f"the command could not be ended: no answer within {KILL_TIMEOUT:g} s"
+        if reaper.exit_status != 0:
+            return f"the command could not be ended: {said or f'exit {reaper.exit_status}'}"
+        return None
 
     def stop(self) -> None:
         if self._timer:
