@@ -6,6 +6,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from typing import Dict, List, Optional, Protocol, Tuple
 
 from . import interrupts
@@ -75,6 +76,67 @@ class Together:
         return sum(done), sum(failed), sum(total)
 
 
+class Run:
+    """The part of an `Exec` that lives as long as its command: executor and outputs.
+
+    `interrupts` holds the run, not the `Exec`, so an async `Exec` that the
+    caller drops without ``wait()`` is collected: the run then waits for the
+    command in the background (it goes on; its output still reaches its files)
+    and releases what it held (channels, descriptors, connections, the local
+    child) once it ended, instead of pinning them for the life of the process.
+    """
+
+    def __init__(self, executor: Executor, outputs: Outputs) -> None:
+        self.executor, self.outputs = executor, outputs
+        self.results: Optional[Dict[str, HostResult]] = None
+        self._lock = threading.RLock()
+
+    def finish(self) -> Dict[str, HostResult]:
+        """Wait for every host; say each host's error on its stderr; close the outputs."""
+        with self._lock:
+            if self.results is not None:
+                return self.results
+            try:
+                results = self.executor.wait()
+            except BaseException as e:  # ^C or SIGTERM: end the command everywhere first
+                self.abandon(e)
+                raise
+            for host, result in results.items():
+                if result.error is not None:  # the reason goes with the host's own stderr
+                    self.outputs.tees[host]["stderr"].write(f"fabexec: {result.error}\n".encode())
+            for error in self.outputs.close():
+                results[error.host] = HostResult(results[error.host].exit_code or 1, error)
+            self.results = results
+            interrupts.ended(self)
+            return results
+
+    def abandon(self, e: BaseException) -> None:
+        """End the command everywhere and close every output (what came is kept)."""
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            interrupts.interrupted()
+        try:
+            self.executor.kill()
+        finally:
+            self.outputs.close()
+            self.results = {}
+            interrupts.ended(self)
+
+    def kill(self) -> None:
+        self.executor.kill()
+        self.finish()
+
+    def finish_in_background(self) -> None:
+        """For a dropped async `Exec`: release everything once the command ended."""
+        threading.Thread(target=self._finish_quietly, daemon=True,
+                         name="fabexec-dropped").start()
+
+    def _finish_quietly(self) -> None:
+        try:
+            self.finish()
+        except BaseException:  # noqa: BLE001 - nobody is left to tell
+            pass
+
+
 class Exec(HostResults):
     """Run ``cmd`` (a string, or a list run like lines of a script).
 
@@ -105,12 +167,15 @@ class Exec(HostResults):
         )
         self._done = False
         self._wait_lock = threading.RLock()
-        interrupts.started(self)
+        self._run = Run(self._executor, self._outputs)
+        interrupts.started(self._run)
         try:
             self._executor.start(self._outputs)
         except BaseException as e:  # ^C or SIGTERM during a run we wait for
-            self._abandon(e)
+            self._run.abandon(e)
+            self._done = True
             raise
+        self._dropped = weakref.finalize(self, self._run.finish_in_background)
         if info.sleep_ms:
             time.sleep(info.sleep_ms / 1000)
         if not info.exec_async:
@@ -128,31 +193,15 @@ class Exec(HostResults):
     def _wait(self) -> int:
         if self._done:
             return self.exit_code  # type: ignore[return-value]
+        self._dropped.detach()
         try:
-            results = self._executor.wait()
-        except BaseException as e:  # ^C or SIGTERM: end the command everywhere first
-            self._abandon(e)
+            results = self._run.finish()
+        except BaseException:
+            self._done = True
             raise
-        for host, result in results.items():
-            if result.error is not None:  # the reason goes with the host's own stderr too
-                self._outputs.tees[host]["stderr"].write(f"fabexec: {result.error}\n".encode())
-        for error in self._outputs.close():
-            results[error.host] = HostResult(results[error.host].exit_code or 1, error)
         self._collect(results)
         self._done = True
-        interrupts.ended(self)
         return self.exit_code  # type: ignore[return-value]
-
-    def _abandon(self, e: BaseException) -> None:
-        """End the command everywhere and close every output (what came is kept)."""
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
-            interrupts.interrupted()
-        try:
-            self._executor.kill()
-        finally:
-            self._outputs.close()
-        self._done = True
-        interrupts.ended(self)
 
     def kill(self) -> int:
         """End the command and everything it started on every host, then wait.

@@ -6,6 +6,7 @@ kill and timeout in test_kill.py.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import shutil
@@ -341,3 +342,17 @@ def test_an_info_reused_with_a_stdin_file_gives_each_exec_the_whole_file(
         info = LocalExecInfo(stdin=f, collect_output=True, hide_output=True)
         assert [Exec("cat", info).stdout["localhost"] for _ in range(2)] == [
             "line 1\nline 2\n"] * 2
+
+
+def test_async_commands_dropped_without_wait_are_reaped() -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        run("sleep 0.1", exec_async=True)  # dropped at once
+    gc.collect()
+    children = f"/proc/{os.getpid()}/task/{os.getpid()}/children"
+
+    def settled() -> bool:
+        with open(children) as f:
+            left = f.read().split()
+        return not left and len(os.listdir("/proc/self/fd")) <= before + 1
+    assert eventually(settled)

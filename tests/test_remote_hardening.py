@@ -8,6 +8,8 @@ never racing the reader.
 
 from __future__ import annotations
 
+import gc
+import os
 import threading
 from typing import Iterator
 
@@ -137,3 +139,17 @@ def test_concurrent_kills_run_one_reaper_and_leave_nothing(cluster: Cluster,
     for killer in killers:
         killer.join(timeout=60)
     assert left(cluster, seconds) == {}
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_async_commands_dropped_without_wait_release_what_they_held(cluster: Cluster) -> None:
+    Exec("true", pssh_info(cluster))  # connections open before counting
+    before = open_descriptors()
+    for _ in range(12):
+        Exec("sleep 0.2", pssh_info(cluster, exec_async=True))  # dropped at once
+    gc.collect()
+    assert eventually(lambda: open_descriptors() <= before + 2), \
+        f"{open_descriptors() - before} descriptors still held"
