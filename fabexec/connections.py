@@ -35,8 +35,8 @@ from .errors import (
     PathNotFoundError,
     UnreachableError,
 )
-from .hostkeys import AcceptNewPolicy, KnownHostsClient, RefusePolicy
-from .identities import preload_first_key
+from .hostkeys import AcceptNewPolicy, KnownHostsClient, RefusePolicy, shared_host_keys
+from .identities import preload_first_key, private_key
 from .info import ExecInfo
 from .keepalive import DEFAULT_COUNT, DEFAULT_INTERVAL, TICK, KeepaliveTransport, monitor
 from .sshconfig import SshConfigFile
@@ -131,8 +131,8 @@ class HostConnection(QuickMisses, Connection):
             "transport_factory": HostTransport,
         }
         if info.pkey is not None:
-            connect_kwargs.update(key_filename=[os.path.expanduser(os.fspath(info.pkey))],
-                                  look_for_keys=False, allow_agent=False)
+            connect_kwargs.update(key_filename=[_expanded(info.pkey)], look_for_keys=False,
+                                  allow_agent=False, passphrase=info.pkey_passphrase)
         super().__init__(host, user=info.user, port=info.port, config=config,
                          connect_kwargs=connect_kwargs)
         if self.ssh_config.get("identitiesonly") == "yes" and "identityfile" in self.ssh_config:
@@ -252,6 +252,19 @@ def _keepalive(info: ExecInfo, ssh_config: Dict[str, Any]) -> Tuple[float, int]:
     return float(interval), count
 
 
+def check_local_files(info: ExecInfo) -> None:
+    """A key or known_hosts file that cannot be used is a typed error naming it (both
+    are parsed once, so asking again costs a ``stat``)."""
+    if info.pkey is not None:
+        private_key(_expanded(info.pkey), info.pkey_passphrase)
+    if info.known_hosts is not None:
+        shared_host_keys(_expanded(info.known_hosts))
+
+
+def _expanded(path: Any) -> str:
+    return os.path.expanduser(os.fspath(path))
+
+
 def _known_hosts_path(info: ExecInfo, ssh_config: Dict[str, Any]) -> str:
     if info.known_hosts is not None:
         path = os.fspath(info.known_hosts)
@@ -296,7 +309,12 @@ def _config(ssh_config: Optional[str]) -> Config:
 
 
 def connection_for(host: str, info: ExecInfo) -> HostConnection:
-    """The cached connection to ``host`` for these settings (not opened yet)."""
+    """The cached connection to ``host`` for these settings (not opened yet).
+
+    Raises `ExecInfoError` when ``pkey`` or ``known_hosts`` cannot be used, cached
+    connection or not: every host's connection is asked for before any is dialled.
+    """
+    check_local_files(info)
     ssh_config = None if info.ssh_config is None else os.path.expanduser(
         os.fspath(info.ssh_config))
     key = (host, info.user, info.port, info.pkey and os.fspath(info.pkey), ssh_config,
