@@ -10,6 +10,7 @@ handshake by ``connect_timeout``; `connection_for` reuses one connection per
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import socket
 import threading
@@ -45,6 +46,13 @@ DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 USER_SSH_CONFIG = "~/.ssh/config"  # Fabric's defaults, read in this order
 SYSTEM_SSH_CONFIG = "/etc/ssh/ssh_config"
 
+
+# paramiko logs every failed handshake with its traceback (about 20 lines a host:
+# 13,444 lines for 640 silent hosts), and where no logging is configured Python's
+# last-resort handler prints them on stderr. Each host's typed error already says
+# what happened. A handler that drops them ends that fallback and nothing else:
+# records still propagate to whatever handlers the user configures.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 #: AES-GCM, where this paramiko has it (3.3 and later).
 GCM_CIPHERS = tuple(c for c in ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")

@@ -5,6 +5,8 @@ host only, with exit code 255 and the reason in ``errors[host]`` and ``stderr[ho
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterator, Tuple
 
@@ -176,3 +178,43 @@ def test_an_encrypted_key_logs_in_with_pkey_passphrase(cluster: Cluster, tmp_pat
         Exec("hostname", info.mod(pkey_passphrase="not it"))
     assert error.value.field == "pkey_passphrase"
 
+
+# --------------------------------------------------------------------------- paramiko's own logs
+
+SILENT_HOSTS = """
+import socket, sys
+from pathlib import Path
+from fabexec import Exec, PsshExecInfo
+{configure}
+listener = socket.socket()
+listener.bind(({ip!r}, 0))
+listener.listen(64)
+port = listener.getsockname()[1]
+config = Path(sys.argv[1])
+config.write_text("".join(f"Host silent{{k}}\\n    HostName {ip}\\n    Port {{port}}\\n"
+                          for k in range(8)))
+node = Exec("true", PsshExecInfo(hosts=[f"silent{{k}}" for k in range(8)], ssh_config=config,
+                                 known_hosts=Path(sys.argv[2]), connect_timeout=1,
+                                 hide_output=True))
+print(sorted({{type(error).__name__ for error in node.errors.values()}}), len(node.errors))
+"""
+
+
+def run_silent_hosts(tmp_path: Path, configure: str = "") -> subprocess.CompletedProcess:
+    """A child interpreter runs on 8 hosts that accept TCP and never speak SSH."""
+    script = SILENT_HOSTS.format(configure=configure, ip=SPARE_IP)
+    return subprocess.run([sys.executable, "-c", script, str(tmp_path / "ssh_config"),
+                           str(tmp_path / "known_hosts")], capture_output=True, text=True,
+                          timeout=60, check=False, cwd=Path(__file__).parent.parent)
+
+
+def test_paramikos_tracebacks_stay_off_stderr(tmp_path: Path) -> None:
+    child = run_silent_hosts(tmp_path)
+    assert child.stdout == "['UnreachableError'] 8\n", child.stderr
+    assert child.stderr == ""
+
+
+def test_paramikos_logs_reach_a_user_who_configured_logging(tmp_path: Path) -> None:
+    child = run_silent_hosts(tmp_path, "import logging; logging.basicConfig(level=logging.DEBUG)")
+    assert child.stdout == "['UnreachableError'] 8\n", child.stderr
+    assert "paramiko.transport" in child.stderr
