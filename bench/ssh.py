@@ -7,7 +7,9 @@ figures of every tool measured in this run and the ratios against them:
 
 1. fan-out: ``hostname`` on 8, 32 and 64 hosts, every tool connecting anew;
 2. reuse: ten ``true`` in a row on 32 hosts, over cached or new connections;
-3. throughput: 64 MiB from one host into a file.
+3. throughput: 64 MiB from one host into a file;
+4. a command on a cached connection: ``true`` on one host over a connection already
+   open, against OpenSSH's ControlMaster (a master already running).
 
 Tools are interleaved (their order rotated each round) and each figure is the median
 of the rounds, so that a noisy machine shifts them all alike. Client CPU is user +
@@ -57,9 +59,12 @@ REUSE_ROUNDS = 3
 REUSE_MIN_ROUNDS = 2  # a round takes 15 s or more: ten new connections to 32 hosts
 THROUGHPUT_BYTES = 64 * 1024 * 1024
 THROUGHPUT_ROUNDS = 5
+CACHED_COMMANDS = 20  # in a row per round; the figure is per command
+CACHED_ROUNDS = 7
+CACHED_MIN_ROUNDS = 5
 #: Seconds each section may spend on rounds past the minimum: no round starts that
 #: the previous one says would end later.
-FANOUT_BUDGET, REUSE_BUDGET, THROUGHPUT_BUDGET = 75.0, 45.0, 15.0
+FANOUT_BUDGET, REUSE_BUDGET, THROUGHPUT_BUDGET, CACHED_BUDGET = 75.0, 45.0, 15.0, 10.0
 #: Seconds one command of any tool may take before the benchmark gives up.
 COMMAND_TIMEOUT = 60.0
 CONNECT_TIMEOUT = 10
@@ -71,6 +76,7 @@ CPU_PER_HOST_MAX_MS = 2.5
 REUSE_SPEEDUP_MIN = 3.0  # new connections each time / cached connections
 REUSE_VS_FABRIC_MAX = 1.0  # fabexec cached / one Fabric group reused
 THROUGHPUT_MAX = 1.5  # fabexec pipe_stdout / OpenSSH ``ssh host cmd > file``
+CACHED_MAX = 1.5  # fabexec on a cached connection / OpenSSH ControlMaster, per command
 
 FABEXEC = "fabexec"
 FABRIC = "Fabric ThreadingGroup"
@@ -469,6 +475,41 @@ def run_throughput(cluster: sandbox.SandboxCluster, folder: Path) -> Dict[str, M
     return interleave(cases, THROUGHPUT_ROUNDS, THROUGHPUT_BUDGET)
 
 
+CACHED_FABEXEC = "fabexec, cached connection"
+CACHED_OPENSSH = "OpenSSH, ControlMaster running"
+
+
+def run_cached(cluster: sandbox.SandboxCluster, folder: Path) -> Dict[str, Medians]:
+    """``true`` on one host, both tools warm: the connection (fabexec) or the master
+    (OpenSSH ``ControlMaster=auto``, ``ControlPersist``) opened before, untimed."""
+    host = cluster.hosts[0]
+    info = SshExecInfo(hosts=host, ssh_config=str(cluster.ssh_config), hide_output=True,
+                       connect_timeout=CONNECT_TIMEOUT, timeout=COMMAND_TIMEOUT)
+    ssh = ["ssh", "-F", str(cluster.ssh_config), "-o", "BatchMode=yes",
+           "-o", f"ControlPath={folder}/master-%C"]
+    master = [*ssh, "-o", "ControlMaster=auto", "-o", "ControlPersist=60", host]
+
+    def openssh_true() -> Dict[str, int]:
+        return {host: subprocess.run([*master, "true"], stdin=subprocess.DEVNULL,
+                                     timeout=COMMAND_TIMEOUT).returncode}
+
+    def warm_fabexec() -> None:
+        connections.close_all()
+        check_exec([host])(Exec("true", info))
+
+    def stop_master() -> None:
+        subprocess.run([*ssh, "-O", "exit", host], capture_output=True, timeout=COMMAND_TIMEOUT)
+
+    cases = [
+        Case(CACHED_FABEXEC, lambda: Exec("true", info), check_exec([host]),
+             setup=warm_fabexec, teardown=connections.close_all, repeat=CACHED_COMMANDS),
+        Case(CACHED_OPENSSH, openssh_true, check_codes(OPENSSH),
+             setup=lambda: check_codes(OPENSSH)(openssh_true()), teardown=stop_master,
+             repeat=CACHED_COMMANDS),
+    ]
+    return interleave(cases, CACHED_ROUNDS, CACHED_BUDGET, CACHED_MIN_ROUNDS)
+
+
 # --- printing ---------------------------------------------------------------------
 
 
@@ -511,8 +552,17 @@ def print_sections(title: str, results: Dict[str, Medians], note: str = "") -> N
           left=1)
 
 
+def print_cached(results: Dict[str, Medians]) -> None:
+    print(f"\n4. A command on a cached connection: `true` on one host, {CACHED_COMMANDS} in a "
+          "row, connection or master opened before (untimed)")
+    table(["tool", "wall ms/command", "client CPU ms/command", "rounds"],
+          [[tool, f"{1000 * m.wall / CACHED_COMMANDS:.2f}",
+            f"{1000 * m.cpu / CACHED_COMMANDS:.2f}", str(m.rounds)]
+           for tool, m in results.items()], left=1)
+
+
 def verdicts(fanout: Dict[int, Dict[str, Medians]], reuse: Dict[str, Medians],
-             throughput: Dict[str, Medians]) -> Verdicts:
+             throughput: Dict[str, Medians], cached: Dict[str, Medians]) -> Verdicts:
     v = Verdicts()
     n = max(FANOUT_SIZES)
     ours, fab = fanout[n][FABEXEC], fanout[n][FABRIC]
@@ -540,6 +590,10 @@ def verdicts(fanout: Dict[int, Dict[str, Medians]], reuse: Dict[str, Medians],
     v.add(f"throughput {THROUGHPUT_BYTES >> 20} MiB: fabexec pipe_stdout wall",
           f"OpenSSH > file ({ref.wall:.2f} s)", ours.wall / ref.wall,
           f"<= {THROUGHPUT_MAX:.2f}x", ours.wall <= THROUGHPUT_MAX * ref.wall)
+    ours, ref = cached[CACHED_FABEXEC], cached[CACHED_OPENSSH]
+    v.add("cached connection: fabexec `true` wall", f"OpenSSH ControlMaster "
+          f"({1000 * ref.wall / CACHED_COMMANDS:.1f} ms)", ours.wall / ref.wall,
+          f"<= {CACHED_MAX:.2f}x", ours.wall <= CACHED_MAX * ref.wall)
     return v
 
 
@@ -565,9 +619,11 @@ def main() -> int:
         throughput = run_throughput(cluster, folder)
         print_sections(f"3. Remote throughput: {THROUGHPUT_BYTES >> 20} MiB from one host "
                        "(`head -c 64M /dev/zero`) into a file, connecting included", throughput)
+        cached = run_cached(cluster, folder)
+        print_cached(cached)
         print("\nTargets (ratio = fabexec / peer unless said otherwise; measured in this run)")
         table(["check", "against", "measured", "target", "verdict"], verdicts(
-            fanout, reuse, throughput).rows)
+            fanout, reuse, throughput, cached).rows)
         print(f"\nload average {os.getloadavg()[0]:.1f} at the end; "
               f"total {time.monotonic() - started:.0f} s")
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import numbers
 import os
 from dataclasses import dataclass, field
@@ -84,6 +85,8 @@ class ExecInfo:
     ssh_config: Optional[PathLike] = None
     known_hosts: Optional[PathLike] = None
     sudo_password: Optional[str] = field(default=None, repr=False)
+    #: Decrypts ``pkey`` when it is encrypted; never shown, like ``sudo_password``.
+    pkey_passphrase: Optional[str] = field(default=None, repr=False)
     keepalive_interval: Optional[float] = None
     keepalive_count: Optional[int] = None
     reuse_connections: bool = True
@@ -191,12 +194,13 @@ def _validate(info: ExecInfo) -> None:
     for name in ("collect_output", "hide_output"):
         if getattr(info, name) is not None and not isinstance(getattr(info, name), bool):
             raise ExecInfoError(name, f"must be True, False or None, not {getattr(info, name)!r}")
-    for name in ("user", "sudo_password", "mpiexec"):
+    for name in ("user", "sudo_password", "pkey_passphrase", "mpiexec"):
         value = getattr(info, name)
         if value is not None and (not isinstance(value, str) or not value):
             raise ExecInfoError(name, f"must be a non-empty string, not {value!r}")
     for name in ("pkey", "cwd", "pipe_stdout", "pipe_stderr", "ssh_config", "known_hosts"):
         _check_path(info, name)
+    _check_passphrase(info)
     _check_env(info)
     _check_stdin(info)
     if info.stdin is not None and info.sudo_password is not None:
@@ -226,6 +230,10 @@ def _check_number(info: ExecInfo, name: str, allow_zero: bool) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ExecInfoError(name, f"must be a number, not {value!r}")
+    if not math.isfinite(value):  # NaN compares false with every bound, inf never ends
+        instead = {"timeout": "; None means no timeout",
+                   "keepalive_interval": "; 0 turns keepalives off"}.get(name, "")
+        raise ExecInfoError(name, f"must be a finite number, not {value}{instead}")
     if value < 0 or (value == 0 and not allow_zero):
         raise ExecInfoError(name, f"must be {'>= 0' if allow_zero else '> 0'}, not {value}")
 
@@ -238,6 +246,16 @@ def _check_path(info: ExecInfo, name: str) -> None:
         raise ExecInfoError(name, "must not be an empty path")
     if value is not None and "\0" in os.fspath(value):
         raise ExecInfoError(name, "holds a NUL byte, which no path can carry")
+
+
+def _check_passphrase(info: ExecInfo) -> None:
+    if info.pkey_passphrase is None:
+        return
+    if info.pkey is None:
+        raise ExecInfoError("pkey_passphrase", "decrypts pkey, which is not given")
+    if info.exec_type.is_mpi:
+        raise ExecInfoError("pkey_passphrase", "mpiexec starts ranks with OpenSSH, which "
+                            "cannot be given a passphrase: load the key into ssh-agent")
 
 
 def _check_env(info: ExecInfo) -> None:

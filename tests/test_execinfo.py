@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,10 @@ BAD_VALUES = [
     ("ssh_config", 5), ("known_hosts", 5),
     ("sudo_password", ""), ("sudo_password", 5),
     ("keepalive_interval", -1), ("keepalive_count", 0),
+    # NaN passes every comparison and inf never ends: both refused up front
+    *[(name, value) for name in ("connect_timeout", "timeout", "keepalive_interval", "sleep_ms")
+      for value in (math.nan, math.inf, -math.inf)],
+    ("pkey_passphrase", ""), ("pkey_passphrase", b"secret"),
     ("mpiexec", ""), ("mpi_args", "-n 4"), ("mpi_args", ["-n", 4]),
     ("watchers", "responder"),
 ]
@@ -221,6 +226,23 @@ def test_stdin_and_sudo_password_together_are_refused() -> None:
 
 def test_the_sudo_password_never_shows_in_the_repr() -> None:
     assert "secret" not in repr(ExecInfo(sudo_password="secret"))
+
+
+def test_the_key_passphrase_never_shows_in_the_repr() -> None:
+    assert "secret" not in repr(ExecInfo(pkey="id", pkey_passphrase="secret"))
+
+
+def test_a_key_passphrase_without_a_key_is_refused() -> None:
+    with pytest.raises(ExecInfoError) as caught:
+        ExecInfo(pkey_passphrase="secret")
+    assert caught.value.field == "pkey_passphrase" and "pkey" in str(caught.value)
+
+
+def test_a_key_passphrase_for_mpi_is_refused() -> None:
+    """mpiexec starts its ranks with OpenSSH, which cannot be handed a passphrase."""
+    with pytest.raises(ExecInfoError) as caught:
+        MpiExecInfo(nprocs=2, pkey="id", pkey_passphrase="secret")
+    assert caught.value.field == "pkey_passphrase" and "ssh-agent" in str(caught.value)
 
 
 @pytest.mark.parametrize("value", ["text", b"bytes", io.BytesIO(b"file"), None])

@@ -5,15 +5,24 @@ host only, with exit code 255 and the reason in ``errors[host]`` and ``stderr[ho
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Tuple
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 from fabexec import Exec, SshExecInfo
-from fabexec.errors import AuthenticationError, UnreachableError
+from fabexec.errors import AuthenticationError, ExecInfoError, UnreachableError
 from fabexec.sandbox import Cluster
 from tests.clusters import SPARE_IP, expected_hostname, pssh_info, ssh_config_with
 
@@ -75,3 +84,137 @@ def test_refused_key_is_an_authentication_error(any_cluster: Cluster, tmp_path: 
     assert isinstance(node.errors["bare"], AuthenticationError)
     assert str(node.errors["bare"]) in node.stderr["bare"]
     assert node.stdout == {"bare": ""}
+
+
+# --------------------------------------------------------------------------- bad local inputs
+# A key or known_hosts that cannot be used is the caller's mistake: one typed error naming the
+# keyword, raised before any host is dialled, not a per-host failure after every host was tried.
+
+@pytest.fixture
+def probe(cluster: Cluster, tmp_path: Path) -> Iterator[Tuple[Path, socket.socket]]:
+    """An ssh_config whose alias ``probe`` leads to a socket that counts who dialled it."""
+    with socket.socket() as listener:
+        listener.bind((SPARE_IP, 0))
+        listener.listen(16)
+        listener.setblocking(False)
+        yield (ssh_config_with(cluster, tmp_path / "ssh_config",
+                               {"probe": listener.getsockname()}), listener)
+
+
+def dialled(listener: socket.socket) -> bool:
+    try:
+        listener.accept()[0].close()
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _public_key(tmp_path: Path) -> Path:
+    path = tmp_path / "id.pub"
+    path.write_bytes(Ed25519PrivateKey.generate().public_key().public_bytes(
+        Encoding.OpenSSH, PublicFormat.OpenSSH))
+    return path
+
+
+def _garbage(tmp_path: Path) -> Path:
+    path = tmp_path / "garbage"
+    path.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nnot a key\n")
+    return path
+
+
+def _encrypted(tmp_path: Path) -> Path:
+    path = tmp_path / "id_encrypted"
+    path.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        Encoding.PEM, PrivateFormat.OpenSSH, BestAvailableEncryption(b"secret")))
+    return path
+
+
+@pytest.mark.parametrize("make", [lambda d: d / "missing", lambda d: d, _public_key, _garbage,
+                                  _encrypted],
+                         ids=["missing", "directory", "public", "garbage", "no-passphrase"])
+def test_a_key_that_cannot_be_used_fails_before_any_host_is_dialled(
+        cluster: Cluster, probe: Tuple[Path, socket.socket], tmp_path: Path, make: Any) -> None:
+    config, listener = probe
+    key = make(tmp_path)
+    with pytest.raises(ExecInfoError) as error:
+        Exec("hostname", pssh_info(cluster, hosts=["probe", cluster.hosts[0]], ssh_config=config,
+                                   pkey=key, connect_timeout=1))
+    assert error.value.field == "pkey" and str(key) in str(error.value)
+    assert not dialled(listener)
+
+
+@pytest.mark.timeout(30)  # before: /dev/full was read until memory ran out
+@pytest.mark.parametrize("known_hosts", ["directory", "/dev/full"])
+def test_a_known_hosts_that_is_no_file_fails_before_any_host_is_dialled(
+        cluster: Cluster, probe: Tuple[Path, socket.socket], tmp_path: Path,
+        known_hosts: str) -> None:
+    config, listener = probe
+    path = tmp_path if known_hosts == "directory" else Path(known_hosts)
+    with pytest.raises(ExecInfoError) as error:
+        Exec("hostname", pssh_info(cluster, hosts=["probe", cluster.hosts[0]], ssh_config=config,
+                                   known_hosts=path, connect_timeout=1))
+    assert error.value.field == "known_hosts" and str(path) in str(error.value)
+    assert not dialled(listener)
+
+
+def test_an_encrypted_key_logs_in_with_pkey_passphrase(cluster: Cluster, tmp_path: Path) -> None:
+    """The cluster's own key, encrypted; the alias says only where the node is."""
+    key = serialization.load_ssh_private_key(cluster.key.read_bytes(), None)
+    encrypted = tmp_path / "id_encrypted"
+    encrypted.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.OpenSSH,
+                                            BestAvailableEncryption(b"s3cret phrase")))
+    encrypted.chmod(0o600)
+    ip, port = cluster.addresses[cluster.hosts[0]]
+    bare = tmp_path / "ssh_config"
+    bare.write_text(f"Host bare\n    HostName {ip}\n")
+    info = SshExecInfo(hosts="bare", ssh_config=bare, user=cluster.user, port=port,
+                       pkey=encrypted, pkey_passphrase="s3cret phrase",
+                       known_hosts=cluster.known_hosts, collect_output=True, hide_output=True)
+    assert "s3cret" not in repr(info)
+    node = Exec("hostname", info)
+    assert (node.errors, node.stdout) == ({}, {"bare": expected_hostname(cluster,
+                                                                          cluster.hosts[0]) + "\n"})
+    with pytest.raises(ExecInfoError) as error:
+        Exec("hostname", info.mod(pkey_passphrase="not it"))
+    assert error.value.field == "pkey_passphrase"
+
+
+# --------------------------------------------------------------------------- paramiko's own logs
+
+SILENT_HOSTS = """
+import socket, sys
+from pathlib import Path
+from fabexec import Exec, PsshExecInfo
+{configure}
+listener = socket.socket()
+listener.bind(({ip!r}, 0))
+listener.listen(64)
+port = listener.getsockname()[1]
+config = Path(sys.argv[1])
+config.write_text("".join(f"Host silent{{k}}\\n    HostName {ip}\\n    Port {{port}}\\n"
+                          for k in range(8)))
+node = Exec("true", PsshExecInfo(hosts=[f"silent{{k}}" for k in range(8)], ssh_config=config,
+                                 known_hosts=Path(sys.argv[2]), connect_timeout=1,
+                                 hide_output=True))
+print(sorted({{type(error).__name__ for error in node.errors.values()}}), len(node.errors))
+"""
+
+
+def run_silent_hosts(tmp_path: Path, configure: str = "") -> subprocess.CompletedProcess:
+    """A child interpreter runs on 8 hosts that accept TCP and never speak SSH."""
+    script = SILENT_HOSTS.format(configure=configure, ip=SPARE_IP)
+    return subprocess.run([sys.executable, "-c", script, str(tmp_path / "ssh_config"),
+                           str(tmp_path / "known_hosts")], capture_output=True, text=True,
+                          timeout=60, check=False, cwd=Path(__file__).parent.parent)
+
+
+def test_paramikos_tracebacks_stay_off_stderr(tmp_path: Path) -> None:
+    child = run_silent_hosts(tmp_path)
+    assert child.stdout == "['UnreachableError'] 8\n", child.stderr
+    assert child.stderr == ""
+
+
+def test_paramikos_logs_reach_a_user_who_configured_logging(tmp_path: Path) -> None:
+    child = run_silent_hosts(tmp_path, "import logging; logging.basicConfig(level=logging.DEBUG)")
+    assert child.stdout == "['UnreachableError'] 8\n", child.stderr
+    assert "paramiko.transport" in child.stderr
