@@ -9,7 +9,6 @@ go through an index of plain host names, so they do not grow with the file.
 
 from __future__ import annotations
 
-import copy
 import os
 import threading
 from typing import Any, Dict, List, Optional, Tuple
@@ -17,6 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from paramiko import HostKeys, MissingHostKeyPolicy, PKey, SSHClient
 
 from .errors import HostKeyError
+from .seams import NarrowedHostKeys, use_host_keys
 
 _lock = threading.Lock()
 _parsed: Dict[str, Tuple[Tuple[int, int], HostKeys]] = {}
@@ -31,7 +31,7 @@ def file_stamp(path: str) -> Tuple[int, int]:
     return (st.st_mtime_ns, st.st_size)
 
 
-class IndexedHostKeys(HostKeys):
+class IndexedHostKeys(NarrowedHostKeys):
     """paramiko's `HostKeys`, finding a host without comparing it with every line.
 
     paramiko's ``lookup`` walks all entries (0.6 ms a host with 256 of them).
@@ -45,24 +45,17 @@ class IndexedHostKeys(HostKeys):
         self._index_lock = threading.Lock()  # every connection of a fan-out looks up at once
         super().__init__(filename)
 
-    def lookup(self, hostname: str) -> Any:
-        # paramiko's ``lookup`` walks ``self._entries``: let it walk a copy
-        # holding this host's candidates, then bind the answer back to us.
+    def candidates(self, hostname: str) -> List[Any]:
         with self._index_lock:
             by_name, hashed = self._names()
-            candidates = [self._entries[i] for i in sorted(by_name.get(hostname, []) + hashed)]
-        narrowed = copy.copy(self)
-        narrowed._entries = candidates
-        found = super(IndexedHostKeys, narrowed).lookup(hostname)
-        if found is not None:
-            found._hostkeys = self  # where a key set through the answer is added
-        return found
+            entries = self.entries()
+            return [entries[i] for i in sorted(by_name.get(hostname, []) + hashed)]
 
     def _names(self) -> Tuple[Dict[str, List[int]], List[int]]:
         """The index, brought up to date: entries are appended (paramiko's ``load``
         looks up every line before appending it), or else it is built anew."""
-        if self._index is None or self._index[0] is not self._entries:
-            self._index = (self._entries, 0, {}, [])
+        if self._index is None or self._index[0] is not self.entries():
+            self._index = (self.entries(), 0, {}, [])
         entries, indexed, by_name, hashed = self._index
         for i in range(indexed, len(entries)):
             names = entries[i].hostnames
@@ -107,8 +100,7 @@ class KnownHostsClient(SSHClient):
 
     def __init__(self, known_hosts: str) -> None:
         super().__init__()
-        # SSHClient has no setter for the keys it checks against.
-        self._host_keys = shared_host_keys(known_hosts)
+        use_host_keys(self, shared_host_keys(known_hosts))
         self.known_hosts = known_hosts
 
 

@@ -46,6 +46,7 @@ from .hostfile import Hostfile
 from .info import ExecInfo, ExecType, LocalExecInfo
 from .local import LOCALHOST
 from .pssh import FanOut
+from .seams import quiet_prefetch
 
 PathArg = Union[str, "os.PathLike[str]"]
 Sources = Union[PathArg, Sequence[PathArg]]
@@ -174,15 +175,7 @@ class SftpFiles:
         remote = self.sftp.open(path, "rb")
         if size <= remote.MAX_REQUEST_SIZE:
             return remote  # type: ignore[return-value]
-        send_requests = remote._prefetch_thread
-
-        def quietly(*args: Any) -> None:
-            try:
-                send_requests(*args)
-            except (OSError, EOFError, SSHException):
-                pass
-
-        remote._prefetch_thread = quietly  # type: ignore[method-assign]
+        quiet_prefetch(remote)
         remote.prefetch(size, PREFETCH)
         return remote  # type: ignore[return-value]
 
