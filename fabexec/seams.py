@@ -5,11 +5,11 @@ about their internal modules, so a release may rename any of them. They are
 all here, behind small named helpers, so that the behaviour modules read as
 plain uses of the libraries. ``tests/test_seams.py`` checks each one (it
 exists, with the signature we call it with, and the library still calls it
-where we rely on that) on the versions ``inv test`` installs: the newest and
+where we rely on that) on the installed versions and, in ``inv test``, on
 the oldest that ``setup.cfg`` allows. An upgrade that breaks a seam fails that
-test instead of quietly losing what the seam buys. A seam below says where
-it lives when it cannot leave its module; the test fails on a private name
-used anywhere else.
+test instead of quietly losing what the seam buys. Two overrides cannot leave
+their modules and are listed with them; the test fails on any other private
+name used outside this module.
 
 Each seam: the private name, the versions it is known on (checked by the
 test), why it exists, and what it buys (figures from README's "Measured",
