@@ -1,9 +1,13 @@
 """Project tasks: ``inv test``, ``inv lint``, ``inv bench``, ``inv cluster.*``, ``inv deploy``."""
 
+import configparser
 import os
+import re
+import shlex
 import shutil
 import sys
 from pathlib import Path
+from typing import List
 
 from invoke import Collection, Exit, task
 
@@ -39,12 +43,70 @@ def lint(c):
           pty=False)
 
 
-@task(pre=[setup, lint],
-      help={"k": "only tests matching this expression", "x": "stop at the first failure"})
-def test(c, k="", x=False):
-    """The whole suite, on real sshd daemons and a real MPICH."""
+#: A virtualenv holding the oldest fabric, invoke and paramiko setup.cfg allows.
+OLDEST_VENV = ROOT / ".venv-oldest"
+
+#: What runs on the oldest versions, within about two minutes: the seams
+#: themselves (with a keepalive answered) and the tests of every module that uses
+#: one (fabexec/seams.py); test_transfer's frozen host is the keepalives' end to end.
+OLDEST_TESTS = [
+    "tests/test_seams.py", "tests/test_ssh.py", "tests/test_pssh.py", "tests/test_ssh_faults.py",
+    "tests/test_hostkeys.py", "tests/test_hostkeys_index.py", "tests/test_sshconfig.py",
+    "tests/test_ciphers.py", "tests/test_identities.py", "tests/test_connection_cache.py",
+    "tests/test_config.py", "tests/test_local.py", "tests/test_kill.py", "tests/test_transfer.py",
+]
+
+#: Test extras that tests of OLDEST_TESTS do not need.
+NOT_FOR_OLDEST = {"ruff", "mpich"}
+
+
+def _setup_cfg() -> configparser.ConfigParser:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    return config
+
+
+def oldest_requirements() -> List[str]:
+    """``name==X`` for each ``name>=X`` of install_requires, then the test extras."""
+    config = _setup_cfg()
+    floors = [f"{name}=={version}" for name, version in re.findall(
+        r"^([\w.-]+)>=([\w.]+)", config["options"]["install_requires"], re.M)]
+    extras = [r for r in config["options.extras_require"]["test"].split()
+              if re.split(r"[<>=!]", r)[0] not in NOT_FOR_OLDEST]
+    return floors + extras
+
+
+@task(help={"x": "stop at the first failure"})
+def oldest(c, x=False):
+    """The seams' tests on the oldest fabric, invoke and paramiko that setup.cfg allows.
+
+    The virtualenv (.venv-oldest) is made again only when those versions change.
+    """
+    python = OLDEST_VENV / "bin" / "python"
+    wanted = "\n".join(oldest_requirements())
+    stamp = OLDEST_VENV / "requirements.txt"
+    if not (python.exists() and stamp.exists() and stamp.read_text() == wanted):
+        shutil.rmtree(OLDEST_VENV, ignore_errors=True)
+        c.run(f"{sys.executable} -m venv {OLDEST_VENV}")
+        c.run(f"{python} -m pip install -q {' '.join(map(shlex.quote, wanted.split()))}")
+        c.run(f"{python} -m pip install -q --no-deps -e {ROOT}")
+        stamp.write_text(wanted)
+    print(f"oldest versions: {', '.join(r for r in wanted.split() if '==' in r)}", flush=True)
+    args = ["-q", "-ra", "-m", "'not docker'"] + (["-x"] if x else []) + OLDEST_TESTS
+    with c.cd(str(ROOT)):
+        c.run(f"{python} -m pytest {' '.join(args)}", pty=False)
+
+
+@task(pre=[setup, lint], default=True,
+      help={"k": "only tests matching this expression (then the oldest versions do not run)",
+            "x": "stop at the first failure",
+            "oldest-versions": "also run the seams' tests on the oldest versions (default)"})
+def test(c, k="", x=False, oldest_versions=True):
+    """The whole suite, on real sshd daemons and a real MPICH; then the oldest versions."""
     args = ["-q", "-ra"] + (["-k", k] if k else []) + (["-x"] if x else [])
     c.run(f"{sys.executable} -m pytest {' '.join(args)}", pty=False)
+    if oldest_versions and not k:
+        oldest(c, x=x)
 
 
 @task(help={"name": "one benchmark (a file of bench/ without .py); all when empty"})
@@ -60,6 +122,7 @@ def bench(c, name=""):
         raise Exit(f"benchmarks that could not finish: {', '.join(failed)}", code=1)
 
 
-ns = Collection(setup, lint, test, bench)
+ns = Collection(setup, lint, bench)
+ns.add_collection(Collection("test", test, oldest))
 ns.add_collection(cluster)
 ns.add_task(deploy)

@@ -50,6 +50,7 @@ from paramiko import Transport
 
 from fabexec import Exec, PsshExecInfo, connections, sandbox
 from fabexec.connections import HostTransport
+from fabexec.seams import idle_wakeup, set_idle_wakeup
 
 HUNG_NODES = 4
 FROZEN = "node3"
@@ -386,8 +387,8 @@ def print_cpu(results: CpuResults) -> bool:
 def idle_cpu_ms_per_s(cluster: sandbox.SandboxCluster, wake_up: float) -> float:
     """CPU a second while every host's connection sits idle in the cache, with
     paramiko's transport threads waking every ``wake_up`` seconds."""
-    default = HostTransport._active_check_timeout
-    HostTransport._active_check_timeout = wake_up  # read by each new transport
+    default = idle_wakeup(HostTransport)
+    set_idle_wakeup(HostTransport, wake_up)  # read by each new transport
     try:
         connections.close_connections()
         node = Exec("true", PsshExecInfo(hosts=cluster.hosts, ssh_config=str(cluster.ssh_config),
@@ -401,16 +402,16 @@ def idle_cpu_ms_per_s(cluster: sandbox.SandboxCluster, wake_up: float) -> float:
         return 1000 * (time.process_time() - before) / (time.monotonic() - began)
     finally:
         connections.close_connections()
-        HostTransport._active_check_timeout = default
+        set_idle_wakeup(HostTransport, default)
 
 
 def run_idle(cluster: sandbox.SandboxCluster) -> Dict[str, List[float]]:
     """Both wake-ups, taking turns."""
     samples: Dict[str, List[float]] = {"fabexec": [], "paramiko's default": []}
     for _ in range(IDLE_ROUNDS):
-        samples["fabexec"].append(idle_cpu_ms_per_s(cluster, HostTransport._active_check_timeout))
+        samples["fabexec"].append(idle_cpu_ms_per_s(cluster, idle_wakeup(HostTransport)))
         samples["paramiko's default"].append(
-            idle_cpu_ms_per_s(cluster, Transport._active_check_timeout))
+            idle_cpu_ms_per_s(cluster, idle_wakeup(Transport)))
     return samples
 
 
@@ -419,8 +420,8 @@ def print_idle(samples: Dict[str, List[float]], hosts: int) -> None:
     print(f"\n3. Idle cached connections: {hosts} open, nothing running (CPU of this "
           f"process, ms a second, median of {IDLE_ROUNDS})")
     table(["wake-up", "ms / s"],
-          [[f"fabexec ({HostTransport._active_check_timeout:g} s)", f"{ours:.1f}"],
-           [f"paramiko's default ({Transport._active_check_timeout:g} s)", f"{theirs:.1f}"]])
+          [[f"fabexec ({idle_wakeup(HostTransport):g} s)", f"{ours:.1f}"],
+           [f"paramiko's default ({idle_wakeup(Transport):g} s)", f"{theirs:.1f}"]])
     print(f"  fabexec / paramiko's default = {ours / theirs:.2f} (reported, no target)")
 
 

@@ -19,7 +19,6 @@ from collections import OrderedDict
 from typing import Any, Dict, Optional, Tuple
 
 from fabric import Config, Connection
-from paramiko import Transport
 from paramiko.ssh_exception import (
     AuthenticationException,
     BadHostKeyException,
@@ -40,6 +39,7 @@ from .hostkeys import AcceptNewPolicy, KnownHostsClient, RefusePolicy, shared_ho
 from .identities import preload_first_key, private_key
 from .info import ExecInfo
 from .keepalive import DEFAULT_COUNT, DEFAULT_INTERVAL, TICK, KeepaliveTransport, monitor
+from .seams import QuickMisses, set_idle_wakeup
 from .sshconfig import SshConfigFile
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
@@ -54,9 +54,13 @@ SYSTEM_SSH_CONFIG = "/etc/ssh/ssh_config"
 # records still propagate to whatever handlers the user configures.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
-#: AES-GCM, where this paramiko has it (3.3 and later).
-GCM_CIPHERS = tuple(c for c in ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
-                    if c in Transport._cipher_info)
+#: AES-GCM (paramiko has it since 3.5).
+GCM_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+#: paramiko's thread wakes this often to see whether the transport was closed:
+#: every 0.1 s, 10% of a core for 256 idle connections. `HostTransport.close`
+#: wakes it at once, so once a second is enough.
+IDLE_WAKEUP = 1.0
 
 
 class HostTransport(KeepaliveTransport):
@@ -68,13 +72,10 @@ class HostTransport(KeepaliveTransport):
     CTR with HMAC stays offered for servers without GCM (OpenSSH has it since 6.2).
     """
 
-    _preferred_ciphers = (*GCM_CIPHERS, *(c for c in Transport._preferred_ciphers
-                                          if c not in GCM_CIPHERS))
-
-    #: paramiko's thread wakes this often to see whether the transport was
-    #: closed: every 0.1 s, 10% of a core for 256 idle connections. `close`
-    #: wakes it at once, so once a second is enough.
-    _active_check_timeout = 1.0
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        options = self.get_security_options()
+        options.ciphers = (*GCM_CIPHERS, *(c for c in options.ciphers if c not in GCM_CIPHERS))
 
     def close(self) -> None:
         """Close, and return once the transport's thread has ended.
@@ -91,24 +92,10 @@ class HostTransport(KeepaliveTransport):
                 pass
         super().close()
         if self.ident is not None and self is not threading.current_thread():
-            self.join(self._active_check_timeout)
+            self.join(IDLE_WAKEUP)
 
 
-class QuickMisses:
-    """Misses of invoke's private names, answered at once.
-
-    invoke's `DataProxy` probes its own private attributes with ``hasattr`` and
-    ``getattr(..., default)``; a miss falls through to its ``__getattr__``, which
-    formats an error listing every attribute and key (20 us, some 20 times a
-    connection). These names are never config keys.
-    """
-
-    PRIVATE = frozenset({"_root", "_keypath", "_modify"})
-
-    def __getattr__(self, key: str) -> Any:
-        if key in QuickMisses.PRIVATE:
-            raise AttributeError(key)
-        return super().__getattr__(key)  # type: ignore[misc]
+set_idle_wakeup(HostTransport, IDLE_WAKEUP)
 
 
 class ConnectionConfig(QuickMisses, Config):

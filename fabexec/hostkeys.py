@@ -41,11 +41,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from paramiko import MissingHostKeyPolicy, PKey, SSHClient, Transport
-from paramiko.client import SSH_PORT
 
 from .errors import ExecInfoError, HostKeyError
 
 log = logging.getLogger(__name__)
+
+#: SSH's port: known_hosts names a host on any other as ``[host]:port``.
+SSH_PORT = 22
 
 _lock = threading.Lock()
 _parsed: Dict[str, Tuple[Tuple[int, int], KnownHosts]] = {}

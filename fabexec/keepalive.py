@@ -15,8 +15,7 @@ import time
 import weakref
 from typing import Callable, Optional, Set
 
-from paramiko import Message, Transport
-from paramiko.common import cMSG_GLOBAL_REQUEST
+from .seams import GlobalReplies, send_global_request
 
 #: Seconds between keepalives when neither ExecInfo nor ssh_config says.
 #: A loaded node may stall sshd for seconds (swap, I/O storms); 15 s x 3
@@ -28,12 +27,12 @@ DEFAULT_COUNT = 3
 TICK = 0.1
 
 
-class KeepaliveTransport(Transport):
+class KeepaliveTransport(GlobalReplies):
     """paramiko's `Transport`, counting keepalive requests left unanswered.
 
     paramiko offers no keepalive that wants a reply without blocking the
     caller (``global_request(wait=True)`` waits with no timeout), so `probe`
-    sends the request itself and the reply handlers reset the count.
+    sends the request itself and any reply resets the count.
     """
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
@@ -48,25 +47,17 @@ class KeepaliveTransport(Transport):
         once the socket buffer is full, and the count must keep going.
         """
         self.unanswered += 1
-        m = Message()
-        m.add_byte(cMSG_GLOBAL_REQUEST)
-        m.add_string("keepalive@openssh.com")
-        m.add_boolean(True)  # want a reply: OpenSSH answers with a failure, which is fine
-        threading.Thread(target=self._send_quietly, args=(m,), daemon=True).start()
+        threading.Thread(target=self._send_quietly, daemon=True).start()
 
-    def _send_quietly(self, m: Message) -> None:
+    def _send_quietly(self) -> None:
         try:
-            self._send_user_message(m)
+            # Want a reply: OpenSSH answers with a failure, which is fine.
+            send_global_request(self, "keepalive@openssh.com", want_reply=True)
         except Exception:  # noqa: BLE001 - a dying transport; the monitor sees it next
             pass
 
-    def _parse_request_success(self, m: Message) -> None:
+    def global_reply(self) -> None:
         self.unanswered = 0
-        super()._parse_request_success(m)
-
-    def _parse_request_failure(self, m: Message) -> None:
-        self.unanswered = 0
-        super()._parse_request_failure(m)
 
 
 class _Watch:

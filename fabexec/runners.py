@@ -51,6 +51,9 @@ class TeeRunner:
     ``handle_stdout``/``handle_stderr`` buffer, decode and re-join everything.
     """
 
+    #: Ends the command at its ``timeout`` (invoke's own timer is not started).
+    timer: Optional[threading.Timer] = None
+
     def setup_io(self, tees: Dict[str, Tee], tag: str, stdin: Optional[StdinReader],
                  watchers: Optional[list], sudo_password: Optional[str],
                  sudo: bool = False) -> None:
@@ -74,7 +77,7 @@ class TeeRunner:
         more than running ``true``, and 256 hosts would hold 512 of them.
         """
         threads: Dict[Callable, Any] = {}
-        if self._asynchronous:
+        if self.opts["asynchronous"]:
             threads[self.read_output] = ExceptionHandlingThread(target=self.read_output)
         return threads, [], []
 
@@ -93,9 +96,13 @@ class TeeRunner:
         # races with a kill that is still waiting for the tree to go.
         self.timer_fired = False
         if timeout is not None:
-            self._timer = threading.Timer(timeout, self._time_out)
-            self._timer.daemon = True
-            self._timer.start()
+            self.timer = threading.Timer(timeout, self._time_out)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
 
     def _time_out(self) -> None:
         self.timer_fired = True
@@ -213,7 +220,7 @@ class LocalRunner(TeeRunner, Local):
     def wait(self) -> None:
         # Blocks (in select, then waitpid; signals still arrive), where invoke
         # polls every 10 ms.
-        if not self._asynchronous:
+        if not self.opts["asynchronous"]:
             self.read_output()
         self.process.wait()
 
@@ -224,6 +231,7 @@ class LocalRunner(TeeRunner, Local):
         kill_local(pgid, self.tag, reap=self.process.poll)
 
     def stop(self) -> None:
+        self.stop_timer()
         super().stop()
         for pipe in (self.process.stdout, self.process.stderr, self.process.stdin):
             if pipe is not None:
@@ -337,7 +345,7 @@ class RemoteRunner(TeeRunner, Remote):
     def wait(self) -> None:
         # Fabric polls exit_status_ready() every 10 ms; the channel's own
         # event is set on an exit status and when the channel closes.
-        if not self._asynchronous:
+        if not self.opts["asynchronous"]:
             self.read_output()
         self.channel.status_event.wait()
 
@@ -397,7 +405,6 @@ class RemoteRunner(TeeRunner, Remote):
         return None
 
     def stop(self) -> None:
-        if self._timer:
-            self._timer.cancel()
+        self.stop_timer()
         if hasattr(self, "channel"):  # start() may have failed before opening it
             self.channel.close()

@@ -9,16 +9,15 @@ one block per node, so a fan-out to N nodes cost N x N pattern matches:
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Dict, List
 
-from paramiko import SSHConfig
+from .seams import NarrowedSSHConfig
 
 #: Characters that make a ``Host`` pattern more than a literal name (``!`` negates).
 PATTERN_CHARS = frozenset("*?[!,")
 
 
-class SshConfigFile(SSHConfig):
+class SshConfigFile(NarrowedSSHConfig):
     """paramiko's `SSHConfig` that tries only the blocks which can match a host.
 
     A ``Host`` block whose patterns are all literal names can only match those
@@ -35,7 +34,7 @@ class SshConfigFile(SSHConfig):
     def parse(self, file_obj: Any) -> None:
         super().parse(file_obj)
         self._by_name, self._always = {}, []
-        for index, block in enumerate(self._config):
+        for index, block in enumerate(self.blocks()):
             names = block.get("host")
             if names and not any(PATTERN_CHARS.intersection(n) for n in names):
                 for name in set(names):
@@ -43,15 +42,6 @@ class SshConfigFile(SSHConfig):
             else:
                 self._always.append(index)
 
-    def _lookup(self, hostname: str, options: Any = None, canonical: bool = False,
-                final: bool = False) -> Any:
-        # paramiko's `_lookup` walks ``self._config``: let it walk a copy holding
-        # only this host's candidate blocks.
-        narrowed = copy.copy(self)
-        indexes = sorted(self._always + self._by_name.get(hostname, []))
-        narrowed._config = [self._config[i] for i in indexes]
-        return super(SshConfigFile, narrowed)._lookup(hostname, options, canonical, final)
-
-    def _does_match(self, match_list: List[Any], *args: Any) -> Any:
-        # paramiko calls ``getpass.getuser()`` here even for a block without ``Match``.
-        return bool(match_list) and super()._does_match(match_list, *args)
+    def candidates(self, hostname: str) -> List[Dict[str, Any]]:
+        blocks = self.blocks()
+        return [blocks[i] for i in sorted(self._always + self._by_name.get(hostname, []))]

@@ -41,6 +41,7 @@ from .errors import HostError, TransferError, TransferFailedError
 from .fanout import LINK_ERRORS, FanOut
 from .info import ExecInfo, ExecType, LocalExecInfo
 from .results import HostResult, HostResults, every_host, run_hosts, split_local
+from .seams import quiet_prefetch
 
 PathArg = Union[str, "os.PathLike[str]"]
 Sources = Union[PathArg, Sequence[PathArg]]
@@ -169,15 +170,7 @@ class SftpFiles:
         remote = self.sftp.open(path, "rb")
         if size <= remote.MAX_REQUEST_SIZE:
             return remote  # type: ignore[return-value]
-        send_requests = remote._prefetch_thread
-
-        def quietly(*args: Any) -> None:
-            try:
-                send_requests(*args)
-            except (OSError, EOFError, SSHException):
-                pass
-
-        remote._prefetch_thread = quietly  # type: ignore[method-assign]
+        quiet_prefetch(remote)
         remote.prefetch(size, PREFETCH)
         return remote  # type: ignore[return-value]
 

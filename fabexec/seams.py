@@ -1,0 +1,197 @@
+"""Every place fabexec relies on a private name of paramiko, invoke or Fabric.
+
+These libraries make no promise about names with a leading underscore or
+about their internal modules, so a release may rename any of them. They are
+all here, behind small named helpers, so that the behaviour modules read as
+plain uses of the libraries. ``tests/test_seams.py`` checks each one (it
+exists, with the signature we call it with, and the library still calls it
+where we rely on that) on the installed versions and, in ``inv test``, on
+the oldest that ``setup.cfg`` allows. An upgrade that breaks a seam fails that
+test instead of quietly losing what the seam buys. One override cannot leave
+its module and is listed with it; the test fails on any other private
+name used outside this module.
+
+Each seam: the private name, the versions it is known on (checked by the
+test), why it exists, and what it buys (figures from README's "Measured",
+bench/ and the closing notes).
+
+``paramiko.Transport._active_check_timeout``
+    Known on paramiko 3.5.0 to 5.1.0. Home: `set_idle_wakeup`.
+    How often paramiko's transport thread wakes to see whether the
+    transport was closed: 0.1 s. fabexec sets 1 s, since ``HostTransport.close``
+    wakes the thread at once. Buys: 256 idle cached connections cost 26 ms
+    of CPU a second, against 116 ms with paramiko's 0.1 s (0.22x,
+    ``inv bench -n faults``, section 3); 64 idle ones 8 ms against 35.
+
+``paramiko.Transport._send_user_message``
+``paramiko.common.cMSG_GLOBAL_REQUEST``
+    Known on paramiko 3.5.0 to 5.1.0. Home: `send_global_request`.
+    A keepalive must want a reply, or a frozen host (its kernel still
+    acknowledging TCP) looks alive forever; paramiko's public
+    ``global_request`` either asks for no reply or waits for it with no
+    timeout, using the event the key exchange also uses.
+
+``paramiko.Transport._parse_request_success``
+``paramiko.Transport._parse_request_failure``
+    Known on paramiko 3.5.0 to 5.1.0. Home: `GlobalReplies`.
+    The handlers paramiko's thread calls for the reply to a global request;
+    the only place a reply can be seen without waiting for it. With the row
+    above, buys: a host frozen mid-command (4 hosts) ends with 255 after
+    8.2-8.3 s with the others' output kept, 0.87-1.08x OpenSSH's
+    ``ServerAliveInterval=2``; Fabric's ``ThreadingGroup`` and parallel-ssh
+    never return (``inv bench -n faults``).
+
+``paramiko.SSHConfig._config``
+``paramiko.SSHConfig._lookup``
+    Known on paramiko 3.5.0 to 5.1.0. Home: `NarrowedSSHConfig`.
+    paramiko matches every ``Host`` block against the host, twice per
+    look-up; with one block per node a fan-out to N nodes costs N x N
+    pattern matches (0.27 ms a host at 64 blocks, over 1 ms at 256). Each
+    pass (first, canonical, final) is made to walk only the blocks that can
+    match the name it is given.
+
+``paramiko.SSHConfig._does_match``
+    Known on paramiko 3.5.0 to 5.1.0. Home: `NarrowedSSHConfig`.
+    paramiko asks the OS for the user name (``getpass.getuser()``) at every
+    block, ``Match`` or not; the ask is skipped for blocks without ``Match``.
+    Without ``$USER`` (getuser then reads the password database), a look-up
+    in 256 blocks took 5.5 ms with paramiko's, 0.4-0.75 ms with this alone.
+
+``paramiko.SFTPFile._prefetch_thread``
+    Known on paramiko 3.5.0 to 5.1.0. Home: `quiet_prefetch`.
+    The thread that sends read-ahead requests dies with a traceback on
+    stderr when the host is lost mid-copy; the copy reports the loss itself
+    (a ``HostError`` result), so the thread is made to end quietly. Buys no
+    figure: a clean stderr on a lost host.
+
+``invoke.config.DataProxy._root``
+``invoke.config.DataProxy._keypath``
+``invoke.config.DataProxy._modify``
+    Known on invoke 2.2.0 to 2.2.1. Home: `QuickMisses`.
+    invoke probes these on every Connection and Config with ``hasattr``; a
+    miss formats an error listing every attribute and key (20 us, some 20
+    times a connection). Buys, with ``HostConnection.__setattr__`` (which
+    repeats DataProxy's own attribute test without ``dir()``; no private
+    name) and its declared attributes: building a connection went from
+    1.25 to 0.23 ms a host.
+
+``invoke.runners.Runner._write_proc_stdin``
+    Known on invoke 2.2.0 to 2.2.1. Home: runners.py, where both runners override it.
+    invoke's documented hook for subclasses ("for subclasses to implement"),
+    which its public ``write_proc_stdin`` calls: where a watcher's answer or
+    the caller's stdin reaches the command. Ours write in chunks and give up
+    once the command closed its stdin (paramiko's ``sendall`` spins forever
+    after our EOF).
+
+Not seams any more, since a public name does the same: the cipher order
+(``Transport.get_security_options().ciphers``, paramiko 3.5 and later all
+have AES-GCM), whether a run is asynchronous (invoke's ``Runner.opts``), and
+the command's timer (a ``TeeRunner`` attribute of our own).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, List
+
+from paramiko import Message, SFTPFile, SSHConfig, SSHException, Transport
+from paramiko.common import cMSG_GLOBAL_REQUEST
+
+# --------------------------------------------------------------------------- paramiko
+
+
+def set_idle_wakeup(transport_class: type, seconds: float) -> None:
+    """Transports of ``transport_class`` made from now on wake every ``seconds``
+    (when idle) to see whether they were closed."""
+    transport_class._active_check_timeout = seconds  # type: ignore[attr-defined]
+
+
+def idle_wakeup(transport_class: type) -> float:
+    """How often idle transports of ``transport_class`` wake (paramiko's own: 0.1 s)."""
+    return transport_class._active_check_timeout  # type: ignore[attr-defined]
+
+
+def send_global_request(transport: Transport, kind: str, want_reply: bool) -> None:
+    """Send a global request and return without waiting for its reply.
+
+    Blocks only while a key exchange is under way, or once the socket's buffer
+    is full (towards a frozen host): call it from a thread that may block.
+    """
+    m = Message()
+    m.add_byte(cMSG_GLOBAL_REQUEST)
+    m.add_string(kind)
+    m.add_boolean(want_reply)
+    transport._send_user_message(m)
+
+
+class GlobalReplies(Transport):
+    """paramiko's `Transport`, calling `global_reply` at each reply to a global request."""
+
+    def global_reply(self) -> None:
+        """A reply (success or failure) came; called in the transport's thread."""
+
+    def _parse_request_success(self, m: Message) -> None:
+        self.global_reply()
+        super()._parse_request_success(m)  # type: ignore[misc]
+
+    def _parse_request_failure(self, m: Message) -> None:
+        self.global_reply()
+        super()._parse_request_failure(m)  # type: ignore[misc]
+
+
+class NarrowedSSHConfig(SSHConfig):
+    """paramiko's `SSHConfig`, whose look-ups try only the blocks `candidates` picks."""
+
+    def blocks(self) -> List[Dict[str, Any]]:
+        """The parsed ``Host`` and ``Match`` blocks, in file order."""
+        return self._config
+
+    def candidates(self, hostname: str) -> List[Dict[str, Any]]:
+        """The blocks that may apply to ``hostname``, in file order (here: all)."""
+        return self._config
+
+    def _lookup(self, hostname: str, options: Any = None, canonical: bool = False,
+                final: bool = False) -> Any:
+        # Each pass of paramiko's ``lookup`` walks ``self._config``: let it walk
+        # a copy holding the blocks that may apply to the name of that pass.
+        narrowed = copy.copy(self)
+        narrowed._config = self.candidates(hostname)
+        return super(NarrowedSSHConfig, narrowed)._lookup(hostname, options, canonical, final)
+
+    def _does_match(self, match_list: List[Any], *args: Any) -> Any:
+        # paramiko calls ``getpass.getuser()`` here even for a block without ``Match``.
+        return bool(match_list) and super()._does_match(match_list, *args)
+
+
+def quiet_prefetch(remote: SFTPFile) -> None:
+    """The read-ahead thread of ``remote`` (started by ``prefetch``) ends quietly
+    when the connection is lost: the copy notices the loss itself."""
+    send_requests = remote._prefetch_thread
+
+    def quietly(*args: Any) -> None:
+        try:
+            send_requests(*args)
+        except (OSError, EOFError, SSHException):
+            pass
+
+    remote._prefetch_thread = quietly  # type: ignore[method-assign]
+
+
+# --------------------------------------------------------------------------- invoke
+
+
+class QuickMisses:
+    """Misses of invoke's private names, answered at once.
+
+    invoke's `DataProxy` probes its own private attributes with ``hasattr`` and
+    ``getattr(..., default)``; a miss falls through to its ``__getattr__``, which
+    formats an error listing every attribute and key (20 us, some 20 times a
+    connection). These names are never config keys.
+    """
+
+    PRIVATE = frozenset({"_root", "_keypath", "_modify"})
+
+    def __getattr__(self, key: str) -> Any:
+        if key in QuickMisses.PRIVATE:
+            raise AttributeError(key)
+        return super().__getattr__(key)  # type: ignore[misc]
