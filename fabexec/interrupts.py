@@ -2,58 +2,73 @@
 
 Python turns SIGINT into `KeyboardInterrupt`, which `Exec.wait` catches to end
 its command on every host before passing it on. SIGTERM's default kills the
-interpreter on the spot, leaving remote commands and open files behind, so
-while any `Exec` runs a handler turns it into ``SystemExit(143)``, which
-unwinds the same way. Async commands nobody waits on are ended at exit when
-the exit comes from such an interrupt.
+interpreter on the spot, leaving remote commands and open files behind, so a
+handler ends every running command first, from whichever thread they were
+started, then raises ``SystemExit(143)`` in the main thread. With nothing of
+ours running it does what the default would: the process dies of SIGTERM.
+Async commands nobody waits on are ended at exit when the exit comes from such
+an interrupt.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import signal
 import sys
 import threading
-from typing import Any, Callable, Optional, Set
+from typing import Any, List, Set
 
-#: Every Exec not yet waited for, held strongly: an async command the caller
-#: dropped is still running, and must still be ended on an interrupt.
+#: Every run not yet waited for (an `exec.Run` or a `Transfer`), held strongly:
+#: an async command the caller dropped is still running, and must still be
+#: ended on an interrupt.
 _running: Set[Any] = set()
 _lock = threading.Lock()
-_previous: Optional[Any] = None
+_installed = False
 _interrupted = False
-_at_exit_registered = False
+
+
+def _install() -> None:
+    """Take SIGTERM, where nobody else took it, from the main thread (Python's rule)."""
+    global _installed
+    if _installed or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    _installed = True
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     global _interrupted
+    with _lock:
+        runs = list(_running)
+    if not runs:  # as if we had never taken it
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     _interrupted = True
+    # The main thread may only be waiting for a worker that waits for a command:
+    # end them here, or the interpreter would wait for that worker at exit.
+    _end(runs, lambda run: run.executor.kill() if hasattr(run, "executor") else run.kill())
     raise SystemExit(128 + signum)
 
 
 def started(run: Any) -> None:
     """``run`` (an object with ``kill()``) is running; catch SIGTERM meanwhile."""
-    global _previous, _at_exit_registered
+    global _at_exit_registered
     with _lock:
         if not _at_exit_registered:
-            # Registered late, so it runs before the connection cache closes.
+            # Registered late, so it runs before the connection pool closes.
             atexit.register(_end_all_at_exit)
             _at_exit_registered = True
         _running.add(run)
-        if _previous is None and threading.current_thread() is threading.main_thread() \
-                and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            _previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    _install()
 
 
 def ended(run: Any) -> None:
-    """``run`` is over; the last one over gives SIGTERM its old handler back."""
-    global _previous
+    """``run`` is over."""
     with _lock:
         _running.discard(run)
-        if not _running and _previous is not None \
-                and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _previous)
-            _previous = None
 
 
 def interrupted() -> None:
@@ -62,12 +77,31 @@ def interrupted() -> None:
     _interrupted = True
 
 
+_at_exit_registered = False
+
+
+def _end(runs: List[Any], kill: Any) -> None:
+    """``kill(run)`` for every run at once; whatever fails, the others go on."""
+    def quietly(run: Any) -> None:
+        try:
+            kill(run)
+        except BaseException:  # noqa: BLE001 - ending anyway; end what we can
+            pass
+    threads = [threading.Thread(target=quietly, args=(run,), daemon=True) for run in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def _end_all_at_exit() -> None:
     if not (_interrupted or getattr(sys, "last_type", None) is KeyboardInterrupt):
         return
-    for run in list(_running):
-        kill: Callable[[], Any] = run.kill
+    for run in list(_running):  # one by one: no new thread may start at shutdown
         try:
-            kill()
+            run.kill()
         except BaseException:  # noqa: BLE001 - exiting anyway; end what we can
             pass
+
+
+_install()

@@ -3,13 +3,15 @@
 ``python -m tests.faults.caller KIND COMMAND OUTPUT SSH_CONFIG HOSTFILE``: KIND is
 ``local``, ``mpi``, ``ssh`` (the hostfile's first host) or ``pssh`` (all of them),
 with ``-async`` appended for an async `Exec` (the program then waits, as a caller that
-went on with other work, holding the `Exec`), and ``-async-dropped`` for one whose
-`Exec` the caller does not keep. Output goes to the file OUTPUT only.
+went on with other work, holding the `Exec`), ``-async-dropped`` for one whose
+`Exec` the caller does not keep, and ``-thread`` for an `Exec` the caller runs in a
+worker thread while its main thread waits for that thread. Output goes to the file OUTPUT only.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Any, Dict
 
@@ -43,6 +45,11 @@ def exec_info(kind: str, output: str, ssh_config: str, hostfile: str) -> ExecInf
 
 def main(kind: str, command: str, output: str, ssh_config: str, hostfile: str) -> None:
     info = exec_info(kind, output, ssh_config, hostfile)
+    if kind.endswith("-thread"):
+        worker = threading.Thread(target=Exec, args=(command, info))
+        worker.start()
+        worker.join()
+        return
     if kind.endswith("-dropped"):
         Exec(command, info)
         time.sleep(ASYNC_WAIT)

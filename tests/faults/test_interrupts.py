@@ -91,6 +91,19 @@ def test_interrupted_single_host_exec_leaves_nothing(
     assert output.read_text() == "started"
 
 
+@pytest.mark.parametrize("kind", ["local-thread", "pssh-thread"])
+def test_sigterm_ends_an_exec_running_in_a_worker_thread(
+        cluster: Cluster, tag: str, tmp_path: Path, kind: str) -> None:
+    """Only the main thread gets signals: fabexec's handler, taken at import, ends the
+    commands the worker waits for, so that the worker and the program can end."""
+    output = tmp_path / "out"
+    sleeps = 1 if kind.startswith("local") else len(cluster.hosts)
+    done = interrupt(kind, f"printf started; sleep {tag}", sleeps, signal.SIGTERM, output,
+                     cluster, tag)
+    assert_interrupted(done, signal.SIGTERM)
+    assert leftovers(tag) == []
+
+
 @pytest.mark.parametrize(("kind", "sig"), cases(["mpi"]))
 def test_interrupted_mpi_job_leaves_no_launcher_or_rank(
         cluster: Cluster, tag: str, tmp_path: Path, kind: str, sig: int) -> None:
@@ -102,3 +115,17 @@ def test_interrupted_mpi_job_leaves_no_launcher_or_rank(
     assert_interrupted(done, sig)
     assert leftovers(tag) == []
     assert output.read_text() == "started\n" * MPI_RANKS
+
+
+def test_sigterm_with_nothing_running_kills_the_program_as_by_default() -> None:
+    program = subprocess.Popen(
+        [sys.executable, "-c", "import fabexec, time; print('ready', flush=True); time.sleep(60)"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert program.stdout is not None and program.stdout.readline() == "ready\n"
+        program.send_signal(signal.SIGTERM)
+        assert program.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        if program.poll() is None:
+            program.kill()
+            program.wait(timeout=30)
