@@ -318,3 +318,18 @@ def _normalize_hosts(info: ExecInfo) -> None:
         else:
             raise ExecInfoError("hosts", f"must be a host name, a non-empty list of names or a "
                                 f"Hostfile, not {hosts!r}")
+        _refuse_slots_as_ports(info)
+
+
+def _refuse_slots_as_ports(info: ExecInfo) -> None:
+    """``hosts='node:2222'`` for SSH: Fabric and ssh URLs read a port, a hostfile reads MPI
+    slots. Neither guess is safe (it ran on port 22), so it is refused; a hostfile's
+    slots, shared with MPI runs, are left to MPI."""
+    if info.exec_type not in (ExecType.SSH, ExecType.PSSH) or isinstance(info.hosts, Hostfile):
+        return
+    slotted = [(h, n) for h, n in info.hostfile.slots.items() if n is not None]
+    if slotted:
+        host, count = slotted[0]
+        raise ExecInfoError("hosts", f"{host}:{count} reads as {count} MPI slots, which an "
+                            f"{info.exec_type.name} run has no use for; for SSH port {count} "
+                            "give port=, or a Host block with Port in ssh_config")

@@ -26,7 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from fabexec import cli, sandbox
+from fabexec import ExecInfoError, cli, sandbox
 from fabexec.sandbox import Cluster, SandboxCluster
 from tests.clusters import SPARE_IP, expected_hostname, only_on, openssh, ssh_config_with
 
@@ -489,6 +489,13 @@ def test_wrong_input_is_one_line_on_stderr_and_runs_nothing(argv: List[str], say
     assert not ran.exists()
 
 
-def test_host_expression_keeps_its_slot_counts() -> None:
+def test_host_expression_keeps_its_slot_counts_for_mpi() -> None:
+    args = cli.build_parser().parse_args(["run", "--mpi", "-n", "6", "-H", "n1:4,n2:2", "--",
+                                          "true"])
+    assert cli._exec_info(args, nprocs=6).targets.slots == {"n1": 4, "n2": 2}
+
+
+def test_a_slot_count_in_an_ssh_host_expression_is_refused() -> None:
     args = cli.build_parser().parse_args(["run", "-H", "n1:4,n2:2", "--", "true"])
-    assert cli._exec_info(args).targets.slots == {"n1": 4, "n2": 2}
+    with pytest.raises(ExecInfoError, match="port="):
+        cli._exec_info(args)

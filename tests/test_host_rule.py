@@ -13,7 +13,9 @@ import socket
 import uuid
 from pathlib import Path
 
-from fabexec import Exec, Put, UnreachableError
+import pytest
+
+from fabexec import Exec, ExecInfoError, Hostfile, PsshExecInfo, Put, SshExecInfo, UnreachableError
 from fabexec.sandbox import Cluster
 from tests.clusters import openssh, pssh_info
 
@@ -86,3 +88,11 @@ def test_another_user_sends_this_machine_through_ssh(cluster: Cluster) -> None:
     node = Exec("echo $PPID", info)
     assert node.exit_codes == {"localhost": 255}
     assert node.stdout["localhost"] == ""
+
+
+def test_a_slot_count_given_as_an_ssh_host_is_refused_not_taken_for_port_22() -> None:
+    with pytest.raises(ExecInfoError, match="port="):
+        PsshExecInfo(hosts="node1:2222")
+    with pytest.raises(ExecInfoError, match="hosts"):
+        SshExecInfo(hosts=["node1", "node2:2222"])
+    assert PsshExecInfo(hosts=Hostfile(all_hosts=["node1:4"])).hostfile.hosts == ["node1"]
