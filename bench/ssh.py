@@ -23,6 +23,7 @@ where a target stands. Two to three minutes; ``python bench/ssh.py`` or
 from __future__ import annotations
 
 import gc
+import io
 import logging
 import os
 import platform
@@ -77,6 +78,10 @@ REUSE_SPEEDUP_MIN = 3.0  # new connections each time / cached connections
 REUSE_VS_FABRIC_MAX = 1.0  # fabexec cached / one Fabric group reused
 THROUGHPUT_MAX = 1.5  # fabexec pipe_stdout / OpenSSH ``ssh host cmd > file``
 CACHED_MAX = 1.5  # fabexec on a cached connection / OpenSSH ControlMaster, per command
+STDIN_BYTES = 50 * 1024 * 1024
+STDIN_ROUNDS = 5
+STDIN_BUDGET = 120.0
+STDIN_MAX = 1.5  # fabexec stdin=bytes (or a file) / OpenSSH ``ssh host cmd < file``, both warm
 
 FABEXEC = "fabexec"
 FABRIC = "Fabric ThreadingGroup"
@@ -494,7 +499,7 @@ def run_cached(cluster: sandbox.SandboxCluster, folder: Path) -> Dict[str, Media
                                      timeout=COMMAND_TIMEOUT).returncode}
 
     def warm_fabexec() -> None:
-        connections.close_all()
+        connections.close_connections()
         check_exec([host])(Exec("true", info))
 
     def stop_master() -> None:
@@ -502,12 +507,65 @@ def run_cached(cluster: sandbox.SandboxCluster, folder: Path) -> Dict[str, Media
 
     cases = [
         Case(CACHED_FABEXEC, lambda: Exec("true", info), check_exec([host]),
-             setup=warm_fabexec, teardown=connections.close_all, repeat=CACHED_COMMANDS),
+             setup=warm_fabexec, teardown=connections.close_connections, repeat=CACHED_COMMANDS),
         Case(CACHED_OPENSSH, openssh_true, check_codes(OPENSSH),
              setup=lambda: check_codes(OPENSSH)(openssh_true()), teardown=stop_master,
              repeat=CACHED_COMMANDS),
     ]
     return interleave(cases, CACHED_ROUNDS, CACHED_BUDGET, CACHED_MIN_ROUNDS)
+
+
+STDIN_OPENSSH = "OpenSSH `ssh host wc -c < file`, ControlMaster"
+
+
+def run_stdin(cluster: sandbox.SandboxCluster, folder: Path) -> Dict[str, Medians]:
+    """``wc -c`` reading 50 MiB of stdin on one host, both tools warm: every kind of
+    stdin fabexec takes (it was quadratic for bytes: 50 MB took 15 s) against OpenSSH."""
+    host = cluster.hosts[0]
+    data = os.urandom(STDIN_BYTES)
+    source = folder / "stdin.bin"
+    source.write_bytes(data)
+    info = SshExecInfo(hosts=host, ssh_config=str(cluster.ssh_config), hide_output=True,
+                       collect_output=True, connect_timeout=CONNECT_TIMEOUT,
+                       timeout=COMMAND_TIMEOUT)
+    ssh = ["ssh", "-F", str(cluster.ssh_config), "-o", "BatchMode=yes",
+           "-o", f"ControlPath={folder}/stdin-master-%C", "-o", "ControlMaster=auto",
+           "-o", "ControlPersist=60", host]
+    expected = f"{STDIN_BYTES}\n"
+
+    def check(node: Exec) -> None:
+        check_exec([host])(node)
+        if node.stdout[host] != expected:
+            raise BenchError(f"wc -c read {node.stdout[host]!r}, expected {expected!r}")
+
+    def openssh_wc() -> str:
+        with open(source, "rb") as stdin:
+            return subprocess.run([*ssh, "wc -c"], stdin=stdin, capture_output=True, text=True,
+                                  timeout=COMMAND_TIMEOUT).stdout
+
+    def check_openssh(out: str) -> None:
+        if out != expected:
+            raise BenchError(f"OpenSSH: wc -c read {out!r}")
+
+    def with_file() -> Exec:
+        with open(source, "rb") as stdin:
+            return Exec("wc -c", info.mod(stdin=stdin))
+
+    def warm() -> None:
+        check_exec([host])(Exec("true", info))
+
+    cases = [
+        Case("fabexec stdin=bytes", lambda: Exec("wc -c", info.mod(stdin=data)), check,
+             setup=warm),
+        Case("fabexec stdin=BytesIO", lambda: Exec("wc -c", info.mod(stdin=io.BytesIO(data))),
+             check),
+        Case("fabexec stdin=open file", with_file, check),
+        Case(STDIN_OPENSSH, openssh_wc, check_openssh,
+             setup=lambda: check_openssh(openssh_wc()),
+             teardown=lambda: subprocess.run([*ssh[:-1], "-O", "exit", host],
+                                             capture_output=True, timeout=COMMAND_TIMEOUT)),
+    ]
+    return interleave(cases, STDIN_ROUNDS, STDIN_BUDGET)
 
 
 # --- printing ---------------------------------------------------------------------
@@ -562,7 +620,8 @@ def print_cached(results: Dict[str, Medians]) -> None:
 
 
 def verdicts(fanout: Dict[int, Dict[str, Medians]], reuse: Dict[str, Medians],
-             throughput: Dict[str, Medians], cached: Dict[str, Medians]) -> Verdicts:
+             throughput: Dict[str, Medians], cached: Dict[str, Medians],
+             stdin: Dict[str, Medians]) -> Verdicts:
     v = Verdicts()
     n = max(FANOUT_SIZES)
     ours, fab = fanout[n][FABEXEC], fanout[n][FABRIC]
@@ -594,6 +653,12 @@ def verdicts(fanout: Dict[int, Dict[str, Medians]], reuse: Dict[str, Medians],
     v.add("cached connection: fabexec `true` wall", f"OpenSSH ControlMaster "
           f"({1000 * ref.wall / CACHED_COMMANDS:.1f} ms)", ours.wall / ref.wall,
           f"<= {CACHED_MAX:.2f}x", ours.wall <= CACHED_MAX * ref.wall)
+    ref = stdin[STDIN_OPENSSH]
+    for tool, m in stdin.items():
+        if tool != STDIN_OPENSSH:
+            v.add(f"stdin {STDIN_BYTES >> 20} MiB: {tool} wall", f"OpenSSH < file "
+                  f"({ref.wall:.2f} s)", m.wall / ref.wall, f"<= {STDIN_MAX:.2f}x",
+                  m.wall <= STDIN_MAX * ref.wall)
     return v
 
 
@@ -621,9 +686,12 @@ def main() -> int:
                        "(`head -c 64M /dev/zero`) into a file, connecting included", throughput)
         cached = run_cached(cluster, folder)
         print_cached(cached)
+        stdin = run_stdin(cluster, folder)
+        print_sections(f"5. stdin: `wc -c` reading {STDIN_BYTES >> 20} MiB on one host, "
+                       "connection or master open (untimed)", stdin)
         print("\nTargets (ratio = fabexec / peer unless said otherwise; measured in this run)")
         table(["check", "against", "measured", "target", "verdict"], verdicts(
-            fanout, reuse, throughput, cached).rows)
+            fanout, reuse, throughput, cached, stdin).rows)
         print(f"\nload average {os.getloadavg()[0]:.1f} at the end; "
               f"total {time.monotonic() - started:.0f} s")
     finally:
