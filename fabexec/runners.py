@@ -5,12 +5,14 @@ after every chunk for its watchers, decodes each chunk on its own and sleeps
 10 ms per turn of its wait loop (see DESIGN.md). We keep its life cycle
 (``run`` -> ``start`` -> IO threads -> ``wait`` -> ``_finish``) and replace only
 the steps that cost: reading goes to a `Tee` in large chunks, waiting blocks
-instead of polling, and ``kill`` ends the whole process tree.
+instead of polling, and ``kill`` ends the whole process tree. A local stream
+that only feeds one regular file is not read at all: the command gets the file
+(see `Wiring` in tee.py).
 """
 
 from __future__ import annotations
 
-import errno
+import fcntl
 import os
 import re
 import selectors
@@ -18,7 +20,7 @@ import shlex
 import subprocess
 import threading
 from types import SimpleNamespace
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from fabric.runners import Remote
 from invoke import Config, Local, Responder
@@ -29,10 +31,21 @@ from .command import SUDO_PROMPT, remote_line, sudo_line
 from .errors import HostError
 from .reaper import kill_local, remote_kill_script
 from .stdin import StdinReader
-from .tee import Tee, WatchWindow
+from .tee import Tee, WatchWindow, Wiring
 
 #: Bytes per read. A pipe holds 64 KiB; asking for more costs nothing.
 CHUNK = 256 * 1024
+
+#: Linux's fcntl to resize a pipe (named in the fcntl module from Python 3.10).
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+#: A pipe's size as the kernel makes it.
+SMALL_PIPE = 64 * 1024
+
+#: A local pipe's size once output pours: a 64 KiB pipe costs the command a
+#: wake-up of ours per 64 KiB; 1 MiB is the kernel's default bound
+#: (/proc/sys/fs/pipe-max-size) and leaves little to gain.
+BIG_PIPE = 1 << 20
 
 #: How long the remote reaper may take before we give up on a host.
 KILL_TIMEOUT = 10.0
@@ -132,8 +145,27 @@ class TeeRunner:
         threading.Thread(target=feed, daemon=True, name="fabexec-stdin").start()
 
 
+def grow_pipe(fd: int) -> int:
+    """Pipe ``fd`` made `BIG_PIPE` large; its size (as it was, if refused)."""
+    try:
+        return fcntl.fcntl(fd, F_SETPIPE_SZ, BIG_PIPE)
+    except OSError:  # over the user's pipe budget, or not Linux
+        return SMALL_PIPE
+
+
 class LocalRunner(TeeRunner, Local):
     """invoke's `Local`, in its own session so that the whole tree can be ended."""
+
+    def stream_target(self, name: str) -> Any:
+        """What the command gets as stream ``name``, as its Tee says it is wired."""
+        tee = self.tees[name]
+        wiring = tee.wiring()
+        if wiring is Wiring.DISCARD:
+            return subprocess.DEVNULL
+        if wiring is Wiring.HANDOVER:
+            self.handed_over.setdefault(tee.file, tee)  # one file for both: one check
+            return tee.file.fileno()
+        return subprocess.PIPE
 
     def start(self, command: str, shell: str, env: Dict[str, Any]) -> None:
         # A file the command may read itself, unless watchers must answer on its stdin.
@@ -147,10 +179,8 @@ class LocalRunner(TeeRunner, Local):
                 stdin = subprocess.PIPE
         else:
             stdin = subprocess.PIPE if self.wants_stdin else subprocess.DEVNULL
-        # A stream nothing wants (hidden, not collected, no file) goes to
-        # /dev/null: no pipe to read and copy through Python.
-        out, err = (subprocess.DEVNULL if self.tees[name].discards else subprocess.PIPE
-                    for name in ("stdout", "stderr"))
+        self.handed_over: Dict[Any, Tee] = {}
+        out, err = self.stream_target("stdout"), self.stream_target("stderr")
         self.process = subprocess.Popen(
             [shell, "-c", command],
             env=env or None,  # None inherits ours without re-encoding it
@@ -164,46 +194,37 @@ class LocalRunner(TeeRunner, Local):
         self.feed_stdin()
 
     def read_output(self) -> None:
-        """Both pipes, until both end, through one selector.
+        """The piped streams, until both end, through one selector.
 
-        A stream whose only destination is its file is spliced pipe-to-file in
-        the kernel (no copy through Python); the rest is read and teed.
+        A pipe found full (a read as large as the kernel's default pipe) is
+        grown to `BIG_PIPE`, once: output that pours then costs a read per MiB
+        instead of per 64 KiB, and a command that prints little keeps a small
+        pipe (an unprivileged user's pipes share a budget, 64 MiB by default).
         """
         pipes = {pipe.fileno(): self.tees[name]
                  for name, pipe in (("stdout", self.process.stdout),
                                     ("stderr", self.process.stderr)) if pipe is not None}
         if not pipes:
             return
-        splice = {fd: tee.splice_target() for fd, tee in pipes.items()}
+        size = dict.fromkeys(pipes, SMALL_PIPE)  # bytes per read: the pipe's size
+        grown: Set[int] = set()
         with selectors.DefaultSelector() as selector:
             for fd in pipes:
                 selector.register(fd, selectors.EVENT_READ)
             while pipes:
                 for key, _ in selector.select():
                     tee = pipes[key.fd]
-                    if splice[key.fd] is not None:
-                        moved = self._splice(key.fd, tee, splice)
-                    else:
-                        data = os.read(key.fd, CHUNK)
-                        moved = len(data)
-                        if data:
-                            tee.write(data)
-                    if not moved:
+                    data = os.read(key.fd, size[key.fd])
+                    if not data:
                         selector.unregister(key.fd)
                         del pipes[key.fd]
-                    elif tee.error is not None and not self.killed:
-                        self.kill()  # its file cannot be written (spliced or teed)
-
-    @staticmethod
-    def _splice(fd: int, tee: Tee, splice: Dict[int, Optional[int]]) -> int:
-        try:
-            return os.splice(fd, splice[fd], CHUNK)  # type: ignore[attr-defined]
-        except OSError as e:
-            splice[fd] = None  # from now on read and tee (which drops a failed file)
-            if e.errno in (errno.EINVAL, errno.ENOSYS):  # this file takes no splice
-                return 1
-            tee.fail(e)
-            return 1
+                        continue
+                    if len(data) == SMALL_PIPE and key.fd not in grown:
+                        grown.add(key.fd)
+                        size[key.fd] = grow_pipe(key.fd)
+                    tee.write(data)
+                    if tee.error is not None and not self.killed:
+                        self.kill()  # its file cannot be written
 
     def _write_proc_stdin(self, data: bytes) -> None:
         if self.process.stdin is not None:
@@ -223,6 +244,9 @@ class LocalRunner(TeeRunner, Local):
         if not self.opts["asynchronous"]:
             self.read_output()
         self.process.wait()
+        if self.process.returncode and not self.killed:
+            for tee in self.handed_over.values():
+                tee.blame_full_disk()  # what the command met writing its file itself
 
     def kill(self) -> None:
         self.killed = True

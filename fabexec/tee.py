@@ -1,16 +1,40 @@
 """The output fan-out: bytes in; terminal, memory, file and watchers out.
 
 A runner hands each chunk it reads to one `Tee` per host and stream. Files get
-the exact bytes; the terminal, memory and watchers get text decoded
-incrementally, so a UTF-8 character cut by a chunk boundary stays whole and an
-invalid byte becomes U+FFFD instead of an exception. Nothing is kept unless
-collected, and no step grows with the output already seen.
+the exact bytes; the terminal and watchers get text decoded incrementally, so a
+UTF-8 character cut by a chunk boundary stays whole and an invalid byte becomes
+U+FFFD instead of an exception. Collected output is kept as bytes and decoded
+once, when asked for: the same text, without a decoder call per chunk. Nothing
+is kept unless collected, and no step grows with the output already seen.
+
+Before a local command starts, its runner asks each Tee once how the stream is
+`Wiring`: discarded (``/dev/null``), handed over (the command gets the output
+file's descriptor as its stdout or stderr, exactly as a shell's ``> file``
+does; stdout and stderr to one file share one open file description, as
+``> file 2>&1``), or piped through the Tee. A file is handed over only when it
+is a regular file, not shared with another host, and nothing else wants the
+bytes. Devices, FIFOs and terminals go through the pipe, so that their write
+errors are met by fabexec as they happen: ``/dev/full`` refuses the first
+write, the command is ended and an `OutputWriteError` names file and host.
+
+A handed-over file's write errors happen in the command, not in fabexec: a
+full disk gives the command ENOSPC, as under ``> file``, and most commands then
+fail; the command is not ended for it. When a command whose file was handed
+over ends with a nonzero status (and was not ended by fabexec), the file's
+filesystem is checked: with no free block left, the file gets the
+`OutputWriteError` it would have had through the pipe. A command that ignores
+its write errors and exits 0, or a quota (EDQUOT) rather than a full disk, is
+not reported; a command that failed for another reason while the disk happened
+to be full is reported as a write error.
 """
 
 from __future__ import annotations
 
 import codecs
+import enum
+import errno
 import os
+import stat
 import threading
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -99,6 +123,8 @@ class OutputFile:
             raise OutputWriteError("localhost", path, e.strerror or str(e)) from None
         self._lock = threading.Lock()
         self._users = 0
+        #: Only a regular file may be handed to a command (see `Wiring`).
+        self.regular = stat.S_ISREG(os.fstat(self._file.fileno()).st_mode)
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -140,6 +166,17 @@ class SharedView:
             self.file.close()
 
 
+class Wiring(enum.Enum):
+    """How a local command's stream reaches what wants it, decided once before it starts."""
+
+    #: Nothing wants it: the command writes to /dev/null.
+    DISCARD = "discard"
+    #: Its only destination is one regular file: the command writes it itself.
+    HANDOVER = "handover"
+    #: Read by the runner and written to the Tee.
+    PIPE = "pipe"
+
+
 class Tee:
     """One stream (stdout or stderr) of one host, fanned out to its sinks."""
 
@@ -155,9 +192,10 @@ class Tee:
     ) -> None:
         self.host = host
         self.file, self.terminal, self.watch = file, terminal, watch
-        self._chunks: Optional[List[str]] = [] if collect else None
+        self._collected: Optional[bytearray] = bytearray() if collect else None
+        self._text: Optional[str] = None
         self.encoding = encoding
-        wants_text = terminal is not None or collect or watch is not None
+        wants_text = terminal is not None or watch is not None
         self._decoder = codecs.getincrementaldecoder(encoding)("replace") if wants_text else None
         self.error: Optional[OutputWriteError] = None
 
@@ -168,14 +206,14 @@ class Tee:
                 self.file.write(data)
             except OSError as e:
                 self.fail(e)
+        if self._collected is not None:
+            self._collected += data
         if self._decoder is not None:
-            self._text(self._decoder.decode(data))
+            self._show(self._decoder.decode(data))
 
-    def _text(self, text: str) -> None:
+    def _show(self, text: str) -> None:
         if not text:
             return
-        if self._chunks is not None:
-            self._chunks.append(text)
         if self.terminal is not None:
             self.terminal.write(text)
         if self.watch is not None:
@@ -187,22 +225,28 @@ class Tee:
         if self._decoder is None:
             self._decoder = codecs.getincrementaldecoder(self.encoding)("replace")
 
-    @property
-    def discards(self) -> bool:
-        """Nothing wants this stream: the command may write it to /dev/null."""
-        return self.file is None and self._decoder is None
+    def wiring(self) -> Wiring:
+        """How a local command's stream should reach this Tee (see the module's docstring)."""
+        if self._decoder is not None or self._collected is not None:
+            return Wiring.PIPE
+        if self.file is None:
+            return Wiring.DISCARD
+        if isinstance(self.file, OutputFile) and self.file.regular:
+            return Wiring.HANDOVER
+        return Wiring.PIPE
 
-    def splice_target(self) -> Optional[int]:
-        """The file descriptor to splice into when the file is the only destination.
+    def blame_full_disk(self) -> None:
+        """After a command failed writing this handed-over file itself: a full disk is ours.
 
-        None when anything needs the bytes in Python (text, watchers, a file
-        shared by several hosts), or where the kernel offers no splice.
+        The command met the error, not us: with no free block left on the
+        file's filesystem, ENOSPC on this file is the likely reason it failed.
         """
-        if not hasattr(os, "splice") or self._decoder is not None:
-            return None
-        if not isinstance(self.file, OutputFile):
-            return None
-        return self.file.fileno()
+        try:
+            full = os.fstatvfs(self.file.fileno()).f_bavail == 0
+        except OSError:
+            return
+        if full:
+            self.fail(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
 
     def fail(self, e: OSError) -> None:
         """The file cannot be written: record it, and write nothing more there."""
@@ -215,7 +259,7 @@ class Tee:
 
     def close(self) -> None:
         if self._decoder is not None:
-            self._text(self._decoder.decode(b"", final=True))
+            self._show(self._decoder.decode(b"", final=True))
         if self.terminal is not None:
             self.terminal.close()
         if self.file is not None:
@@ -227,12 +271,15 @@ class Tee:
 
     @property
     def text(self) -> str:
-        """What was collected ('' when ``collect_output`` is off)."""
-        if self._chunks is None:
-            return ""
-        if len(self._chunks) > 1:
-            self._chunks[:] = ["".join(self._chunks)]
-        return self._chunks[0] if self._chunks else ""
+        """What was collected, decoded once ('' when ``collect_output`` is off).
+
+        Read once the stream ended: decoding the whole output at once gives
+        exactly the text an incremental decoder would, character cuts included.
+        """
+        if self._text is None:
+            collected, self._collected = self._collected, None
+            self._text = collected.decode(self.encoding, "replace") if collected else ""
+        return self._text
 
 
 class WatchWindow:

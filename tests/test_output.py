@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import pytest
 
 from fabexec import Exec, LocalExecInfo, OutputWriteError, PathNotFoundError
-from fabexec.tee import Tee
+from fabexec.tee import Outputs, Tee, Wiring
 from tests.proctree import eventually, sleeping
 
 MIB = 1024 * 1024
@@ -186,6 +187,75 @@ def test_the_terminal_shows_output_while_the_command_runs(
         assert not node.done
     finally:
         node.kill()
+
+
+# ---- a file handed to the command -------------------------------------------
+# The command's own view of its stdout (/proc/$$/fd/1) tells a handed-over file
+# (the file itself) from a pipe read by fabexec ("pipe:[...]").
+
+OWN_STDOUT = "readlink /proc/$$/fd/1 >&2"
+
+
+def test_the_command_sees_its_handed_over_file_as_its_stdout(tmp_path: Path) -> None:
+    out = tmp_path / "out.log"
+    node = run(OWN_STDOUT, pipe_stdout=out, pipe_stderr=tmp_path / "err.log", hide_output=True)
+    assert node.exit_code == 0
+    assert (tmp_path / "err.log").read_text() == f"{out}\n"
+
+
+@pytest.mark.parametrize("wanted", ["collect_output", "printed"])
+def test_a_file_whose_bytes_are_also_wanted_goes_through_fabexec(
+    wanted: str, tmp_path: Path, capfd: pytest.CaptureFixture[str],
+) -> None:
+    out, err = tmp_path / "out.log", tmp_path / "err.log"
+    run(f"echo hello\n{OWN_STDOUT}", pipe_stdout=out, pipe_stderr=err,
+        collect_output=wanted == "collect_output", hide_output=wanted != "printed")
+    assert capfd.readouterr().out == ("hello\n" if wanted == "printed" else "")
+    assert out.read_bytes() == b"hello\n"
+    assert err.read_text().startswith("pipe:")
+
+
+def test_stdout_and_stderr_to_one_file_share_one_open_file_description(
+    tmp_path: Path,
+) -> None:
+    """As ``> log 2>&1``: what stdout wrote moved stderr's offset too (``> log 2> log``
+    would leave it at 0, and stderr would overwrite stdout's bytes)."""
+    log = tmp_path / "both.log"
+    run("echo abc; echo def >&2; awk '/^pos/ {print $2}' /proc/$$/fdinfo/2",
+        pipe_stdout=log, pipe_stderr=log, hide_output=True)
+    assert log.read_bytes() == b"abc\ndef\n8\n"
+
+
+def test_a_failing_command_with_a_handed_over_file_is_no_write_error(tmp_path: Path) -> None:
+    """Only a full disk makes the failure of a command that wrote its file itself ours."""
+    out = tmp_path / "out.log"
+    node = run("echo partial; exit 3", pipe_stdout=out, hide_output=True)
+    assert (node.exit_code, node.errors) == (3, {})
+    assert out.read_bytes() == b"partial\n"
+
+
+@pytest.mark.parametrize("hosts, collect, hide, path, wiring", [
+    (["localhost"], False, True, None, Wiring.DISCARD),
+    (["localhost"], False, True, "out.log", Wiring.HANDOVER),
+    (["localhost"], True, True, "out.log", Wiring.PIPE),
+    (["localhost"], False, False, "out.log", Wiring.PIPE),
+    (["localhost"], True, True, None, Wiring.PIPE),
+    (["localhost"], False, True, "/dev/full", Wiring.PIPE),
+    (["node1", "node2"], False, True, "out.log", Wiring.PIPE),
+    (["node1", "node2"], False, True, "{host}.log", Wiring.HANDOVER),
+], ids=["nothing wanted", "lone file", "collected", "printed", "collected only", "device",
+        "file shared by hosts", "a file per host"])
+def test_each_stream_is_wired_as_little_as_its_sinks_allow(
+    hosts: List[str], collect: bool, hide: bool, path: Optional[str], wiring: Wiring,
+    tmp_path: Path,
+) -> None:
+    outputs = Outputs(hosts, collect=collect, hide=hide,
+                      pipe_stdout=None if path is None else str(tmp_path / path),
+                      pipe_stderr=None, stdout=sys.stdout, stderr=sys.stderr)
+    try:
+        assert [outputs.tees[h]["stdout"].wiring() for h in hosts] == [wiring] * len(hosts)
+    finally:
+        outputs.close()
 
 
 # ---- files that cannot be used ---------------------------------------------
