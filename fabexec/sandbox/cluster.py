@@ -23,9 +23,13 @@ class Cluster:
     """How to reach a cluster of SSH nodes, whoever runs them (the sandbox, docker).
 
     The fields after ``known_hosts`` say what the nodes offer, so that a test can skip
-    what a cluster lacks: ``own_hostnames`` (``hostname`` answers the alias), ``sudo``
-    (``user`` has passwordless sudo), ``password_user`` whose sudo needs
-    ``sudo_password``.
+    what a cluster lacks: ``own_hostnames`` (``hostname`` answers the alias),
+    ``own_folders`` (/tmp, /var/tmp, /dev/shm and home are each node's own: what one
+    node writes there, another does not see), ``own_processes`` (``ps`` on a node lists
+    that node's processes only), ``sudo`` (``user`` has passwordless sudo),
+    ``password_user`` whose sudo needs ``sudo_password``. ``own_folders`` and
+    ``own_processes`` read False from a cluster saved before they existed: what a
+    cluster does not claim, a test must not assume.
     """
 
     state_dir: Path
@@ -37,6 +41,8 @@ class Cluster:
     ssh_config: Path
     known_hosts: Path
     own_hostnames: bool = True
+    own_folders: bool = False
+    own_processes: bool = False
     sudo: bool = False
     password_user: Optional[str] = None
     sudo_password: Optional[str] = None

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from ..errors import SandboxError
-from . import faults
+from . import faults, isolation
 from .cluster import CLUSTER_FILE, Cluster, PathLike
+from .isolation import Isolation
 from .software import (
     PASSWORD_USER,
     SSHD,
@@ -31,7 +32,6 @@ from .software import (
     ensure_users,
     keypair,
     openssh_version,
-    run,
 )
 
 STATE_DIR_VAR = "FABEXEC_SANDBOX_DIR"
@@ -46,7 +46,7 @@ class SandboxCluster(Cluster):
     """A `Cluster` of sshd daemons this machine runs, which it can stop, freeze and crash."""
 
     def node_dir(self, host: str) -> Path:
-        """Where the node's host key, sshd_config, PID file and log live."""
+        """Where the node's host key, sshd_config, PID files, log and own folders live."""
         if host not in self.hosts:
             raise ValueError(f"no node {host!r} in the sandbox (nodes: {', '.join(self.hosts)})")
         return self.state_dir / "nodes" / host
@@ -118,13 +118,14 @@ def up(nodes: int = 4, state_dir: Optional[PathLike] = None, *,
         raise ValueError(f"nodes={nodes}: the sandbox runs 1 to {MAX_NODES} nodes")
     state = _prepare_state_dir(state_dir)
     as_root = os.geteuid() == 0
-    reusable = _running_cluster(state, nodes, as_root)
+    allowed = Isolation.allowed(as_root)
+    reusable = _running_cluster(state, nodes, as_root, allowed)
     if reusable is not None:
         return reusable
     down(state)
     (state / CLUSTER_FILE).unlink(missing_ok=True)
     ensure_software(as_root)
-    cluster = _write_files(state, nodes, as_root)
+    cluster = _write_files(state, nodes, as_root, allowed)
     pids: Dict[str, int] = {}
     try:
         pids = _launch(cluster)
@@ -142,40 +143,39 @@ def down(state_dir: Optional[PathLike] = None) -> None:
 
     Only processes found from those PID files (checked against the command line, so a
     reused PID is never hit): each daemon's descendants and, as root, every process
-    in the node's UTS namespace, which catches sessions that left the tree. Doing it
-    twice is harmless. Keys and configuration files stay for the next `up`.
+    in the node's UTS namespace, which catches sessions that left the tree. Then the
+    nodes' own folders (/tmp, home, ...) go. Doing it twice is harmless. Keys and
+    configuration files stay for the next `up`.
     """
     nodes_dir = _state_path(state_dir) / "nodes"
     node_dirs = sorted(p for p in nodes_dir.iterdir() if p.is_dir()) if nodes_dir.is_dir() else []
     faults.stop([pid for pid in map(_daemon_pid, node_dirs) if pid is not None])
     for node_dir in node_dirs:
         (node_dir / "sshd.pid").unlink(missing_ok=True)
+        isolation.remove_folders(node_dir)
 
 
 def _daemon_pid(node_dir: Path) -> Optional[int]:
-    """The live PID in the node's PID file, if its command line names the node's config.
+    """The node's sshd, by the PID this machine sees, once it listens; else None.
 
-    sshd rewrites its command line into one string (``sshd: /usr/sbin/sshd -D -f ...
-    [listener]``), hence words split at blanks too: state paths hold none.
+    sshd writes its PID file once listening (so a program that took its port meanwhile
+    is never taken for it); in a PID namespace of its own that file holds its PID there,
+    and the node's start wrote the machine's to `~.isolation.HOST_PID_FILE`. The PID
+    counts if its command line names the node's config. sshd rewrites its command line
+    into one string (``sshd: /usr/sbin/sshd -D -f ... [listener]``), hence words split
+    at blanks too: state paths hold none.
     """
+    host_pid = node_dir / isolation.HOST_PID_FILE
     try:
         pid = int((node_dir / "sshd.pid").read_text().split()[0])
+        if host_pid.exists():
+            pid = int(host_pid.read_text().split()[0])
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             words = re.split(rb"[\0 ]", f.read())
     except (OSError, ValueError, IndexError):
         return None
     ours = os.fsencode(node_dir / "sshd_config") in words
     return pid if ours and faults.proc_state(pid) is not None else None
-
-
-def _namespaces_work() -> bool:
-    """Whether a node may have its own hostname and /etc/hosts.
-
-    Not in every container, even as root: tried with ``unshare --uts --mount`` and a
-    bind mount, as `_launch` does.
-    """
-    trial = ("unshare", "--uts", "--mount", "mount", "--bind", "/etc/hosts", "/etc/hosts")
-    return run(*trial, check=False).returncode == 0
 
 
 def _state_path(state_dir: Optional[PathLike]) -> Path:
@@ -194,12 +194,15 @@ def _prepare_state_dir(state_dir: Optional[PathLike]) -> Path:
     return state
 
 
-def _running_cluster(state: Path, nodes: int, as_root: bool) -> Optional[SandboxCluster]:
+def _running_cluster(state: Path, nodes: int, as_root: bool,
+                     allowed: Isolation) -> Optional[SandboxCluster]:
+    """The cluster running from ``state`` if it is the one `up` would start now."""
     try:
         cluster = SandboxCluster.load(state)
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    fits = len(cluster.hosts) == nodes and cluster.sudo == as_root
+    fits = (len(cluster.hosts) == nodes and cluster.sudo == as_root
+            and _isolation(cluster) == allowed)
     running = fits and set(cluster.status().values()) == {"running"}
     return cluster if running else None
 
@@ -295,8 +298,9 @@ def _known_host(alias: str, address: Tuple[str, int], public: str) -> str:
     return f"{alias},{name} {' '.join(public.split()[:2])}\n"
 
 
-def _write_files(state: Path, nodes: int, as_root: bool) -> SandboxCluster:
-    """Keys (kept from an earlier `up`), each node's sshd_config, and the client files."""
+def _write_files(state: Path, nodes: int, as_root: bool, allowed: Isolation) -> SandboxCluster:
+    """Keys (kept from an earlier `up`), each node's sshd_config and own folders, the
+    nodes' start script, and the client files."""
     hosts = [f"node{k}" for k in range(1, nodes + 1)]
     if as_root:
         user, password_user, password = USER, PASSWORD_USER, ensure_users()
@@ -307,9 +311,13 @@ def _write_files(state: Path, nodes: int, as_root: bool) -> SandboxCluster:
         state_dir=state, hosts=hosts, addresses=dict(zip(hosts, _addresses(nodes, as_root))),
         user=user, key=state / "id_ed25519", hostfile=state / "hostfile",
         ssh_config=state / "ssh_config", known_hosts=state / "known_hosts",
-        own_hostnames=as_root and _namespaces_work(), sudo=as_root,
+        own_hostnames=allowed.mounts, own_folders=allowed.mounts,
+        own_processes=allowed.processes, sudo=as_root,
         password_user=password_user, sudo_password=password,
     )
+    if allowed.mounts:
+        homes = isolation.Homes.of([user, password_user] if password_user else [user])
+        (state / isolation.START_SCRIPT).write_text(isolation.start_script(state, allowed, homes))
     client = keypair(cluster.key, f"fabexec-sandbox-client@{state}")
     (state / "authorized_keys").write_text(client + "\n")
     version = openssh_version()
@@ -320,6 +328,8 @@ def _write_files(state: Path, nodes: int, as_root: bool) -> SandboxCluster:
         public = keypair(node_dir / "ssh_host_ed25519_key", host)
         config = _sshd_config(node_dir, cluster.addresses[host], cluster, as_root, version)
         (node_dir / "sshd_config").write_text(config)
+        if allowed.mounts:
+            isolation.fresh_folders(node_dir, homes)
         known.append(_known_host(host, cluster.addresses[host], public))
     cluster.known_hosts.write_text("".join(known))
     cluster.ssh_config.write_text(_ssh_config(cluster))
@@ -341,58 +351,45 @@ def _etc_hosts(cluster: SandboxCluster) -> Path:
     return path
 
 
+def _isolation(cluster: SandboxCluster) -> Isolation:
+    return Isolation(mounts=cluster.own_folders, processes=cluster.own_processes)
+
+
 def _launch(cluster: SandboxCluster) -> Dict[str, int]:
-    """Start every node's ``sshd -D`` and return their PIDs.
+    """Start every node's ``sshd -D`` and return the PIDs started (see below).
 
     One shell starts them all and stays as their parent to reap them, detached from
     us: the daemons outlive this process (``inv cluster.up``), and no zombie is left
-    where PID 1 does not reap orphans (some containers). With ``own_hostnames`` each
-    node gets its own UTS and mount namespaces, its hostname and the cluster's
-    /etc/hosts (bound over the machine's in its namespace only) before exec'ing sshd,
-    which keeps the PID.
+    where PID 1 does not reap orphans (some containers). Where nodes have namespaces,
+    that shell prepares what they share (`.isolation.launch_setup`), then each node runs
+    the start script of `.isolation` under ``unshare`` before exec'ing sshd; the PID
+    started is then ``unshare``'s, which waits for the node's first process when the
+    node has its own PID namespace, and is sshd itself otherwise.
     """
-    script = ["("]
+    separate = _isolation(cluster)
+    setup = isolation.launch_setup(cluster.state_dir) if separate.mounts else []
+    script = ["set -e", *setup, "set +e", "(", "exec 2>/dev/null"]
     for host in cluster.hosts:
         node_dir = cluster.node_dir(host)
         log = node_dir / "sshd.log"
         argv = [str(SSHD), "-D", "-f", str(node_dir / "sshd_config"), "-E", str(log)]
-        if cluster.own_hostnames:
-            setup = ('hostname "$1" && mount --bind "$2" /etc/hosts && '
-                     f'{_expose_home(Path.home())}shift 2 && exec "$@"')
-            hosts_file = str(cluster.state_dir / "hosts")
-            argv = ["unshare", "--uts", "--mount", "sh", "-c", setup, "sh", host, hosts_file,
-                    *argv]
+        if separate.mounts:
+            start = str(cluster.state_dir / isolation.START_SCRIPT)
+            argv = [*separate.unshare(), "sh", start, host, *argv]
         script.append(f"{shlex.join(argv)} </dev/null >>{shlex.quote(str(log))} 2>&1 &")
         script.append('echo "$!"')
     script += ["exec >/dev/null", "wait", ") &"]
     # On stdin, not as an argument: Linux caps one argument at 128 KiB, which 256
     # nodes' lines exceed (E2BIG).
-    proc = subprocess.run(["sh", "-s"], input="\n".join(script) + "\n",
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                          start_new_session=True, timeout=START_TIMEOUT, check=True)
+    proc = subprocess.run([*separate.launcher(), "sh", "-s"], input="\n".join(script) + "\n",
+                          capture_output=True, text=True, start_new_session=True,
+                          timeout=START_TIMEOUT)
+    if proc.returncode != 0:
+        raise SandboxError(f"cannot start the nodes: {proc.stderr.strip() or proc.returncode}")
     pids = dict(zip(cluster.hosts, map(int, proc.stdout.split())))
     if len(pids) != len(cluster.hosts):
         raise SandboxError(f"started {len(pids)} of {len(cluster.hosts)} sshd daemons")
     return pids
-
-
-def _expose_home(home: Path) -> str:
-    """Shell for a node's mount namespace: ``home`` traversable (0711), as a shared home is.
-
-    Root's home is 0700, so the nodes' users could not run what is installed under it:
-    Hydra (pip's mpich) starts ``hydra_pmi_proxy`` on every node by its path here. In
-    the node's own namespace only, a 0711 tmpfs covers the home and each entry is bound
-    back from a view kept under /mnt; nothing changes on the machine. Empty when the
-    home is traversable already.
-    """
-    if home.stat().st_mode & 0o001:
-        return ""
-    view, quoted = "/mnt/fabexec-home", shlex.quote(str(home))
-    return (f"mount -t tmpfs tmpfs /mnt && mkdir {view} && mount --rbind {quoted} {view} && "
-            f"mount -t tmpfs -o mode=0711 tmpfs {quoted} && "
-            f'for e in {view}/.[!.]* {view}/*; do [ -e "$e" ] || continue; '
-            f'n={quoted}/"${{e##*/}}"; if [ -d "$e" ]; then mkdir "$n"; else : > "$n"; fi; '
-            'mount --rbind "$e" "$n" || exit 1; done && ')
 
 
 def _accepts(address: Tuple[str, int]) -> bool:
@@ -408,13 +405,13 @@ def _wait_until_listening(cluster: SandboxCluster, pids: Dict[str, int], timeout
 
     A node is up when its sshd has written its PID file, which it does once listening
     (so another program that took the port meanwhile is not mistaken for it), and the
-    port accepts.
+    port accepts. ``pids`` are those `_launch` started: one gone means its node died.
     """
     deadline = time.monotonic() + timeout
     pending = list(cluster.hosts)
     for _ in range(int(timeout / 0.02) + 1):
         pending = [host for host in pending
-                   if _daemon_pid(cluster.node_dir(host)) != pids[host]
+                   if _daemon_pid(cluster.node_dir(host)) is None
                    or not _accepts(cluster.addresses[host])]
         for host in pending:
             if faults.proc_state(pids[host]) is None:
