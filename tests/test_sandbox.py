@@ -11,14 +11,14 @@ import subprocess
 import uuid
 from itertools import islice
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 import paramiko
 import pytest
 from fabric import Config, Connection
 
 from fabexec import sandbox
-from fabexec.sandbox import SandboxCluster
+from fabexec.sandbox import SandboxCluster, nodes
 from tests.clusters import eventually, unique_seconds
 
 
@@ -267,6 +267,31 @@ def test_down_removes_what_nodes_wrote_in_their_own_folders(small: SandboxCluste
     again = sandbox.up(2, small.state_dir)
     seen = ssh(again, "node1", f"ls /tmp/{name} /var/tmp/{name} ~/{name}")
     assert seen.returncode == 2 and seen.stdout == "", seen.stdout
+
+
+def test_up_gives_a_node_another_port_when_its_port_was_taken_after_the_check(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other sandboxes on this machine use the same addresses: one may bind a node's port
+    between `up`'s choice of it and the node's sshd. Here the first choice is a port this
+    test holds."""
+    holder = socket.socket()
+    holder.bind((next(sandbox.loopback_ips()), 0))
+    holder.listen()
+    held = holder.getsockname()
+    choose, choices = nodes._addresses, []
+
+    def first_choice_taken(count: int, as_root: bool) -> List[Tuple[str, int]]:
+        choices.append(count)
+        return [held] if len(choices) == 1 else choose(count, as_root)
+
+    monkeypatch.setattr(nodes, "_addresses", first_choice_taken)
+    try:
+        cluster = sandbox.up(1, tmp_path / "taken")
+        assert len(choices) == 2 and cluster.addresses["node1"] != held
+        assert ssh(cluster, "node1", "true").returncode == 0
+    finally:
+        sandbox.down(tmp_path / "taken")
+        holder.close()
 
 
 def test_down_twice_is_harmless(small: SandboxCluster) -> None:

@@ -40,6 +40,13 @@ START_TIMEOUT = 60.0
 #: 127.0.2.0/24 is reserved for other uses; the sandbox never takes an address there.
 RESERVED_THIRD_OCTET = 2
 MAX_NODES = 254 * 254
+#: Times `up` starts the nodes afresh when another program took a node's port between
+#: our check and sshd's bind (other sandboxes on this machine use the same addresses).
+START_ATTEMPTS = 3
+
+
+class _PortTaken(SandboxError):
+    """A node's sshd could not bind its port: taken since `_addresses` found it free."""
 
 
 class SandboxCluster(Cluster):
@@ -125,6 +132,17 @@ def up(nodes: int = 4, state_dir: Optional[PathLike] = None, *,
     down(state)
     (state / CLUSTER_FILE).unlink(missing_ok=True)
     ensure_software(as_root)
+    for _ in range(START_ATTEMPTS - 1):
+        try:
+            return _start(state, nodes, as_root, allowed, timeout)
+        except _PortTaken:
+            pass  # checked again, the ports give that node another one
+    return _start(state, nodes, as_root, allowed, timeout)
+
+
+def _start(state: Path, nodes: int, as_root: bool, allowed: Isolation,
+           timeout: float) -> SandboxCluster:
+    """Write the files and start the daemons; if anything fails, stop what was started."""
     cluster = _write_files(state, nodes, as_root, allowed)
     pids: Dict[str, int] = {}
     try:
@@ -416,7 +434,8 @@ def _wait_until_listening(cluster: SandboxCluster, pids: Dict[str, int], timeout
         for host in pending:
             if faults.proc_state(pids[host]) is None:
                 log = (cluster.node_dir(host) / "sshd.log").read_text(errors="replace").strip()
-                raise SandboxError(f"{host}: sshd exited at start: {log or 'no log'}")
+                error = _PortTaken if "Address already in use" in log else SandboxError
+                raise error(f"{host}: sshd exited at start: {log or 'no log'}")
         if not pending or time.monotonic() > deadline:
             break
         time.sleep(0.02)
