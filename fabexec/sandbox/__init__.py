@@ -7,24 +7,27 @@ and a client key, all in one state folder (``$FABEXEC_SANDBOX_DIR``, else
 with every session they started, and nothing else.
 
 As root, each node listens on port 22 of its own loopback address (127.0.1.1, 127.0.1.2,
-...; see `loopback_ips`), runs in its own UTS and mount namespaces so that ``hostname``
-answers ``nodeK`` and its /etc/hosts names every node, and lets in two users it creates:
+...; see `loopback_ips`), is as separate from the others as this machine allows (its own
+hostname and /etc/hosts naming every node; its own /tmp, /var/tmp, /dev/shm and homes;
+its own processes: see `.isolation`), and lets in two users it creates:
 ``fabexec`` (passwordless sudo) and ``fabexec-pw`` (sudo asks for
 `Cluster.sudo_password`). Not root's own login, because root's ``~/.bashrc`` may be slow
 (pyenv init costs 80 ms per session here). The users and their sudo rules stay after
 `down`, like an installed package.
 
 Without root, each node listens on a free port of its own loopback address, only the
-current user can log in, there is no sudo, and ``hostname`` answers the machine's own
-name (`Cluster.own_hostnames` is False): changing it needs a UTS namespace, hence root.
+current user can log in, there is no sudo, and the nodes share the machine's hostname,
+folders and processes (`Cluster.own_hostnames`, ``own_folders`` and ``own_processes``
+are False): namespaces need root.
 
 Faults for tests are methods of `SandboxCluster`: `~SandboxCluster.freeze` /
 `~SandboxCluster.thaw` (SIGSTOP / SIGCONT to a node's whole process tree) and
 `~SandboxCluster.crash` (SIGKILL to its sessions, the listening daemon stays up).
 
 The modules: `.cluster` (what any cluster offers, saved as JSON), `.nodes` (starting,
-finding and stopping the daemons), `.software` (packages, users, sudo rules, keys the
-machine needs first), `.faults` (signals to a node's processes).
+finding and stopping the daemons), `.isolation` (what each node has of its own),
+`.software` (packages, users, sudo rules, keys the machine needs first), `.faults`
+(signals to a node's processes).
 """
 
 from .cluster import CLUSTER_FILE, Cluster

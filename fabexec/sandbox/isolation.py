@@ -17,7 +17,9 @@ The rest of the filesystem is the machine's, as on a cluster whose nodes boot on
 programs, libraries, and root's home, made traversable in the nodes (see `_root_home`).
 Where the state folder itself lies under a folder a node gets of its own (``/tmp/...``),
 it is bound back at its path inside the node, since sshd reads its files there; the
-node's /tmp then holds that path's folders, closed to its users.
+node's /tmp then holds that path's folders, closed to its users. Root on a node (sudo)
+still reaches the state folder under /mnt/state, and every node's folders there: nodes are
+kept apart so that tests look at each one, not to contain an adversary.
 
 Without root, or where namespaces are refused, nodes have none of this, and the
 `~fabexec.sandbox.Cluster` flags say so (``own_hostnames``, ``own_folders``,
@@ -81,7 +83,7 @@ class Isolation:
 @dataclass(frozen=True)
 class Homes:
     """The login users' homes as a new account gets them: /etc/skel's folders and files,
-    read once per `up` (a node's start writes them for many nodes)."""
+    read once per `up` and written into every node's folder."""
 
     users: Sequence[pwd.struct_passwd]
     folders: Sequence[str]
@@ -188,8 +190,9 @@ def _root_home(home: Path) -> List[str]:
     Root's home is 0700, so the nodes' users could not run what is installed under it:
     Hydra (pip's mpich) starts ``hydra_pmi_proxy`` on every node by its path here. In
     the node's own namespace only, a 0711 tmpfs covers the home and each entry is bound
-    back from a view kept under /mnt; nothing changes on the machine. Nothing when the
-    home is traversable already.
+    back from a view kept under /mnt, in the launcher's mount namespace (the nodes' start
+    as its copies); nothing changes on the machine. Nothing when the home is traversable
+    already.
     """
     if home.stat().st_mode & 0o001:
         return []
