@@ -1,4 +1,4 @@
-"""invoke tasks for the sandbox cluster of local sshd daemons (see fabexec/sandbox.py).
+"""invoke tasks for the sandbox cluster of local sshd daemons (see fabexec/sandbox/).
 
 ``inv cluster.up -n 16``, ``inv cluster.status``, ``inv cluster.down``; tasks.py adds
 them with ``ns.add_collection(cluster)``.

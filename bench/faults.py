@@ -172,7 +172,7 @@ class HungRun:
 
 
 def running(cmd: str) -> int:
-    """How many hosts run ``cmd``'s unique sleep (the sandbox shares this process table)."""
+    """How many hosts run ``cmd``'s unique sleep (this machine sees every node's processes)."""
     found = subprocess.run(["pgrep", "-f", "^" + cmd.split(";")[0]], capture_output=True,
                            text=True, timeout=30, check=False)
     return len(found.stdout.split())

@@ -171,4 +171,4 @@ def docker_cluster(request: pytest.FixtureRequest,
     hostfile.write_text("".join(f"{alias}\n" for alias in hosts))
     return Cluster(state_dir=state, hosts=hosts, addresses=addresses, user=USER, key=key,
                    hostfile=hostfile, ssh_config=ssh_config, known_hosts=known_hosts,
-                   own_hostnames=True, sudo=True)
+                   own_hostnames=True, own_folders=True, own_processes=True, sudo=True)

@@ -8,6 +8,7 @@ could not tell (`tests.clusters.openssh`).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -19,16 +20,23 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
+import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
 from fabexec import ExecInfoError, cli, sandbox
 from fabexec.sandbox import Cluster, SandboxCluster
-from tests.clusters import SPARE_IP, expected_hostname, only_on, openssh, ssh_config_with
+from tests.clusters import (
+    SPARE_IP,
+    expected_hostname,
+    on_every_host,
+    only_on,
+    openssh,
+    ssh_config_with,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 #: Seconds any one ``fabexec`` process may take before the test fails.
@@ -287,11 +295,11 @@ def read_until(fd: int, found: re.Pattern[bytes], seconds: float) -> bytes:
     return data
 
 
-def run_on_terminal(*args: Any, until: re.Pattern[bytes], then: Optional[Path] = None
-                    ) -> Tuple[int, bytes, str]:
+def run_on_terminal(*args: Any, until: re.Pattern[bytes],
+                    then: Optional[Callable[[], object]] = None) -> Tuple[int, bytes, str]:
     """``fabexec ARGS`` with stderr on a pseudo-terminal: status, terminal bytes, stdout.
 
-    Once the terminal has shown ``until`` (or gave up waiting), ``then`` is created.
+    Once the terminal has shown ``until`` (or gave up waiting), ``then()`` is called.
     """
     master, slave = pty.openpty()
     paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
@@ -302,7 +310,7 @@ def run_on_terminal(*args: Any, until: re.Pattern[bytes], then: Optional[Path] =
     try:
         shown = read_until(master, until, PROCESS_TIMEOUT)
         if then is not None:
-            then.touch()
+            then()
         shown += read_until(master, re.compile(rb"(?!)"), PROCESS_TIMEOUT)
         out, _ = proc.communicate(timeout=PROCESS_TIMEOUT)
         return proc.returncode, shown, out.decode()
@@ -314,28 +322,34 @@ def run_on_terminal(*args: Any, until: re.Pattern[bytes], then: Optional[Path] =
 
 
 @pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A folder every node's login user can write (pytest's own tmp folders are private)."""
-    path = Path(tempfile.mkdtemp(prefix="fabexec-cli-"))
-    path.chmod(0o777)
-    yield path
-    shutil.rmtree(path)
+def node_folder(cluster: SandboxCluster) -> Iterator[str]:
+    """A fresh folder on every node, made and removed over OpenSSH as the login user."""
+    folder = f"/tmp/fabexec-cli-{uuid.uuid4().hex}"
+    made = on_every_host(cluster, lambda host: openssh(cluster, host, f"mkdir -p {folder}"))
+    assert all(done.returncode == 0 for done in made.values()), made
+    yield folder
+    on_every_host(cluster, lambda host: openssh(cluster, host, f"rm -rf {folder}"))
 
 
 def test_progress_line_counts_done_failed_and_running_hosts_on_a_terminal(
-        many_nodes: SandboxCluster, shared_dir: Path) -> None:
+        many_nodes: SandboxCluster) -> None:
     """node3 fails at once; the others succeed only if the terminal shows that while they run.
 
-    They wait for a file that the test creates once the progress line says one host
-    failed and seven still run (or after `GIVE_UP` seconds, when they fail).
+    They wait for a file that the test creates on each of them once the progress line
+    says one host failed and seven still run (or after `GIVE_UP` seconds, when they fail).
     """
-    go = shared_dir / "go"
+    go = f"/tmp/fabexec-cli-go-{uuid.uuid4().hex}"
+
+    def go_everywhere() -> None:
+        on_every_host(many_nodes, lambda host: openssh(many_nodes, host, f"touch {go}"))
+
     wait_for_go = (f"i=0; while [ ! -e {go} ] && [ $i -lt {GIVE_UP * 10} ]; do sleep 0.1; "
                    f"i=$((i+1)); done; [ -e {go} ]")
     status, shown, out = run_on_terminal(
         "run", *on(many_nodes), "--json", "--",
         f"if {only_on(many_nodes, 'node3')}; then exit 1; fi; {wait_for_go}",
-        until=re.compile(rb"\[1/8 done, 1 failed, 7 running\]"), then=go)
+        until=re.compile(rb"\[1/8 done, 1 failed, 7 running\]"),
+        then=go_everywhere)
     codes = {line["host"]: line["exit_code"] for line in map(json.loads, out.splitlines())}
     assert codes == {host: int(host == "node3") for host in many_nodes.hosts}, (
         f"the terminal did not show node3's failure while the others ran: {shown!r}")
@@ -371,41 +385,46 @@ def test_hosts_prints_one_expanded_host_per_line() -> None:
 
 
 def test_put_copies_a_file_to_every_node_byte_for_byte(cluster: SandboxCluster,
-                                                       tmp_path: Path, shared_dir: Path) -> None:
+                                                       tmp_path: Path, node_folder: str) -> None:
     payload = bytes(range(256)) * 64 + b"\r\nno final newline"
     src = tmp_path / "payload.bin"
     src.write_bytes(payload)
-    dst = shared_dir / "new-folder" / "payload.bin"
+    dst = f"{node_folder}/new-folder/payload.bin"
     done = fabexec("put", *on(cluster), src, dst)
     assert (done.returncode, done.stderr) == (0, "")
-    for host in cluster.hosts:  # the nodes share this machine's files: look through each
+    for host in cluster.hosts:
         seen = openssh(cluster, host, f"sha256sum < {dst}")
         assert seen.stdout.split()[0] == hashlib.sha256(payload).hexdigest(), host
 
 
 def test_get_fetches_a_file_from_every_node_into_one_folder_per_host(
-        cluster: SandboxCluster, tmp_path: Path, shared_dir: Path) -> None:
-    payload = os.urandom(50_000)
-    (shared_dir / "remote.bin").write_bytes(payload)
-    (shared_dir / "remote.bin").chmod(0o644)
+        cluster: SandboxCluster, tmp_path: Path, node_folder: str) -> None:
+    """Each node holds a file of its own under the same path: each comes back to its folder."""
+    if not cluster.own_folders:
+        pytest.skip("the nodes share this machine's folders: one path is one file for all")
+    payloads = {host: os.urandom(50_000) for host in cluster.hosts}
+    written = on_every_host(cluster, lambda host: openssh(
+        cluster, host, f"echo {base64.b64encode(payloads[host]).decode()} | base64 -d "
+                       f"> {node_folder}/remote.bin"))
+    assert all(done.returncode == 0 for done in written.values()), written
     dst = tmp_path / "fetched"
-    done = fabexec("get", *on(cluster), shared_dir / "remote.bin", dst)
+    done = fabexec("get", *on(cluster), f"{node_folder}/remote.bin", dst)
     assert (done.returncode, done.stderr) == (0, "")
     assert sorted(p.name for p in dst.iterdir()) == sorted(cluster.hosts)
     for host in cluster.hosts:
-        assert (dst / host / "remote.bin").read_bytes() == payload, host
+        assert (dst / host / "remote.bin").read_bytes() == payloads[host], host
 
 
 def test_put_names_an_unreachable_host_and_still_copies_to_the_others(
-        cluster: SandboxCluster, ghost_config: Path, tmp_path: Path, shared_dir: Path) -> None:
+        cluster: SandboxCluster, ghost_config: Path, tmp_path: Path, node_folder: str) -> None:
     src = tmp_path / "small.txt"
     src.write_text("small\n")
     done = fabexec("put", "-H", "node1,ghost", "-F", ghost_config, "--connect-timeout", "10",
-                   src, shared_dir / "small.txt")
+                   src, f"{node_folder}/small.txt")
     assert done.returncode == 255
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert done.stderr.startswith("fabexec: ghost: ") and "ghost: ghost" not in done.stderr
-    assert openssh(cluster, "node1", f"cat {shared_dir / 'small.txt'}").stdout == "small\n"
+    assert openssh(cluster, "node1", f"cat {node_folder}/small.txt").stdout == "small\n"
 
 
 def test_put_of_a_missing_local_file_is_one_line(cluster: SandboxCluster,

@@ -2,9 +2,11 @@
 
 The deploy runs as a user runs it, ``python -m invoke ... deploy`` in a fresh process, with
 ``$FABEXEC_SANDBOX_DIR`` pointing at a sandbox folder of these tests (not the session's
-``cluster`` fixture), which the deploy starts and stops itself. Its nodes share this
-machine's process table and filesystem, so "nothing left running" and "nothing left
-behind" are checked here directly, besides the deploy's own check over SSH.
+``cluster`` fixture). The tests start that sandbox first, so that the deploy leaves it
+running and "nothing left running" and "nothing left behind" can be checked afterwards
+on each node over OpenSSH (each node has its own /tmp where the machine allows it), and
+on this machine, which sees every node's processes; one test lets the deploy start and
+stop a sandbox of its own.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import pytest
 
 from examples.kvstore.kvstore import Client
 from fabexec import sandbox
+from fabexec.sandbox import SandboxCluster
+from tests.clusters import on_every_host, openssh
 
 ROOT = Path(__file__).resolve().parent.parent
 KVSTORE = ROOT / "examples" / "kvstore"
@@ -67,7 +71,7 @@ def summary_rows(output: str) -> dict:
 
 
 def leftovers(deploy: str) -> List[str]:
-    """This deploy's processes on any node: they all share this machine's process table."""
+    """This deploy's processes here or on any node: this machine sees every node's."""
     found = subprocess.run(["pgrep", "-af", f"fabexec-deploy/{deploy}/"], capture_output=True,
                            text=True)
     return [line for line in found.stdout.splitlines() if "pgrep" not in line]
@@ -89,6 +93,12 @@ def state_dir() -> Iterator[Path]:
         sandbox.down(folder)
 
 
+@pytest.fixture
+def running(state_dir: Path) -> SandboxCluster:
+    """The deploys' sandbox, started before the deploy (once: `sandbox.up` reuses it)."""
+    return sandbox.up(NODES, state_dir)
+
+
 def deploy_command(state_dir: Path, *options: str) -> dict:
     """``inv deploy`` on a free port, as `subprocess` keywords."""
     ips = [ip for ip, _ in zip(sandbox.loopback_ips(), range(NODES))]
@@ -105,11 +115,16 @@ def deploy(state_dir: Path, cwd: Path, *options: str) -> subprocess.CompletedPro
                           timeout=DEPLOY_TIMEOUT)
 
 
-def assert_nothing_left(state_dir: Path, deploy: str) -> None:
+def assert_nothing_left(cluster: SandboxCluster, deploy: str) -> None:
+    """No process and no folder of the deploy on any node (asked on each), nor here; and
+    the sandbox, which the deploy did not start, still runs."""
     assert leftovers(deploy) == []
-    assert not (REMOTE_ROOT / deploy).exists()
-    states = sandbox.SandboxCluster.load(state_dir).status()
-    assert set(states.values()) == {"stopped"}, "the deploy started the sandbox: it stops it"
+    look = (f"pgrep -af '[f]abexec-deploy/{deploy}/'; "
+            f"if [ -e {REMOTE_ROOT / deploy} ]; then echo {REMOTE_ROOT / deploy} is left; fi")
+    found = on_every_host(cluster, lambda host: openssh(cluster, host, look))
+    assert {host: done.stdout + done.stderr for host, done in found.items()} == dict.fromkeys(
+        cluster.hosts, "")
+    assert set(cluster.status().values()) == {"running"}, "the deploy stopped a sandbox it found"
 
 
 # --------------------------------------------------------------------------- inv deploy
@@ -120,10 +135,10 @@ LAUNCHERS = ["mpiexec", "mpiexec.openmpi"]
 @pytest.mark.timeout(DEPLOY_TIMEOUT + 30)
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_deploy_runs_every_step_on_every_host_and_leaves_nothing(
-        state_dir: Path, tmp_path: Path, launcher: str) -> None:
+        running: SandboxCluster, tmp_path: Path, launcher: str) -> None:
     if shutil.which(launcher) is None:
         pytest.skip(f"no {launcher} installed")
-    done = deploy(state_dir, tmp_path, "--mpiexec", launcher)
+    done = deploy(running.state_dir, tmp_path, "--mpiexec", launcher)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert "every step OK" in done.stdout
@@ -140,13 +155,14 @@ def test_deploy_runs_every_step_on_every_host_and_leaves_nothing(
         assert re.search(rf"listening on 127\.0\.1\.{k}:\d+", log)
         assert "SIGTERM: shutting down" in log
         assert "stopped: 2 keys" in log, "each instance stored the keys of its two ranks"
-    assert_nothing_left(state_dir, deploy_id(done.stdout))
+    assert "sandbox: using the running one" in done.stdout
+    assert_nothing_left(running, deploy_id(done.stdout))
 
 
 @pytest.mark.timeout(DEPLOY_TIMEOUT + 30)
 def test_a_host_whose_service_cannot_start_fails_the_deploy_by_name_and_tears_down(
-        state_dir: Path, tmp_path: Path) -> None:
-    done = deploy(state_dir, tmp_path, "--fail-host", "node2")
+        running: SandboxCluster, tmp_path: Path) -> None:
+    done = deploy(running.state_dir, tmp_path, "--fail-host", "node2")
     assert done.returncode == 1, done.stdout + done.stderr
     # sshd holds that port: taken, or (port 22, when this sandbox got it) privileged.
     taken = "(Address already in use|Permission denied)"
@@ -160,14 +176,14 @@ def test_a_host_whose_service_cannot_start_fails_the_deploy_by_name_and_tears_do
         assert re.search(rf"^stop +node{k} +OK .* stopped by SIGTERM", done.stdout, re.MULTILINE)
     node2_log = (tmp_path / "deploy-logs" / "node2" / "kvstore.log").read_text()
     assert re.search(taken, node2_log), node2_log
-    assert_nothing_left(state_dir, deploy_id(done.stdout))
+    assert_nothing_left(running, deploy_id(done.stdout))
 
 
 @pytest.mark.timeout(DEPLOY_TIMEOUT + 30)
-def test_ctrl_c_tears_down_what_was_started_and_exits_130(state_dir: Path,
+def test_ctrl_c_tears_down_what_was_started_and_exits_130(running: SandboxCluster,
                                                            tmp_path: Path) -> None:
-    proc = subprocess.Popen(**deploy_command(state_dir), cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(**deploy_command(running.state_dir), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         seen = []
         for line in proc.stdout:  # bounded: the deploy ends, and the test has a timeout
@@ -183,7 +199,23 @@ def test_ctrl_c_tears_down_what_was_started_and_exits_130(state_dir: Path,
     assert "interrupted (Ctrl-C): torn down" in output
     assert re.search(r"^stop +node\d +OK ", output, re.MULTILINE), "started services were stopped"
     assert "deploy interrupted" in err
-    assert_nothing_left(state_dir, deploy_id(output))
+    assert_nothing_left(running, deploy_id(output))
+
+
+@pytest.mark.timeout(DEPLOY_TIMEOUT + 30)
+def test_without_a_running_sandbox_the_deploy_starts_one_and_stops_it(tmp_path: Path) -> None:
+    state_dir = tmp_path / "own-sandbox"
+    try:
+        done = deploy(state_dir, tmp_path)
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, output
+        assert re.search(r"^sandbox: started 4 nodes in ", done.stdout, re.MULTILINE), output
+        assert re.search(r"^sandbox: stopped$", done.stdout, re.MULTILINE), output
+        assert leftovers(deploy_id(done.stdout)) == []
+        states = SandboxCluster.load(state_dir).status()
+        assert set(states.values()) == {"stopped"}, "the deploy started the sandbox: it stops it"
+    finally:
+        sandbox.down(state_dir)
 
 
 @pytest.mark.timeout(DEPLOY_TIMEOUT + 30)

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import uuid
 from itertools import islice
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional, Tuple
 
 import paramiko
 import pytest
 from fabric import Config, Connection
 
 from fabexec import sandbox
-from fabexec.sandbox import SandboxCluster
+from fabexec.sandbox import SandboxCluster, nodes
+from tests.clusters import eventually, unique_seconds
 
 
 def ssh(cluster: SandboxCluster, host: str, command: str, *, user: Optional[str] = None,
@@ -68,6 +70,14 @@ def read_line(channel: paramiko.Channel) -> bytes:
         if not chunk or data.endswith(b"\n"):
             break
     return data
+
+
+def running_here(seconds: str) -> List[int]:
+    """The ``sleep {seconds}`` processes, by the PIDs this machine sees (it sees every
+    node's processes, while a node with a PID namespace of its own numbers them its way)."""
+    found = subprocess.run(["pgrep", "-f", f"^sleep {seconds}$"], capture_output=True,
+                           text=True, timeout=30)
+    return [int(pid) for pid in found.stdout.split()]
 
 
 def alive(pid: int) -> bool:
@@ -220,11 +230,12 @@ def test_down_stops_its_daemons_and_sessions_only(cluster: SandboxCluster,
                                                   small: SandboxCluster) -> None:
     daemons = [small.pid(host) for host in small.hosts]
     others = {host: cluster.pid(host) for host in cluster.hosts}
+    seconds = unique_seconds()
     client = connect(small, "node1")
     try:
-        _, stdout, _ = client.exec_command("echo $$; exec sleep 60")
-        session = int(stdout.readline())
-        assert alive(session)
+        client.exec_command(f"exec sleep {seconds}")
+        assert eventually(lambda: len(running_here(seconds)) == 1)
+        session = running_here(seconds)[0]
         sandbox.down(small.state_dir)
     finally:
         client.close()
@@ -237,11 +248,50 @@ def test_down_stops_its_daemons_and_sessions_only(cluster: SandboxCluster,
 def test_down_stops_what_left_the_session_tree(small: SandboxCluster) -> None:
     if not small.own_hostnames:
         pytest.skip("without a UTS namespace the node cannot tell its escaped processes")
-    result = ssh(small, "node2", "setsid sleep 60 </dev/null >/dev/null 2>&1 & echo $!")
-    escaped = int(result.stdout)
-    assert alive(escaped)
+    seconds = unique_seconds()
+    ssh(small, "node2", f"setsid sleep {seconds} </dev/null >/dev/null 2>&1 &")
+    assert eventually(lambda: len(running_here(seconds)) == 1)
+    escaped = running_here(seconds)[0]
     sandbox.down(small.state_dir)
     assert not alive(escaped)
+
+
+def test_down_removes_what_nodes_wrote_in_their_own_folders(small: SandboxCluster) -> None:
+    if not small.own_folders:
+        pytest.skip("the nodes share this machine's folders (no mount namespaces here)")
+    name = f"fabexec-left-{uuid.uuid4().hex}"
+    wrote = ssh(small, "node1", f"touch /tmp/{name} /var/tmp/{name} ~/{name}")
+    assert wrote.returncode == 0, wrote.stderr
+    sandbox.down(small.state_dir)
+    assert not (small.node_dir("node1") / "tmp").exists()
+    again = sandbox.up(2, small.state_dir)
+    seen = ssh(again, "node1", f"ls /tmp/{name} /var/tmp/{name} ~/{name}")
+    assert seen.returncode == 2 and seen.stdout == "", seen.stdout
+
+
+def test_up_gives_a_node_another_port_when_its_port_was_taken_after_the_check(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other sandboxes on this machine use the same addresses: one may bind a node's port
+    between `up`'s choice of it and the node's sshd. Here the first choice is a port this
+    test holds."""
+    holder = socket.socket()
+    holder.bind((next(sandbox.loopback_ips()), 0))
+    holder.listen()
+    held = holder.getsockname()
+    choose, choices = nodes._addresses, []
+
+    def first_choice_taken(count: int, as_root: bool) -> List[Tuple[str, int]]:
+        choices.append(count)
+        return [held] if len(choices) == 1 else choose(count, as_root)
+
+    monkeypatch.setattr(nodes, "_addresses", first_choice_taken)
+    try:
+        cluster = sandbox.up(1, tmp_path / "taken")
+        assert len(choices) == 2 and cluster.addresses["node1"] != held
+        assert ssh(cluster, "node1", "true").returncode == 0
+    finally:
+        sandbox.down(tmp_path / "taken")
+        holder.close()
 
 
 def test_down_twice_is_harmless(small: SandboxCluster) -> None:
@@ -261,3 +311,44 @@ def test_up_restarts_a_cluster_of_another_size(small: SandboxCluster) -> None:
     assert bigger.hosts == ["node1", "node2", "node3"]
     assert set(bigger.status().values()) == {"running"}
     assert not alive(before)
+
+
+# --- nodes as separate as this machine allows ------------------------------------------
+
+
+@pytest.mark.parametrize("folder", ["/tmp", "/var/tmp", "$HOME", "/dev/shm"])
+def test_a_file_written_on_one_node_is_not_on_another(cluster: SandboxCluster,
+                                                      folder: str) -> None:
+    if not cluster.own_folders:
+        pytest.skip("the nodes share this machine's folders (no mount namespaces here)")
+    path = f"{folder}/fabexec-node-own-{uuid.uuid4().hex}"
+    written = ssh(cluster, "node1", f'echo node1 > "{path}" && cat "{path}"')
+    assert (written.returncode, written.stdout) == (0, "node1\n"), written.stderr
+    try:
+        seen = ssh(cluster, "node2", f'ls -d "{path}"')
+        assert seen.returncode == 2 and "No such file" in seen.stderr, seen.stdout
+        assert not Path(path.replace("$HOME", str(Path.home()))).exists(), "the machine has it"
+    finally:
+        ssh(cluster, "node1", f'rm -f "{path}"')
+
+
+def test_ps_on_a_node_lists_that_node_only(cluster: SandboxCluster) -> None:
+    if not cluster.own_processes:
+        pytest.skip("the nodes share this machine's process table (no PID namespaces here)")
+    seconds = unique_seconds()
+    started = ssh(cluster, "node2", f"setsid sleep {seconds} </dev/null >/dev/null 2>&1 & "
+                  "echo started")
+    assert started.stdout == "started\n", started.stderr
+    here = subprocess.Popen(["sleep", f"{seconds}1"])
+    try:
+        on_node1 = ssh(cluster, "node1", "ps -eo args")
+        on_node2 = ssh(cluster, "node2", "ps -eo args")
+        assert on_node1.returncode == on_node2.returncode == 0, on_node1.stderr + on_node2.stderr
+        assert f"sleep {seconds}" in on_node2.stdout.splitlines()
+        assert not [line for line in on_node1.stdout.splitlines() if seconds in line], \
+            "node1 lists a process of node2 or of this machine"
+        assert f"sleep {seconds}1" not in on_node2.stdout
+    finally:
+        here.kill()
+        here.wait()
+        ssh(cluster, "node2", f"pkill -f '^sleep {seconds}'")

@@ -3,8 +3,9 @@ come back into one folder per host, and a failure is one host's result, never a 
 looks whole.
 
 What landed on a node is checked through the OpenSSH client (`openssh`), never through
-fabexec. The sandbox's nodes share this machine's files, so each test works in folders
-of its own; the docker cluster's nodes each have their own.
+fabexec. Each test works in folders of its own, made on every node. The docker cluster's
+nodes have their own /tmp, and so do the sandbox's where this machine allows it
+(`Cluster.own_folders`): a file seen on a node was then copied to that node.
 """
 
 from __future__ import annotations
@@ -65,6 +66,15 @@ def remote_folder(cluster: Cluster) -> Iterator[str]:
         yield folder
     finally:
         on_every_host(cluster, lambda host: openssh(cluster, host, f"rm -rf {folder}"))
+
+
+def remote_names(cluster: Cluster, folder: str) -> Dict[str, List[str]]:
+    """What ``folder`` holds on each node (``ls -A`` there), sorted."""
+    def names(host: str) -> List[str]:
+        done = openssh(cluster, host, f"ls -A {shlex.quote(folder)}")
+        assert done.returncode == 0, f"{host}: {done.stderr}"
+        return sorted(done.stdout.split())
+    return on_every_host(cluster, names)
 
 
 def remote_sha256(cluster: Cluster, host: str, path: str) -> str:
@@ -249,7 +259,7 @@ def test_scp_and_pscp_copy_paths_to_the_same_paths(any_cluster: Cluster,
                                                    tmp_path: Path) -> None:
     """jarvis-util's forms: one path, and a list of (src, dst) pairs."""
     with remote_folder(any_cluster) as folder:
-        # A local path that is also the node's folder where the nodes share our files.
+        # Scp copies a path to the same path on the host: the folder exists here too.
         Path(folder).mkdir(exist_ok=True)
         same = Path(folder) / "same.txt"
         same.write_text("same\n")
@@ -373,9 +383,12 @@ def test_frozen_host_stops_answering_and_others_complete(cluster: SandboxCluster
                                                          tmp_path: Path) -> None:
     """node3 freezes while writing; keepalives (every 1 s) give it up, the rest finish.
 
-    The nodes share one folder here: the final name is written by the others, and it must
-    hold the whole file, not node3's part of it, even after node3 thaws.
+    Each node's folder is then checked on that node: the others hold the whole file and
+    nothing else; node3 holds no file by the final name, even after it thaws, only its
+    temporary part (which nobody can remove while the host is gone).
     """
+    if not cluster.own_folders:
+        pytest.skip("the nodes share this machine's folders: node3's would be the others'")
     config = ssh_config_with(cluster, tmp_path / "ssh_config", {})  # fresh connections
     local = tmp_path / "large.bin"
     local.write_bytes(os.urandom(MIB) * (LARGE // MIB))
@@ -398,11 +411,12 @@ def test_frozen_host_stops_answering_and_others_complete(cluster: SandboxCluster
         assert isinstance(done.errors["node3"], HostStoppedAnsweringError)
         assert done.copied["node3"] == []
         assert eventually(lambda: not writing_part_file(cluster, "node3", folder), 30)
-        names = os.listdir(folder)
-        assert "large.bin" in names
-        assert all(n.startswith(".large.bin.fabexec-") and n.endswith(".part")
-                   for n in names if n != "large.bin"), names
-        assert remote_sha256(cluster, "node3", f"{folder}/large.bin") == sha256(local)
+        names = remote_names(cluster, folder)
+        for host in ("node1", "node2", "node4"):
+            assert names[host] == ["large.bin"], host
+            assert remote_sha256(cluster, host, f"{folder}/large.bin") == sha256(local), host
+        assert names["node3"] and all(n.startswith(".large.bin.fabexec-") and n.endswith(".part")
+                                      for n in names["node3"]), names["node3"]
 
 
 def test_host_crash_during_get_leaves_no_local_file(cluster: SandboxCluster,
@@ -443,12 +457,12 @@ def test_ctrl_c_stops_a_put_and_removes_its_temporary_file(cluster: SandboxClust
         proc = subprocess.Popen([sys.executable, "-c", script], env=env,
                                 stderr=subprocess.PIPE, text=True)
         try:
-            assert eventually(lambda: any(n.endswith(".part") for n in os.listdir(folder)),
-                              60, 0.01), "the copy never started"
+            assert eventually(lambda: writing_part_file(cluster, "node1", folder), 60, 0.01), \
+                "the copy never started"
             proc.send_signal(signal.SIGINT)
             _, stderr = proc.communicate(timeout=60)
         finally:
             proc.kill()
         assert proc.returncode != 0
         assert "KeyboardInterrupt" in stderr
-        assert os.listdir(folder) == []
+        assert remote_names(cluster, folder)["node1"] == []

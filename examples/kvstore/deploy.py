@@ -23,9 +23,10 @@ Then, whether those succeeded, failed or were interrupted, the teardown:
    on the deploy's unique folder), then remove the remote folders.
 
 Every host gets its own folder, ``REMOTE_ROOT/<deploy id>/<host>/`` (program, log, PID
-file): on the sandbox, where every node shares this machine's filesystem, one host's copy
-can then never stand in for another's. The MPI program is the same path on every host
-(``<deploy id>/job/``), as a job's files are on a cluster.
+file): where hosts share a filesystem (an NFS home; the sandbox where it cannot give each
+node its own /tmp), one host's copy can then never stand in for another's. The MPI
+program is the same path on every host (``<deploy id>/job/``), as a job's files are on a
+cluster, and pushed to each host like the rest.
 """
 
 from __future__ import annotations

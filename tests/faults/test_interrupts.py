@@ -3,8 +3,8 @@
 The program is a real child Python process (`tests.faults.caller`); the test waits
 until its command's uniquely tagged ``sleep`` runs everywhere, signals it, and once it
 has exited looks with ``pgrep`` for anything of the command (shells, launchers, ranks,
-sleeps). The sandbox's nodes share this machine's process table, so a local ``pgrep``
-sees every node.
+sleeps). This machine sees every sandbox node's processes (a node's PID namespace, where
+it has one, is a child of the machine's), so a local ``pgrep`` sees every node.
 """
 
 from __future__ import annotations
