@@ -114,7 +114,9 @@ def test_interrupted_mpi_job_leaves_no_launcher_or_rank(
                      cluster, tag)
     assert_interrupted(done, sig)
     assert leftovers(tag) == []
-    assert output.read_text() == "started\n" * MPI_RANKS
+    # The file is the launcher's own stdout (as with `mpiexec ... > out`): what the ranks
+    # wrote, then whatever the launcher reports of their end (Hydra: BAD TERMINATION).
+    assert output.read_text().startswith("started\n" * MPI_RANKS)
 
 
 def test_sigterm_with_nothing_running_kills_the_program_as_by_default() -> None:
