@@ -156,12 +156,13 @@ def test_a_keepalive_reply_resets_the_unanswered_count(cluster: SandboxCluster) 
 
 
 def _fabexec_modules() -> Iterator[Tuple[str, Any, ast.Module]]:
+    """Every module of fabexec, its subpackages' too, named by its path in the package."""
     root = Path(fabexec.__file__).parent
-    for info in pkgutil.iter_modules([str(root)]):
-        if info.name not in ("seams", "__main__"):
-            path = root / f"{info.name}.py"
-            module = importlib.import_module(f"fabexec.{info.name}")
-            yield path.name, module, ast.parse(path.read_text())
+    for info in pkgutil.walk_packages([str(root)], prefix="fabexec."):
+        if info.name.rsplit(".", 1)[-1] not in ("seams", "__main__"):
+            module = importlib.import_module(info.name)
+            path = Path(module.__file__)
+            yield str(path.relative_to(root)), module, ast.parse(path.read_text())
 
 
 def _from_library(cls: type) -> bool:
