@@ -227,7 +227,7 @@ class Chmod(Exec):
 class Copy(Exec):
     """``cp -r target destination`` on every host of ``exec_info``."""
 
-    def __init__(self, target: str, destination: str,
+    def __init__(self, target: Optional[str] = None, destination: Optional[str] = None,
                  exec_info: Optional[ExecInfo] = None) -> None:
         if not isinstance(target, str) or not isinstance(destination, str):
             raise CommandError(f"Copy takes two path strings, not {target!r} and "
