@@ -1,4 +1,4 @@
-"""Fixtures of the jarvis-util compatibility tests: launchers, sandbox nodes, a clean JutilManager."""
+"""Fixtures of the jarvis-util compatibility tests: launchers, sandbox nodes, clean switches."""
 
 from __future__ import annotations
 
