@@ -120,19 +120,21 @@ class ExecInfo:
     def __post_init__(self) -> None:
         _validate(self)
         self._own_env = dict(self.env or {})
-        self.env = {**_forwarded(self), **self._own_env}
+        self._forwarded = _forwarded(self)
+        self.env = {**self._forwarded, **self._own_env}
 
     @property
     def given_env(self) -> Dict[str, str]:
-        """``env`` as the caller gave it, without the forwarded values."""
-        return dict(self._own_env)
+        """``env`` without the forwarded values (what was given, or written into it since)."""
+        return {k: v for k, v in self.env.items()
+                if k in self._own_env or self._forwarded.get(k) != v}
 
     @property
     def basic_env(self) -> Dict[str, str]:
         """jarvis-util's ``basic_env``: the forwardable values, then ``env``, no ``LD_PRELOAD``."""
         names = [] if self.forward_env is False else (
             FORWARD_ENV if self.forward_env in (None, True) else self.forward_env)
-        env = {**_caller_env(names), **self._own_env}
+        env = {**_caller_env(names), **self.given_env}
         env.pop("LD_PRELOAD", None)
         return env
 
@@ -148,7 +150,7 @@ class ExecInfo:
         since the two together are an error.
         """
         if "env" not in changes:  # forwarded values are taken again, for the new kind
-            changes["env"] = self._own_env
+            changes["env"] = self.given_env
         if "hosts" in changes and "hostfile" not in changes:
             changes["hostfile"] = None
         elif "hostfile" in changes and "hosts" not in changes:

@@ -32,9 +32,12 @@ def test_the_default_hostfile_still_runs_here_and_gives_way_to_hosts() -> None:
 def test_env_is_a_dict() -> None:
     info = LocalExecInfo()
     assert info.env == {}
-    info.env["X"] = "1"  # jarvis-util code writes into it
-    assert Exec("echo $X", info.mod(collect_output=True, hide_output=True,
-                                    env=info.env)).stdout == {"localhost": "1\n"}
+    info.env["X"] = "1"  # jarvis-util code writes into it, then copies the info
+    assert Exec("echo $X", info.mod(collect_output=True, hide_output=True)).stdout == \
+        {"localhost": "1\n"}
+    ssh = PsshExecInfo()
+    ssh.env["PATH"] = "/changed"
+    assert ssh.mod().env["PATH"] == "/changed" and ssh.mod().given_env == {"PATH": "/changed"}
 
 
 def test_keys_names_every_keyword() -> None:
