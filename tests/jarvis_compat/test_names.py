@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import os
 import shlex
+import shutil
 import socket
 import stat
 import subprocess
@@ -212,10 +213,13 @@ def test_kill_of_nothing_exits_1_as_pkill() -> None:
     assert Kill("fabexec-nothing-matches-this", quiet()).exit_code == 1
 
 
-def test_kill_partial_false_matches_the_name_only(tag: str) -> None:
-    started = subprocess.Popen(["sleep", tag])
-    assert Kill(f"sleep {tag}", quiet(), partial=False).exit_code == 1  # no process named so
-    assert Kill("sleep", quiet(), partial=False).exit_code == 0
+def test_kill_partial_false_matches_the_name_only(tag: str, tmp_path: Path) -> None:
+    # A name of its own: matching by name must never reach other people's processes.
+    name = f"fxk{tag.split('.')[1]}"[:15]  # the kernel keeps 15 characters of a name
+    shutil.copy("/bin/sleep", tmp_path / name)
+    started = subprocess.Popen([str(tmp_path / name), tag])
+    assert Kill(f"{name} {tag}", quiet(), partial=False).exit_code == 1  # no process named so
+    assert Kill(name, quiet(), partial=False).exit_code == 0
     assert started.wait(timeout=30) == -9
 
 
