@@ -3,7 +3,10 @@
 `ExecInfo` keeps jarvis-util's keywords and defaults, so migrating code only
 changes its imports; the SSH and MPI keywords come after them. Every field is
 checked when the object is made, so a wrong value fails at the line that wrote
-it, with the field's name, and never half-way through a run on 64 hosts.
+it, with the field's name, and never half-way through a run on 64 hosts. One
+exception, as jarvis-util code needs it: an MPI job's ``nprocs`` may be missing
+from a base info that gets it later with ``mod``, so it is checked when the job
+runs (still before anything starts).
 """
 
 from __future__ import annotations
