@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Protocol, Tuple
 
 from . import interrupts
 from .command import Command
+from .defaults import DEFAULTS
 from .info import ExecInfo, ExecType, LocalExecInfo
 from .local import LocalExecutor
 from .results import HostResult, HostResults, run_hosts, split_local
@@ -158,13 +159,15 @@ class Exec(HostResults):
         self.stderr: Dict[str, str] = {h: "" for h in self.hosts}
         self._outputs = Outputs(
             self.hosts,
-            collect=bool(info.collect_output),
-            hide=bool(info.hide_output),
+            collect=_or_default(info.collect_output, DEFAULTS.collect_output),
+            hide=_or_default(info.hide_output, DEFAULTS.hide_output),
             pipe_stdout=_path(info.pipe_stdout),
             pipe_stderr=_path(info.pipe_stderr),
             stdout=sys.stdout,
             stderr=sys.stderr,
         )
+        if DEFAULTS.echo(info.exec_type):
+            print(self.cmd, flush=True)
         self._done = False
         self._wait_lock = threading.RLock()
         self._run = Run(self._executor, self._outputs)
@@ -235,3 +238,7 @@ class Exec(HostResults):
 
 def _path(value: Optional[os.PathLike]) -> Optional[str]:
     return None if value is None else os.fspath(value)
+
+
+def _or_default(value: Optional[bool], default: bool) -> bool:
+    return default if value is None else value

@@ -337,7 +337,9 @@ class Hostfile:
         new = None if path is None else _as_path(path, "path")
         if old is not None and new is not None and old != new:
             raise HostfileError(f"hostfile={old!r} and path={new!r} disagree; give one")
-        return new if new is not None else old
+        given = new if new is not None else old
+        # Absolute, as in jarvis-util: an MPI launcher run in another ``cwd`` reads it.
+        return None if given is None else os.path.abspath(given)
 
     @staticmethod
     def _given_ips(ips: Optional[Sequence[str]], count: int) -> Optional[List[str]]:
@@ -363,6 +365,18 @@ class Hostfile:
     def hosts(self) -> List[str]:
         """The host names this hostfile runs on (the subset's, for a subset)."""
         return self._hosts
+
+    @hosts.setter
+    def hosts(self, names: Sequence[str]) -> None:
+        """Run on ``names`` instead (jarvis-util code assigns it); slots, IPs follow names."""
+        hosts, slots = _parse_list(names)
+        known = self.slots
+        if self._all_ips is not None:  # given IPs are kept by name from now on
+            self._resolved.update(zip(self._all, self._all_ips))
+            self._all_ips = None
+        self._hosts = hosts
+        self._slots = [n if n is not None else known.get(h) for h, n in zip(hosts, slots)]
+        self._slot_map = None
 
     @property
     def all_hosts(self) -> List[str]:
@@ -391,6 +405,8 @@ class Hostfile:
         return [self._ip(host) for host in self._all]
 
     def _ip(self, host: str) -> str:
+        if host in self._resolved:
+            return self._resolved[host]
         if not self.find_ips:
             return host
         if host not in self._resolved:
@@ -410,13 +426,14 @@ class Hostfile:
     # ---- deriving hostfiles ----------------------------------------------
 
     def subset(self, count: int) -> Hostfile:
-        """The first ``count`` hosts, as a subset of this hostfile's `all_hosts`."""
+        """The first ``count`` hosts, as a subset of this hostfile's `all_hosts`.
+
+        Past the end it holds every host, as a slice (and jarvis-util) does.
+        """
         if isinstance(count, bool) or not isinstance(count, int):
             raise HostfileError(f"subset() takes a number of hosts, not {count!r}", path=self.path)
-        if not 1 <= count <= len(self._hosts):
-            raise HostfileError(
-                f"subset({count}) is outside 1..{len(self._hosts)}", path=self.path
-            )
+        if count < 1:
+            raise HostfileError(f"subset({count}): the count must be at least 1", path=self.path)
         return self._view(self._hosts[:count], self._all, self._slots,
                           self._all_ips, self.path)
 
@@ -477,7 +494,7 @@ class Hostfile:
         except OSError as err:
             raise HostfileError(f"cannot write hostfile: {err.strerror or err}",
                                 path=target) from None
-        self._all, self._slots, self.path = self._hosts, slots, target
+        self._all, self._slots, self.path = self._hosts, slots, os.path.abspath(target)
         if self._all_ips is not None:
             self._all_ips = self._all_ips[: len(self._hosts)]
         return self

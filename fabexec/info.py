@@ -3,12 +3,16 @@
 `ExecInfo` keeps jarvis-util's keywords and defaults, so migrating code only
 changes its imports; the SSH and MPI keywords come after them. Every field is
 checked when the object is made, so a wrong value fails at the line that wrote
-it, with the field's name, and never half-way through a run on 64 hosts.
+it, with the field's name, and never half-way through a run on 64 hosts. One
+exception, as jarvis-util code needs it: an MPI job's ``nprocs`` may be missing
+from a base info that gets it later with ``mod``, so it is checked when the job
+runs (still before anything starts).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import math
 import numbers
@@ -50,6 +54,12 @@ _MPI_TYPES = {ExecType.MPI, ExecType.MPICH, ExecType.OPENMPI, ExecType.INTEL_MPI
 #: 64 hosts run all at once and beat Fabric's unbounded group (bench/ssh.py);
 #: larger fan-outs keep threads and sockets to this many. Not tuned further.
 DEFAULT_MAX_PARALLEL = 64
+
+#: The caller's variables jarvis-util sends with every remote and MPI command,
+#: so a program found here through a spack or module environment is found on
+#: the nodes too. ``LD_PRELOAD`` is never sent: it would load into sshd's shells.
+FORWARD_ENV = ("PATH", "LD_LIBRARY_PATH", "LIBRARY_PATH", "CMAKE_PREFIX_PATH",
+               "PYTHONPATH", "CPATH", "INCLUDE", "JAVA_HOME")
 
 
 @dataclass
@@ -95,9 +105,46 @@ class ExecInfo:
     mpi_args: Optional[List[str]] = None
     # invoke watchers (e.g. a Responder), fed a bounded window of recent output
     watchers: Optional[List[Any]] = None
+    #: The caller's variables sent with SSH, PSSH and MPI commands: None is
+    #: `FORWARD_ENV` for those (local commands inherit everything anyway), a list
+    #: names them, False sends none. ``env`` wins over a forwarded value.
+    forward_env: Union[bool, Sequence[str], None] = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ExecInfo:
+        """Name an unknown keyword and its closest valid ones (before ``__init__``'s TypeError)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in kwargs:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise ExecInfoError(key, f"unknown keyword{hint}")
+        return super().__new__(cls)
 
     def __post_init__(self) -> None:
         _validate(self)
+        self._own_env = dict(self.env or {})
+        self._forwarded = _forwarded(self)
+        self.env = {**self._forwarded, **self._own_env}
+
+    @property
+    def given_env(self) -> Dict[str, str]:
+        """``env`` without the forwarded values (what was given, or written into it since)."""
+        return {k: v for k, v in self.env.items()
+                if k in self._own_env or self._forwarded.get(k) != v}
+
+    @property
+    def basic_env(self) -> Dict[str, str]:
+        """jarvis-util's ``basic_env``: the forwardable values, then ``env``, no ``LD_PRELOAD``."""
+        names = [] if self.forward_env is False else (
+            FORWARD_ENV if self.forward_env in (None, True) else self.forward_env)
+        env = {**_caller_env(names), **self.given_env}
+        env.pop("LD_PRELOAD", None)
+        return env
+
+    @property
+    def keys(self) -> List[str]:
+        """The keyword names `mod` copies (jarvis-util's ``keys``)."""
+        return [f.name for f in dataclasses.fields(self)]
 
     def mod(self, **changes: Any) -> ExecInfo:
         """A copy with ``changes`` applied (and checked like a new object).
@@ -105,6 +152,8 @@ class ExecInfo:
         Setting ``hosts`` drops an earlier ``hostfile`` and the other way round,
         since the two together are an error.
         """
+        if "env" not in changes:  # forwarded values are taken again, for the new kind
+            changes["env"] = self.given_env
         if "hosts" in changes and "hostfile" not in changes:
             changes["hostfile"] = None
         elif "hostfile" in changes and "hosts" not in changes:
@@ -138,8 +187,21 @@ class ExecInfo:
 
     @property
     def targets(self) -> Hostfile:
-        """The hosts to run on: the hostfile, else ``localhost``."""
+        """The hosts to run on (``hostfile``, ``localhost`` when none was given)."""
         return self.hostfile if self.hostfile is not None else Hostfile()
+
+
+def _caller_env(names: Sequence[str]) -> Dict[str, str]:
+    return {name: os.environ[name] for name in names
+            if name in os.environ and name != "LD_PRELOAD"}
+
+
+def _forwarded(info: ExecInfo) -> Dict[str, str]:
+    """The caller's variables ``info`` sends along (see ``forward_env``)."""
+    choice = info.forward_env
+    if choice is False or (choice is None and info.exec_type is ExecType.LOCAL):
+        return {}
+    return _caller_env(FORWARD_ENV if choice in (None, True) else list(choice))
 
 
 @dataclass
@@ -207,11 +269,21 @@ def _validate(info: ExecInfo) -> None:
         raise ExecInfoError("stdin", "cannot be combined with sudo_password: sudo reads the "
                             "password from stdin")
     _check_list_of_str(info, "mpi_args")
+    _check_forward_env(info)
     if info.watchers is not None and not isinstance(info.watchers, (list, tuple)):
         raise ExecInfoError("watchers", "must be a list of invoke StreamWatcher objects")
     _normalize_hosts(info)
-    if info.exec_type.is_mpi and info.nprocs is None:
-        raise ExecInfoError("nprocs", "an MPI job needs nprocs, a positive integer")
+
+
+def _check_forward_env(info: ExecInfo) -> None:
+    value = info.forward_env
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, str) and v.isidentifier() for v in value):
+        raise ExecInfoError("forward_env", f"must be a list of variable names, True or False, "
+                            f"not {value!r}")
+    info.forward_env = list(value)
 
 
 def _check_positive_int(info: ExecInfo, name: str) -> None:
@@ -301,7 +373,9 @@ def _normalize_hosts(info: ExecInfo) -> None:
     """Turn ``hosts`` or ``hostfile`` into one `Hostfile` in ``info.hostfile``."""
     if info.hosts is not None and info.hostfile is not None:
         raise ExecInfoError("hosts", "give hosts or hostfile, not both")
-    if info.hostfile is not None:
+    if info.hostfile is None and info.hosts is None:
+        info.hostfile = Hostfile()  # jarvis-util's default: this machine
+    elif info.hostfile is not None:
         if isinstance(info.hostfile, Hostfile):
             return
         if not isinstance(info.hostfile, (str, os.PathLike)):

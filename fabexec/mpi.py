@@ -32,7 +32,7 @@ import threading
 from typing import Any, Dict, List, Optional
 
 from .command import Command, script_of, shell_script
-from .errors import CommandError, MpiError
+from .errors import CommandError, ExecInfoError, MpiError
 from .hostfile import Hostfile
 from .info import ExecInfo, ExecType
 from .local import LocalExecutor
@@ -66,7 +66,9 @@ class MpiExecutor(LocalExecutor):
     def __init__(self, cmd: Command, info: ExecInfo) -> None:
         self.flavor = flavor_of(info)
         lines = [build_line(self.flavor, job) for job in mpi_jobs(cmd, info, self.flavor)]
-        script = shell_script(lines, info.env, info.cwd, info.sudo, info.sudoenv,
+        # The launcher runs here with the caller's environment: only ``env`` is
+        # exported for it; forwarded values reach the ranks through the line.
+        script = shell_script(lines, info.given_env, info.cwd, info.sudo, info.sudoenv,
                               info.sudo_password is not None)
         super().__init__(cmd, info, script=script)
 
@@ -82,6 +84,8 @@ def flavor_of(info: ExecInfo) -> Flavor:
 def mpi_jobs(cmd: Command, info: ExecInfo, flavor: Flavor) -> List[MpiJob]:
     """One `MpiJob` per non-blank command, placed and configured from ``info``."""
     script_of(cmd)  # the same check of ``cmd`` as everywhere
+    if info.nprocs is None:  # checked here: a base info gets nprocs later with mod()
+        raise ExecInfoError("nprocs", "an MPI job needs nprocs, a positive integer")
     commands = [cmd] if isinstance(cmd, str) else list(cmd)
     programs = [c.strip() for c in commands if c.strip()]
     for program in programs:
@@ -117,7 +121,8 @@ def placement(hostfile: Optional[Hostfile], flavor: Flavor) -> Dict[str, Any]:
     if hostfile is None or hostfile.is_local():
         return {}
     lines = hostfile_lines(hostfile, flavor)
-    path = None if hostfile.is_subset() else hostfile.path
+    # Absolute: the launcher runs in ``cwd`` and would not find a relative path.
+    path = None if hostfile.is_subset() or hostfile.path is None else os.path.abspath(hostfile.path)
     if path is not None and _reads_as_is(path, lines):
         return {"hostfile": path}
     if path is not None or sum(len(line) + 1 for line in lines) > MAX_HOSTS_ARG:

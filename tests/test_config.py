@@ -120,7 +120,7 @@ def test_project_invoke_yaml_gives_the_defaults(tmp_path: Path) -> None:
     assert info.hostfile.hosts == ["node01", "node02"]
     assert (info.user, info.pkey, info.connect_timeout, info.max_parallel, info.timeout) == (
         "deploy", "~/.ssh/id_cluster", 4.5, 16, 60)
-    assert info.env == {"OMP_NUM_THREADS": "1"}
+    assert info.given_env == {"OMP_NUM_THREADS": "1"}  # info.env adds the forwarded PATH...
 
 
 def test_project_invoke_yaml_with_an_unknown_key_is_an_error_naming_it(tmp_path: Path) -> None:

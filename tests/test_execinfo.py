@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from fabexec import (
+    Exec,
     ExecInfo,
     ExecInfoError,
     ExecType,
@@ -40,9 +41,10 @@ def test_the_first_fields_are_jarvis_utils_keywords_in_its_order() -> None:
 
 def test_every_jarvis_keyword_has_jarvis_utils_default() -> None:
     info = ExecInfo()
-    assert {name: getattr(info, name) for name in JARVIS_KEYWORDS if name != "hostfile"} == {
-        name: default for name, default in JARVIS_KEYWORDS.items() if name != "hostfile"}
-    assert info.hostfile is None
+    read_back = {"hostfile", "env"}  # jarvis-util fills them in: read as jarvis-util reads them
+    assert {name: getattr(info, name) for name in JARVIS_KEYWORDS if name not in read_back} == {
+        name: default for name, default in JARVIS_KEYWORDS.items() if name not in read_back}
+    assert info.hostfile == Hostfile(all_hosts=["localhost"]) and info.env == {}
 
 
 def test_every_jarvis_keyword_is_accepted_by_name(tmp_path: Path) -> None:
@@ -212,9 +214,10 @@ def test_hosts_and_hostfile_together_are_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("exec_type", [t for t in ExecType if t.is_mpi])
-def test_an_mpi_job_without_nprocs_is_refused(exec_type: ExecType) -> None:
+def test_an_mpi_job_without_nprocs_is_refused_when_it_runs(exec_type: ExecType) -> None:
+    info = ExecInfo(exec_type=exec_type)  # a base info, given nprocs later with mod()
     with pytest.raises(ExecInfoError) as caught:
-        ExecInfo(exec_type=exec_type)
+        Exec("true", info)
     assert caught.value.field == "nprocs"
 
 

@@ -84,14 +84,14 @@ def test_every_rank_runs_and_the_output_is_one_localhost_stream(launcher: str) -
 
 
 def test_cmd_is_the_line_that_ran(mpich: str) -> None:
-    node = run("echo ran", ppn=2)
+    node = run("echo ran", ppn=2, forward_env=False)
     assert node.cmd == "mpiexec -ppn 2 -n 4 echo ran"
     again = subprocess.run(node.cmd, shell=True, capture_output=True, text=True, timeout=60)
     assert again.stdout == node.stdout["localhost"] == "ran\n" * RANKS
 
 
 def test_explicit_flavor_skips_detection_and_writes_its_line(openmpi: str) -> None:
-    node = run("true", exec_type=ExecType.OPENMPI, mpiexec=openmpi, nprocs=2)
+    node = run("true", exec_type=ExecType.OPENMPI, mpiexec=openmpi, nprocs=2, forward_env=False)
     assert node.exit_code == 0, node.stderr
     assert node.cmd.startswith(f"{openmpi} --oversubscribe")
 
@@ -122,7 +122,7 @@ def test_missing_cwd_is_refused_before_anything_runs(mpich: str, tmp_path: Path)
 
 
 def test_list_of_commands_runs_one_job_after_another(mpich: str) -> None:
-    node = run(["echo one", "false", "echo three"], nprocs=2)
+    node = run(["echo one", "false", "echo three"], nprocs=2, forward_env=False)
     assert node.stdout["localhost"] == "one\none\nthree\nthree\n"
     assert node.exit_code == 0  # the last job's, as for the lines of a script
     assert node.cmd.splitlines() == [f"mpiexec -n 2 {c}" for c in ("echo one", "false",
@@ -145,9 +145,9 @@ def test_missing_launcher_is_refused_at_construction_by_name(exec_type: ExecType
                                  nprocs=1))
 
 
-def test_nprocs_is_required() -> None:
+def test_nprocs_is_required_when_the_job_runs() -> None:
     with pytest.raises(ExecInfoError) as raised:
-        MpiExecInfo()
+        Exec("true", MpiExecInfo())
     assert raised.value.field == "nprocs"
 
 

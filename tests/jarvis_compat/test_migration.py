@@ -1,0 +1,150 @@
+"""One test per row of the README's "Migrating from jarvis-util" table (``row`` in each name)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from fabexec import (
+    Chmod,
+    Cmake,
+    CommandError,
+    Exec,
+    ExecInfoError,
+    FabexecError,
+    Hostfile,
+    HostfileError,
+    JutilManager,
+    LocalExec,
+    LocalExecInfo,
+    PsshExecInfo,
+    SshExec,
+)
+from fabexec.sandbox import SandboxCluster
+from tests.clusters import pssh_info, ssh_info
+
+AWKWARD = "two  words 'single' \"double\" $HOME `id` back\\slash"
+
+
+def quiet(**changes: object) -> LocalExecInfo:
+    return LocalExecInfo(collect_output=True, hide_output=True, **changes)
+
+
+def test_row01_commands_run_in_bash() -> None:
+    assert Exec('echo "${BASH_VERSION:+bash}"', quiet()).stdout == {"localhost": "bash\n"}
+
+
+def test_row02_a_command_expands_on_the_host_that_runs_it(
+        nodes: SandboxCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FABEXEC_HERE_ONLY", "here")
+    node = Exec('echo "${FABEXEC_HERE_ONLY-unset} $(hostname)"', pssh_info(nodes))
+    assert node.stdout == {h: f"unset {h}\n" for h in nodes.hosts}
+    passed = Exec('echo "$FABEXEC_HERE_ONLY"', pssh_info(nodes, env={"FABEXEC_HERE_ONLY": "x"}))
+    assert set(passed.stdout.values()) == {"x\n"}  # what to write instead
+
+
+def test_row03_cwd_applies_on_the_remote_host(nodes: SandboxCluster) -> None:
+    assert Exec("pwd", pssh_info(nodes, cwd="/usr")).stdout == {h: "/usr\n" for h in nodes.hosts}
+
+
+def test_row04_a_signal_gives_128_plus_n_and_a_timeout_124(nodes: SandboxCluster) -> None:
+    assert Exec("kill -9 $$", quiet()).exit_code == 137
+    assert Exec("sleep 60", quiet(timeout=0.5)).exit_code == 124
+    remote = Exec("kill -9 $$", ssh_info(nodes, nodes.hosts[0]))
+    assert remote.exit_code == 137
+
+
+def test_row05_sleep_ms_is_milliseconds_after_the_start(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    returned = threading.Event()
+    heard = []
+
+    def listen() -> None:
+        with open(fifo) as stream:  # blocks until the command opens it
+            heard.append((stream.read(), returned.is_set()))
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    node = Exec(f"echo started > {fifo}", quiet(exec_async=True, sleep_ms=3000))
+    returned.set()
+    node.wait()
+    listener.join(timeout=30)
+    assert heard == [("started\n", False)]  # the command spoke while Exec slept
+
+
+def test_row06_an_unknown_keyword_is_refused() -> None:
+    with pytest.raises(ExecInfoError, match="did you mean hostfile"):
+        PsshExecInfo(hostfle="hosts.txt")
+
+
+def test_row07_several_hostfile_sources_are_refused() -> None:
+    with pytest.raises(HostfileError, match="only one of"):
+        Hostfile(text="a", all_hosts=["b"])
+
+
+def test_row08_an_empty_subset_is_refused_and_past_the_end_clamps() -> None:
+    with pytest.raises(HostfileError):
+        Hostfile(text="a").subset(0)
+    assert Hostfile(text="a").subset(2).hosts == ["a"]
+
+
+def test_row09_hostfiles_second_positional_is_all_hosts() -> None:
+    assert Hostfile(None, ["a", "b"]).hosts == ["a", "b"]
+    with pytest.raises(HostfileError, match="not found"):
+        Hostfile(path="/nonexistent/fabexec-hosts")
+
+
+def test_row10_a_local_env_holds_what_was_given() -> None:
+    info = LocalExecInfo(env={"OWN": "1"})
+    assert info.env == {"OWN": "1"}
+    assert info.basic_env["PATH"] == os.environ["PATH"] and info.basic_env["OWN"] == "1"
+
+
+def test_row11_a_value_is_quoted_once(nodes: SandboxCluster) -> None:
+    node = SshExec("printenv FABEXEC_AWKWARD",
+                   ssh_info(nodes, nodes.hosts[0], env={"FABEXEC_AWKWARD": AWKWARD}))
+    assert node.stdout == AWKWARD + "\n"
+
+
+def test_row12_kill_spares_the_script_that_calls_it(tag: str) -> None:
+    victim = subprocess.Popen(["sleep", tag])
+    script = ("import sys; from fabexec import Kill, LocalExecInfo; "
+              f"Kill('sleep {tag}', LocalExecInfo(hide_output=True)); print('survived')")
+    caller = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, cwd=Path(__file__).parents[2])
+    assert (caller.returncode, caller.stdout) == (0, "survived\n"), caller.stderr
+    assert victim.wait(timeout=30) == -9
+
+
+def test_row13_errors_are_typed_and_name_what_is_wrong() -> None:
+    with pytest.raises(CommandError) as caught:
+        Chmod(path="/tmp/x")
+    assert isinstance(caught.value, FabexecError) and isinstance(caught.value, ValueError)
+    with pytest.raises(ExecInfoError) as wrong:
+        LocalExecInfo(timeout="soon")
+    assert wrong.value.field == "timeout"
+
+
+def test_row14_cmake_values_are_quoted_once(tmp_path: Path) -> None:
+    (tmp_path / "CMakeLists.txt").write_text("cmake_minimum_required(VERSION 3.10)\n"
+                                             "project(p NONE)\nmessage(STATUS \"L=${L}\")\n")
+    node = Cmake(str(tmp_path), str(tmp_path / "b"), {"L": "a;b"}, quiet())
+    assert "-- L=a;b\n" in node.stdout["localhost"] and "'-DL=a;b'" in node.cmd
+
+
+def test_row15_jutil_managers_share_one_state() -> None:
+    JutilManager().collect_output = True
+    assert JutilManager.get_instance().collect_output
+    assert Exec("echo kept", LocalExecInfo(hide_output=True)).stdout == {"localhost": "kept\n"}
+
+
+def test_row16_internals_give_way_to_the_exec_itself() -> None:
+    node = LocalExec("echo x", quiet())
+    assert not hasattr(node, "exec_") and isinstance(node.get_pid(), int)
+    assert (node.stdout, node.exit_code, node.wait()) == ("x\n", 0, 0)
