@@ -35,8 +35,14 @@ PROGRAM = "fabexec-found-on-the-callers-path"
 
 @pytest.fixture
 def callers_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A folder, readable by the nodes' user, holding PROGRAM, put first on this PATH only."""
-    folder = tempfile.mkdtemp(prefix="fabexec-path ")  # a blank in it, quoted once
+    """A folder, readable by the nodes' user, holding PROGRAM, put first on this PATH only.
+
+    Under /srv, which the sandbox's nodes share with this machine (their /tmp and homes
+    are their own), as a spack tree on a shared filesystem would be; /tmp where only
+    root may write /srv (nodes started by another user share /tmp too).
+    """
+    shared = "/srv" if os.access("/srv", os.W_OK) else None
+    folder = tempfile.mkdtemp(prefix="fabexec-path ", dir=shared)  # a blank: quoted once
     os.chmod(folder, 0o755)
     program = Path(folder) / PROGRAM
     program.write_text("#!/bin/sh\necho found\n")
