@@ -13,7 +13,7 @@ import contextlib
 import json
 import sys
 import threading
-from typing import IO, Dict, Iterator, List, Optional, Sequence
+from typing import IO, Callable, Dict, Iterator, List, Optional, Sequence, Set
 
 from . import sandbox
 from .errors import FabexecError
@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     shown = run.add_mutually_exclusive_group()
     shown.add_argument("-b", "--gather", action="store_true",
                        help="show identical outputs once, with their hosts")
-    shown.add_argument("--json", action="store_true", help="one JSON object per host")
+    shown.add_argument("--json", action="store_true",
+                       help="one JSON object a line per host, as each host ends")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND")
 
     hosts = commands.add_parser("hosts", help="print the hosts of an expression")
@@ -167,16 +168,33 @@ def _run(args: argparse.Namespace) -> int:
     screen = _Screen(sys.stdout, sys.stderr)
     with screen.streams(args.label == "colon" and not args.mpi, info):
         node = Exec(" ".join(cmd), info)  # its live output goes through the screen
-        _wait_with_progress(node, screen)
-    if args.json:
-        for host in node.hosts:
-            error = node.errors.get(host)
-            print(json.dumps({"host": host, "exit_code": node.exit_codes[host],
-                              "stdout": node.stdout[host], "stderr": node.stderr[host],
-                              "error": None if error is None else str(error)}))
-    elif args.gather:
+        _wait_with_progress(node, screen, _json_lines(node, screen) if args.json else None)
+    if args.gather:
         _print_gathered(node)
     return node.exit_code or 0
+
+
+#: The version of the objects ``--json`` prints, raised when a field changes meaning.
+JSON_SCHEMA = 1
+
+
+def _json_lines(node: Exec, screen: _Screen) -> Callable[[bool], None]:
+    """What prints one JSON object a line per host as it ends (JSON Lines); with
+    ``final``, the hosts not printed yet. Each line is a host's whole record."""
+    printed: Set[str] = set()
+
+    def report(final: bool) -> None:
+        results = node.ended()
+        for host in node.hosts if final else list(results):
+            if host in printed or host not in results:
+                continue
+            printed.add(host)
+            error = results[host].error
+            screen.write(screen.stdout, json.dumps({
+                "schema": JSON_SCHEMA, "host": host, "exit_code": results[host].exit_code,
+                "stdout": node.stdout[host], "stderr": node.stderr[host],
+                "error": None if error is None else str(error)}) + "\n")
+    return report
 
 
 class _Screen:
@@ -265,31 +283,40 @@ def _colon_labels(text: str) -> str:
                      for line in lines)
 
 
-def _wait_with_progress(node: Exec, screen: _Screen) -> None:
-    """Wait; on a terminal with many hosts, keep a progress line on stderr.
+def _wait_with_progress(node: Exec, screen: _Screen,
+                        report: Optional[Callable[[bool], None]] = None) -> None:
+    """Wait; on a terminal with many hosts, keep a progress line on stderr;
+    ``report`` the hosts as they end.
 
     The waiting stays in this thread, so that ^C reaches `Exec.wait`, which
-    ends the commands everywhere; a helper thread draws the line.
+    ends the commands everywhere; a helper thread draws the line and reports.
     """
-    if len(node.hosts) < PROGRESS_FROM or not screen.stderr.isatty():
+    progress = len(node.hosts) >= PROGRESS_FROM and screen.stderr.isatty()
+    if not progress and report is None:
         node.wait()
         return
     finished = threading.Event()
 
-    def draw() -> None:
-        while not finished.wait(0.2):
-            done, failed, total = node.progress()
-            screen.show_progress(f"[{done}/{total} done, {failed} failed, "
-                                 f"{total - done} running]")
+    def watch() -> None:
+        while not finished.wait(0.1):
+            if report is not None:
+                report(False)
+            if progress:
+                done, failed, total = node.progress()
+                screen.show_progress(f"[{done}/{total} done, {failed} failed, "
+                                     f"{total - done} running]")
 
-    drawer = threading.Thread(target=draw, daemon=True, name="fabexec-progress")
-    drawer.start()
+    watcher = threading.Thread(target=watch, daemon=True, name="fabexec-progress")
+    watcher.start()
     try:
         node.wait()
     finally:
         finished.set()
-        drawer.join()
-        screen.show_progress("")
+        watcher.join()
+        if progress:
+            screen.show_progress("")
+    if report is not None:
+        report(True)
 
 
 def _print_gathered(node: Exec) -> None:

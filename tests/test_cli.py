@@ -185,10 +185,11 @@ def test_json_prints_one_object_per_host(cluster: SandboxCluster) -> None:
     done = fabexec("run", *on(cluster), "--json", "--",
                    f"echo out; echo err >&2; ! {only_on(cluster, 'node3')}")
     assert done.returncode == 1
-    objects = [json.loads(line) for line in done.stdout.splitlines()]
+    objects = sorted((json.loads(line) for line in done.stdout.splitlines()),
+                     key=lambda o: o["host"])
     assert objects == [
-        {"host": host, "exit_code": 1 if host == "node3" else 0, "stdout": "out\n",
-         "stderr": "err\n", "error": None}
+        {"schema": cli.JSON_SCHEMA, "host": host, "exit_code": 1 if host == "node3" else 0,
+         "stdout": "out\n", "stderr": "err\n", "error": None}
         for host in cluster.hosts]
 
 
@@ -197,11 +198,35 @@ def test_json_gives_an_unreachable_host_255_and_its_error(cluster: SandboxCluste
     done = fabexec("run", "-H", "node1,ghost", "-F", ghost_config, "--connect-timeout", "10",
                    "--json", "--", "echo hi")
     assert done.returncode == 255
-    node1, ghost = map(json.loads, done.stdout.splitlines())
-    assert node1 == {"host": "node1", "exit_code": 0, "stdout": "hi\n", "stderr": "",
-                     "error": None}
+    ghost, node1 = sorted(map(json.loads, done.stdout.splitlines()), key=lambda o: o["host"])
+    assert node1 == {"schema": cli.JSON_SCHEMA, "host": "node1", "exit_code": 0,
+                     "stdout": "hi\n", "stderr": "", "error": None}
     assert (ghost["host"], ghost["exit_code"], ghost["stdout"]) == ("ghost", 255, "")
     assert isinstance(ghost["error"], str) and "ghost" in ghost["error"]
+
+
+def test_json_prints_each_host_as_it_ends(cluster: SandboxCluster, shared_dir: Path) -> None:
+    """node3 ends at once; the others end only once the test has read node3's line
+    (else they give up after `GIVE_UP` seconds and fail)."""
+    go = shared_dir / "go"
+    wait_for_go = (f"i=0; while [ ! -e {go} ] && [ $i -lt {GIVE_UP * 10} ]; do sleep 0.1; "
+                   f"i=$((i+1)); done; [ -e {go} ]")
+    paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fabexec", "run", *map(str, on(cluster)), "--json", "--",
+         f"if {only_on(cluster, 'node3')}; then echo early; else {wait_for_go}; fi"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)})
+    try:
+        first = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+        go.touch()
+        rest = [json.loads(line) for line in proc.stdout]  # type: ignore[union-attr]
+    finally:
+        status = proc.wait(timeout=PROCESS_TIMEOUT)
+    assert (first["host"], first["stdout"], first["exit_code"]) == ("node3", "early\n", 0)
+    assert sorted((o["host"], o["exit_code"]) for o in rest) == [
+        (host, 0) for host in cluster.hosts if host != "node3"]
+    assert status == 0
 
 
 # --- the habits of pdsh and clush ----------------------------------------------------
