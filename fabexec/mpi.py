@@ -184,8 +184,9 @@ def ssh_options(info: ExecInfo) -> Optional[List[str]]:
         options += ["-o", f"UserKnownHostsFile={_absolute(info.known_hosts)}"]
     if info.user is not None:
         options += ["-l", info.user]
-    if info.pkey is not None:
-        options += ["-i", _absolute(info.pkey)]
+    if info.pkey is not None:  # that key alone, as our own connections: the caller's agent
+        # or default keys first would spend the server's MaxAuthTries on refusals
+        options += ["-i", _absolute(info.pkey), "-o", "IdentitiesOnly=yes"]
     if info.port is not None:
         options += ["-p", str(info.port)]
     return options
