@@ -49,6 +49,10 @@ def _host_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--key", help="private key file")
     parser.add_argument("-p", "--port", type=int, help="SSH port")
     parser.add_argument("-F", "--ssh-config", help="an ssh_config file to use")
+    parser.add_argument("-J", "--proxy-jump", metavar="HOPS",
+                        help="reach the hosts through these bastions (as ssh -J)")
+    parser.add_argument("-A", "--forward-agent", action="store_true", default=None,
+                        help="forward the local ssh-agent to the command (as ssh -A)")
     parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
     parser.add_argument("--max-parallel", "--fanout", type=int, metavar="N",
                         help="hosts in flight at once")
@@ -126,7 +130,8 @@ def _exec_info(args: argparse.Namespace, **more: object) -> ExecInfo:
         exec_type = ExecType.MPI
     options = dict(exec_type=exec_type, hosts=hosts, hostfile=hostfile, user=args.user,
                    pkey=args.key, port=args.port, ssh_config=args.ssh_config,
-                   connect_timeout=args.connect_timeout)
+                   connect_timeout=args.connect_timeout, proxy_jump=args.proxy_jump,
+                   forward_agent=args.forward_agent)
     if args.max_parallel is not None:
         options["max_parallel"] = args.max_parallel
     return ExecInfo(**options, **more)  # type: ignore[arg-type]

@@ -172,7 +172,8 @@ def ssh_agent(info: ExecInfo, flavor: Flavor) -> Optional[str]:
 
 def ssh_options(info: ExecInfo) -> Optional[List[str]]:
     """``ssh`` options for ``info``'s SSH settings, as an `SshExecInfo` would use them."""
-    given = (info.ssh_config, info.user, info.pkey, info.port, info.known_hosts)
+    given = (info.ssh_config, info.user, info.pkey, info.port, info.known_hosts,
+             info.proxy_jump, info.forward_agent)
     if all(value is None for value in given) and not info.strict_ssh:
         return None
     options = ["-o", "BatchMode=yes",  # a launcher's ssh must never wait for a password
@@ -189,6 +190,10 @@ def ssh_options(info: ExecInfo) -> Optional[List[str]]:
         options += ["-i", _absolute(info.pkey), "-o", "IdentitiesOnly=yes"]
     if info.port is not None:
         options += ["-p", str(info.port)]
+    if info.proxy_jump is not None:
+        options += ["-J", info.proxy_jump]
+    if info.forward_agent is not None:
+        options += ["-o", f"ForwardAgent={'yes' if info.forward_agent else 'no'}"]
     return options
 
 
