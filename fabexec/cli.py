@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     shown = run.add_mutually_exclusive_group()
     shown.add_argument("-b", "--gather", action="store_true",
                        help="show identical outputs once, with their hosts")
+    run.add_argument("--live", action="store_true",
+                     help="with -b: print the lines as they come too, the summary at the end")
     shown.add_argument("--json", action="store_true",
                        help="one JSON object a line per host, as each host ends")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND")
@@ -166,10 +168,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.mpi and args.nprocs is None:
         raise CliError("fabexec run: error: --mpi needs -n/--nprocs")
     gathering = args.gather or args.json
+    if args.live and not args.gather:
+        raise CliError("fabexec run: error: --live goes with -b/--gather")
     info = _exec_info(
         args, nprocs=args.nprocs, ppn=args.ppn, env=_env(args.env) or None, cwd=args.cwd,
         sudo=args.sudo, timeout=args.timeout, pipe_stdout=args.out, pipe_stderr=args.err,
-        hide_output=args.quiet or gathering, collect_output=gathering, exec_async=True)
+        hide_output=args.quiet or (gathering and not args.live), collect_output=gathering,
+        exec_async=True)
     screen = _Screen(sys.stdout, sys.stderr)
     with screen.streams(args.label == "colon" and not args.mpi, info):
         node = Exec(" ".join(cmd), info)  # its live output goes through the screen

@@ -181,6 +181,15 @@ def test_gather_groups_different_outputs_apart_with_their_exit_status(
                            + gathered("node[2,4] (2)", "even\n"))
 
 
+def test_gather_with_live_prints_the_lines_as_they_come_then_the_summary(
+        cluster: SandboxCluster) -> None:
+    done = fabexec("run", *on(cluster), "-b", "--live", "--", "echo same")
+    assert (done.returncode, done.stderr) == (0, "")
+    live, summary = done.stdout.splitlines(keepends=True)[:4], done.stdout.splitlines()[4:]
+    assert sorted(live) == [f"[{host}] same\n" for host in cluster.hosts]
+    assert "".join(line + "\n" for line in summary) == gathered("node[1-4] (4)", "same\n")
+
+
 def test_json_prints_one_object_per_host(cluster: SandboxCluster) -> None:
     done = fabexec("run", *on(cluster), "--json", "--",
                    f"echo out; echo err >&2; ! {only_on(cluster, 'node3')}")
@@ -653,6 +662,7 @@ BAD_INPUTS = {
     "exclude every host": (["run", "-w", "n[1-2]", "-x", "n[1-2]", "--", "touch {ran}"],
                            "leaves no host"),
     "unknown label": (["run", "--label", "curly", "--", "touch {ran}"], "invalid choice"),
+    "live without gather": (["run", "--live", "--", "touch {ran}"], "--live goes with"),
     "missing cwd": (["run", "--cwd", "{tmp}/no-such-dir", "--", "touch {ran}"], "no-such-dir"),
     "missing ssh_config": (["run", "-H", "n1", "-F", "{tmp}/no-such-config", "--", "touch {ran}"],
                            "no-such-config"),
