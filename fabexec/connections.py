@@ -127,8 +127,7 @@ class HostConnection(QuickMisses, Connection):
     users: int = 0
     idle_since: float = 0.0
     cache_key: Tuple[Any, ...] = ()
-    proxy_jump: Optional[str] = None
-    hop_timeout: float = 10.0
+    hop_info: Optional[ExecInfo] = None
     _open_lock: Any = None
 
     def __init__(self, host: str, info: ExecInfo, config: Config) -> None:
@@ -145,7 +144,7 @@ class HostConnection(QuickMisses, Connection):
             connect_kwargs.update(key_filename=[_expanded(info.pkey)], look_for_keys=False,
                                   allow_agent=False, passphrase=info.pkey_passphrase)
         # Read by get_gateway, which Connection.__init__ calls.
-        self.proxy_jump, self.hop_timeout = info.proxy_jump, timeout
+        self.hop_info = info
         super().__init__(host, user=info.user, port=info.port, config=config,
                          connect_kwargs=connect_kwargs, forward_agent=info.forward_agent)
         if self.ssh_config.get("identitiesonly") == "yes" and "identityfile" in self.ssh_config:
@@ -160,16 +159,26 @@ class HostConnection(QuickMisses, Connection):
             RefusePolicy() if info.strict_ssh else AcceptNewPolicy())
 
     def get_gateway(self) -> Any:
-        """Fabric's ProxyJump hops, from ``proxy_jump`` first, else ssh_config's; each hop
-        bounded by our ``connect_timeout``, as a silent hop must not hang the host."""
-        if self.proxy_jump is not None:
-            self.ssh_config["proxyjump"] = self.proxy_jump
-        gateway = super().get_gateway()
-        hop, timeout = gateway, self.hop_timeout
+        """Fabric's ProxyJump hops, from ``proxy_jump`` first, else ssh_config's.
+
+        Each hop is bounded by our ``connect_timeout`` (a silent hop must not hang
+        the host) and judged by known_hosts as our own hosts are: Fabric's
+        would accept any key, a changed one too.
+        """
+        info = self.hop_info
+        if info is None:
+            return super().get_gateway()
+        if info.proxy_jump is not None:
+            self.ssh_config["proxyjump"] = info.proxy_jump
+        gateway = hop = super().get_gateway()
+        timeout = float(info.connect_timeout)
         while isinstance(hop, Connection):
             hop.connect_timeout = timeout
             hop.connect_kwargs.update(banner_timeout=timeout, auth_timeout=timeout,
                                       channel_timeout=timeout)
+            hop.client = KnownHostsClient(_known_hosts_path(info, hop.ssh_config))
+            hop.client.set_missing_host_key_policy(
+                RefusePolicy() if info.strict_ssh else AcceptNewPolicy())
             hop = hop.gateway
         return gateway
 

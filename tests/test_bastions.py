@@ -17,7 +17,7 @@ import pytest
 from fabexec import Exec, ExecInfoError, MpiExecInfo, SshExecInfo, UnreachableError
 from fabexec.mpi import ssh_options
 from fabexec.sandbox import SandboxCluster
-from tests.agents import running_agent
+from tests.agents import new_key, running_agent
 from tests.clusters import SPARE_IP, host_block, openssh, ssh_config_with
 from tests.test_cli import fabexec
 
@@ -166,3 +166,22 @@ def test_a_wrong_bastion_or_forwarding_value_is_refused_naming_it(field: str,
     with pytest.raises(ExecInfoError) as caught:
         SshExecInfo(hosts="node1", **{field: value})
     assert caught.value.field == field
+
+
+def test_a_hop_whose_host_key_changed_is_refused_naming_the_hop(
+        behind: SandboxCluster, tmp_path: Path) -> None:
+    """node1's entry in its known_hosts holds another key: a man in the middle, for
+    all we know. Fabric alone would accept any hop's key."""
+    ip, port = behind.addresses["node1"]
+    impostor = (new_key(tmp_path / "impostor").with_suffix(".pub").read_text().split()[:2])
+    known = tmp_path / "hop_known_hosts"
+    name = ip if port == 22 else f"[{ip}]:{port}"  # as known_hosts spells the address
+    known.write_text(f"node1,{name} {' '.join(impostor)}\n")
+    config = config_with_inner(behind, tmp_path)
+    config.write_text(config.read_text().replace(
+        "Host node1\n", f"Host node1\n    UserKnownHostsFile {known}\n", 1))
+    node = Exec(WHERE, SshExecInfo(hosts="inner", ssh_config=config, proxy_jump="node1",
+                                   collect_output=True, hide_output=True))
+    error = node.errors["inner"]
+    assert isinstance(error, UnreachableError), error
+    assert "ProxyJump hop node1" in str(error) and "CHANGED" in str(error), str(error)
