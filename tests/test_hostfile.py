@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -710,3 +712,29 @@ def test_fold_is_as_short_as_clustershells_nodeset_and_names_the_same_hosts():
         assert len(ours) <= len(theirs), (seed, ours, theirs)
         checked += 1
     assert checked > 1000
+
+
+#: A bracket with plain text after it and no bracket further on: Slurm's hostlists
+#: (22.05) refuse it (``node[1-2].ib``, ``rack[1,3]n07``), fabexec and ClusterShell do not.
+SLURM_REFUSES = re.compile(r"\][^\[\],]+(,|$)")
+
+
+def test_fold_names_the_same_hosts_for_slurms_scontrol(tmp_path):
+    """``scontrol show hostnames`` is the second oracle, on what Slurm's grammar takes."""
+    if shutil.which("scontrol") is None:
+        pytest.skip("scontrol is not installed (inv setup installs slurm-client)")
+    conf = tmp_path / "slurm.conf"  # scontrol reads one before anything, even offline
+    conf.write_text("ClusterName=fabexec\nSlurmctldHost=localhost\n")
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    checked = 0
+    for seed in range(300):
+        hosts = random_hosts(random.Random(seed))
+        folded = fold(hosts) if hosts else ""
+        if not hosts or SLURM_REFUSES.search(folded):
+            continue
+        shown = subprocess.run(["scontrol", "show", "hostnames", folded], env=env,
+                               capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, (seed, folded, shown.stderr)
+        assert sorted(shown.stdout.split()) == sorted(set(hosts)), (seed, folded)
+        checked += 1
+    assert checked > 100
