@@ -19,7 +19,9 @@ ROOT = Path(__file__).parent
 
 #: Debian packages the tests drive for real: sshd and sudo for the sandbox,
 #: Open MPI beside the MPICH wheel. (docker/engine.sh installs the engine.)
-TEST_PACKAGES = {"sshd": "openssh-server", "sudo": "sudo", "mpiexec.openmpi": "openmpi-bin"}
+TEST_PACKAGES = {"sshd": "openssh-server", "sudo": "sudo", "mpiexec.openmpi": "openmpi-bin",
+                 "dshbak": "pdsh", "clubak": "clustershell",  # readers of --label colon
+                 "scontrol": "slurm-client"}  # an oracle of Hostfile folding
 
 
 @task

@@ -9,16 +9,18 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import threading
-from typing import Dict, List, Optional, Sequence
+from typing import IO, Callable, Dict, Iterator, List, Optional, Sequence, Set
 
 from . import sandbox
 from .errors import FabexecError
 from .exec import Exec
-from .hostfile import expand, fold
+from .hostfile import Hostfile, expand, fold
 from .info import ExecInfo, ExecType
+from .tee import LineJoiner
 from .transfer import Get, Put
 
 #: Exit status for a wrong input (as argparse uses).
@@ -39,14 +41,20 @@ class _Parser(argparse.ArgumentParser):
 
 def _host_options(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("-H", "--hosts", help="host expression, e.g. node[01-16],login")
+    where.add_argument("-H", "-w", "--hosts", help="host expression, e.g. node[01-16],login")
     where.add_argument("-f", "--hostfile", help="a hostfile (one host per line, ranges allowed)")
+    parser.add_argument("-x", "--exclude", metavar="HOSTS",
+                        help="leave out these hosts (an expression, as pdsh's -x)")
     parser.add_argument("-u", "--user", help="login user")
     parser.add_argument("-i", "--key", help="private key file")
     parser.add_argument("-p", "--port", type=int, help="SSH port")
     parser.add_argument("-F", "--ssh-config", help="an ssh_config file to use")
+    parser.add_argument("-J", "--proxy-jump", metavar="HOPS",
+                        help="reach the hosts through these bastions (as ssh -J)")
+    parser.add_argument("-A", "--forward-agent", action="store_true", default=None,
+                        help="forward the local ssh-agent to the command (as ssh -A)")
     parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
-    parser.add_argument("--max-parallel", type=int, metavar="N",
+    parser.add_argument("--max-parallel", "--fanout", type=int, metavar="N",
                         help="hosts in flight at once")
 
 
@@ -68,10 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="FILE", help="write stdout there ({host} per host)")
     run.add_argument("--err", metavar="FILE", help="write stderr there ({host} per host)")
     run.add_argument("-q", "--quiet", action="store_true", help="print no output")
+    run.add_argument("--label", choices=["bracket", "colon"], default="bracket",
+                     help="how live lines name their host: '[host] line', or 'host: line' "
+                     "as pdsh and clush print it (for dshbak and clubak)")
     shown = run.add_mutually_exclusive_group()
-    shown.add_argument("--gather", action="store_true",
+    shown.add_argument("-b", "--gather", action="store_true",
                        help="show identical outputs once, with their hosts")
-    shown.add_argument("--json", action="store_true", help="one JSON object per host")
+    run.add_argument("--live", action="store_true",
+                     help="with -b: print the lines as they come too, the summary at the end")
+    shown.add_argument("--json", action="store_true",
+                       help="one JSON object a line per host, as each host ends")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND")
 
     hosts = commands.add_parser("hosts", help="print the hosts of an expression")
@@ -111,15 +125,30 @@ def _exec_info(args: argparse.Namespace, **more: object) -> ExecInfo:
     # ExecInfo parses both (an expression keeps its slot counts, ``n1:4``).
     hosts, hostfile = args.hosts or None, args.hostfile or None
     many = hosts is not None or hostfile is not None
+    if args.exclude is not None:
+        hosts, hostfile = _excluding(hosts, hostfile, args.exclude), None
     exec_type = ExecType.PSSH if many else ExecType.LOCAL
     if getattr(args, "mpi", False):
         exec_type = ExecType.MPI
     options = dict(exec_type=exec_type, hosts=hosts, hostfile=hostfile, user=args.user,
                    pkey=args.key, port=args.port, ssh_config=args.ssh_config,
-                   connect_timeout=args.connect_timeout)
+                   connect_timeout=args.connect_timeout, proxy_jump=args.proxy_jump,
+                   forward_agent=args.forward_agent)
     if args.max_parallel is not None:
         options["max_parallel"] = args.max_parallel
     return ExecInfo(**options, **more)  # type: ignore[arg-type]
+
+
+def _excluding(hosts: Optional[str], hostfile: Optional[str], exclude: str) -> Hostfile:
+    """The hosts given less those of ``exclude``, in order, repeats and slot counts kept."""
+    if hosts is None and hostfile is None:
+        raise CliError("fabexec: error: -x/--exclude needs hosts (-H/-w or -f)")
+    given = Hostfile(all_hosts=hosts) if hosts is not None else Hostfile(path=hostfile)
+    left, slots = set(given.hosts) - set(expand(exclude)), given.slots
+    if not left:
+        raise CliError(f"fabexec: error: -x {exclude!r} leaves no host")
+    return Hostfile(all_hosts=[host if slots.get(host) is None else f"{host}:{slots[host]}"
+                               for host in given.hosts if host in left])
 
 
 def _env(pairs: List[str]) -> Dict[str, str]:
@@ -139,48 +168,165 @@ def _run(args: argparse.Namespace) -> int:
     if args.mpi and args.nprocs is None:
         raise CliError("fabexec run: error: --mpi needs -n/--nprocs")
     gathering = args.gather or args.json
+    if args.live and not args.gather:
+        raise CliError("fabexec run: error: --live goes with -b/--gather")
     info = _exec_info(
         args, nprocs=args.nprocs, ppn=args.ppn, env=_env(args.env) or None, cwd=args.cwd,
         sudo=args.sudo, timeout=args.timeout, pipe_stdout=args.out, pipe_stderr=args.err,
-        hide_output=args.quiet or gathering, collect_output=gathering, exec_async=True)
-    node = Exec(" ".join(cmd), info)
-    _wait_with_progress(node)
-    if args.json:
-        for host in node.hosts:
-            error = node.errors.get(host)
-            print(json.dumps({"host": host, "exit_code": node.exit_codes[host],
-                              "stdout": node.stdout[host], "stderr": node.stderr[host],
-                              "error": None if error is None else str(error)}))
-    elif args.gather:
+        hide_output=args.quiet or (gathering and not args.live), collect_output=gathering,
+        exec_async=True)
+    screen = _Screen(sys.stdout, sys.stderr)
+    with screen.streams(args.label == "colon" and not args.mpi, info):
+        node = Exec(" ".join(cmd), info)  # its live output goes through the screen
+        _wait_with_progress(node, screen, _json_lines(node, screen) if args.json else None)
+    if args.gather:
         _print_gathered(node)
     return node.exit_code or 0
 
 
-def _wait_with_progress(node: Exec) -> None:
-    """Wait; on a terminal with many hosts, keep a progress line on stderr.
+#: The version of the objects ``--json`` prints, raised when a field changes meaning.
+JSON_SCHEMA = 1
+
+
+def _json_lines(node: Exec, screen: _Screen) -> Callable[[bool], None]:
+    """What prints one JSON object a line per host as it ends (JSON Lines); with
+    ``final``, the hosts not printed yet. Each line is a host's whole record."""
+    printed: Set[str] = set()
+
+    def report(final: bool) -> None:
+        results = node.ended()
+        for host in node.hosts if final else list(results):
+            if host in printed or host not in results:
+                continue
+            printed.add(host)
+            error = results[host].error
+            screen.write(screen.stdout, json.dumps({
+                "schema": JSON_SCHEMA, "host": host, "exit_code": results[host].exit_code,
+                "stdout": node.stdout[host], "stderr": node.stderr[host],
+                "error": None if error is None else str(error)}) + "\n")
+    return report
+
+
+class _Screen:
+    """Our stdout and stderr as a person sees them on a terminal.
+
+    The hosts' live lines and the progress line share the terminal: before a
+    line of output the progress line is cleared, after it the progress line is
+    drawn again, so that neither ever cuts into the other. With ``colon``
+    labels every line reads ``host: line``, as pdsh and clush print it.
+    """
+
+    def __init__(self, stdout: IO[str], stderr: IO[str]) -> None:
+        self.stdout, self.stderr = stdout, stderr
+        self.progress = ""  # what the progress line shows now ('' when none)
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def streams(self, colon: bool, info: ExecInfo) -> Iterator[None]:
+        """Within: `sys.stdout` and `sys.stderr` write through this screen."""
+        hosts = set(info.targets.hosts) if info.exec_type is not ExecType.LOCAL else set()
+        # One host's lines come unnamed (several hosts' name theirs): name them here.
+        label = next(iter(hosts)) if colon and len(hosts) == 1 else None
+        out = _Stream(self, self.stdout, colon, label)
+        err = _Stream(self, self.stderr, colon, label)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):  # type: ignore
+            yield
+        out.close()
+        err.close()
+
+    def write(self, stream: IO[str], text: str) -> None:
+        """``text`` on ``stream``, whole lines never mixed with the progress line."""
+        with self._lock:
+            shown = self.progress and stream.isatty()
+            if shown:
+                self.stderr.write("\r\033[K")
+                self.stderr.flush()
+            stream.write(text)
+            stream.flush()
+            if shown:
+                self.stderr.write(self.progress)
+                self.stderr.flush()
+
+    def show_progress(self, text: str) -> None:
+        """Draw (or, with '', clear) the progress line on stderr."""
+        with self._lock:
+            self.progress = text
+            self.stderr.write("\r\033[K" + text)
+            self.stderr.flush()
+
+
+class _Stream:
+    """One of our streams as `Exec` sees it: labels rewritten, writes through the `_Screen`."""
+
+    def __init__(self, screen: _Screen, stream: IO[str], colon: bool,
+                 host: Optional[str]) -> None:
+        self.screen, self.stream, self.colon = screen, stream, colon
+        self._lines = LineJoiner(f"{host}: ", "\n") if host is not None else None
+
+    def write(self, text: str) -> int:
+        if self._lines is not None:
+            text = self._lines.feed(text)
+        elif self.colon:
+            text = _colon_labels(text)
+        if text:
+            self.screen.write(self.stream, text)
+        return len(text)
+
+    def close(self) -> None:
+        if self._lines is not None:
+            self.screen.write(self.stream, self._lines.flush())
+
+    def flush(self) -> None:
+        pass  # every write is flushed at once
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+
+def _colon_labels(text: str) -> str:
+    """``[host] line`` lines (as several hosts' live output reads) as ``host: line``.
+
+    A host name holds no ``]``, so the first ``] `` of a line ends its label.
+    """
+    lines = text.split("\n")
+    return "\n".join(f"{line[1:].replace('] ', ': ', 1)}" if line.startswith("[") else line
+                     for line in lines)
+
+
+def _wait_with_progress(node: Exec, screen: _Screen,
+                        report: Optional[Callable[[bool], None]] = None) -> None:
+    """Wait; on a terminal with many hosts, keep a progress line on stderr;
+    ``report`` the hosts as they end.
 
     The waiting stays in this thread, so that ^C reaches `Exec.wait`, which
-    ends the commands everywhere; a helper thread draws the line.
+    ends the commands everywhere; a helper thread draws the line and reports.
     """
-    if len(node.hosts) < PROGRESS_FROM or not sys.stderr.isatty():
+    progress = len(node.hosts) >= PROGRESS_FROM and screen.stderr.isatty()
+    if not progress and report is None:
         node.wait()
         return
     finished = threading.Event()
 
-    def draw() -> None:
-        while not finished.wait(0.2):
-            done, failed, total = node.progress()
-            sys.stderr.write(f"\r[{done}/{total} done, {failed} failed, {total - done} running]")
-            sys.stderr.flush()
+    def watch() -> None:
+        while not finished.wait(0.1):
+            if report is not None:
+                report(False)
+            if progress:
+                done, failed, total = node.progress()
+                screen.show_progress(f"[{done}/{total} done, {failed} failed, "
+                                     f"{total - done} running]")
 
-    drawer = threading.Thread(target=draw, daemon=True, name="fabexec-progress")
-    drawer.start()
+    watcher = threading.Thread(target=watch, daemon=True, name="fabexec-progress")
+    watcher.start()
     try:
         node.wait()
     finally:
         finished.set()
-        drawer.join()
-        sys.stderr.write("\r\033[K")
+        watcher.join()
+        if progress:
+            screen.show_progress("")
+    if report is not None:
+        report(True)
 
 
 def _print_gathered(node: Exec) -> None:

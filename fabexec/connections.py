@@ -114,6 +114,7 @@ class HostConnection(QuickMisses, Connection):
     users: int = 0
     idle_since: float = 0.0
     cache_key: Tuple[Any, ...] = ()
+    hop_info: Optional[ExecInfo] = None
     _open_lock: Any = None
 
     def __init__(self, host: str, info: ExecInfo, config: Config) -> None:
@@ -129,8 +130,10 @@ class HostConnection(QuickMisses, Connection):
         if info.pkey is not None:
             connect_kwargs.update(key_filename=[_expanded(info.pkey)], look_for_keys=False,
                                   allow_agent=False, passphrase=info.pkey_passphrase)
+        # Read by get_gateway, which Connection.__init__ calls.
+        self.hop_info = info
         super().__init__(host, user=info.user, port=info.port, config=config,
-                         connect_kwargs=connect_kwargs)
+                         connect_kwargs=connect_kwargs, forward_agent=info.forward_agent)
         if self.ssh_config.get("identitiesonly") == "yes" and "identityfile" in self.ssh_config:
             self.connect_kwargs.update(look_for_keys=False, allow_agent=False)
         preload_first_key(self.connect_kwargs)
@@ -141,6 +144,30 @@ class HostConnection(QuickMisses, Connection):
         self.client = KnownHostsClient(self.known_hosts)
         self.client.set_missing_host_key_policy(
             RefusePolicy() if info.strict_ssh else AcceptNewPolicy())
+
+    def get_gateway(self) -> Any:
+        """Fabric's ProxyJump hops, from ``proxy_jump`` first, else ssh_config's.
+
+        Each hop is bounded by our ``connect_timeout`` (a silent hop must not hang
+        the host) and judged by known_hosts as our own hosts are: Fabric's
+        would accept any key, a changed one too.
+        """
+        info = self.hop_info
+        if info is None:
+            return super().get_gateway()
+        if info.proxy_jump is not None:
+            self.ssh_config["proxyjump"] = info.proxy_jump
+        gateway = hop = super().get_gateway()
+        timeout = float(info.connect_timeout)
+        while isinstance(hop, Connection):
+            hop.connect_timeout = timeout
+            hop.connect_kwargs.update(banner_timeout=timeout, auth_timeout=timeout,
+                                      channel_timeout=timeout)
+            hop.client = KnownHostsClient(_known_hosts_path(info, hop.ssh_config))
+            hop.client.set_missing_host_key_policy(
+                RefusePolicy() if info.strict_ssh else AcceptNewPolicy())
+            hop = hop.gateway
+        return gateway
 
     def __setattr__(self, key: str, value: Any) -> None:
         # invoke's DataProxy tells attributes from config keys with ``key in
@@ -177,6 +204,8 @@ class HostConnection(QuickMisses, Connection):
 
     def _open(self) -> Any:
         if self.gateway:  # ProxyCommand / ProxyJump: Fabric's own path
+            if isinstance(self.gateway, Connection):
+                self._open_hop(self.gateway)
             result = self._open_mapped(lambda: super(HostConnection, self).open())
             hop = getattr(self.gateway, "transport", None)  # ProxyJump: the hop's TCP link
             if isinstance(getattr(hop, "sock", None), socket.socket):
@@ -193,6 +222,16 @@ class HostConnection(QuickMisses, Connection):
         finally:
             watchdog.cancel()
             del self.connect_kwargs["sock"]
+
+    def _open_hop(self, hop: Connection) -> None:
+        """Open the ProxyJump hop: whatever stops it is this host's error, naming it."""
+        try:
+            hop.open()
+        except Exception as e:  # noqa: BLE001 - a hop's failure is its host's result
+            hop.close()
+            raise UnreachableError(self.original_host, f"cannot reach ProxyJump hop "
+                                   f"{hop.original_host} ({hop.host}:{hop.port}): "
+                                   f"{str(e) or type(e).__name__}") from None
 
     def _dial(self) -> socket.socket:
         try:
@@ -232,8 +271,10 @@ class HostConnection(QuickMisses, Connection):
             raise self._unreachable(str(e) or type(e).__name__) from None
 
     def _unreachable(self, why: str) -> UnreachableError:
+        hop = self.gateway.original_host if isinstance(self.gateway, Connection) else None
+        via = f" through ProxyJump hop {hop}" if hop else ""
         return UnreachableError(self.original_host,
-                                f"cannot connect to {self.host}:{self.port}: {why}")
+                                f"cannot connect to {self.host}:{self.port}{via}: {why}")
 
 
 def _no_delay(sock: socket.socket) -> None:
@@ -340,7 +381,8 @@ class ConnectionPool:
             os.fspath(info.ssh_config))
         key = (host, info.user, info.port, info.pkey and os.fspath(info.pkey), ssh_config,
                info.known_hosts and os.fspath(info.known_hosts), info.strict_ssh,
-               info.connect_timeout, info.keepalive_interval, info.keepalive_count)
+               info.connect_timeout, info.keepalive_interval, info.keepalive_count,
+               info.proxy_jump, info.forward_agent)
         if not info.reuse_connections:
             return HostConnection(host, info, self._config(ssh_config))
         with self._lock:

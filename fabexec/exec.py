@@ -29,6 +29,7 @@ class Executor(Protocol):
     def wait(self) -> Dict[str, HostResult]: ...
     def kill(self) -> None: ...
     def progress(self) -> Tuple[int, int, int]: ...
+    def ended(self) -> Dict[str, HostResult]: ...
 
 
 def executor_for(cmd: Command, info: ExecInfo) -> Executor:
@@ -75,6 +76,9 @@ class Together:
     def progress(self) -> Tuple[int, int, int]:
         done, failed, total = zip(*(part.progress() for part in self.parts))
         return sum(done), sum(failed), sum(total)
+
+    def ended(self) -> Dict[str, HostResult]:
+        return {host: result for part in self.parts for host, result in part.ended().items()}
 
 
 class Run:
@@ -226,6 +230,21 @@ class Exec(HostResults):
         if self._done:
             return len(self.hosts), sum(1 for c in self.exit_codes.values() if c), len(self.hosts)
         return self._executor.progress()
+
+    def ended(self) -> Dict[str, HostResult]:
+        """The hosts that have ended so far and how, their `stdout` and `stderr` filled.
+
+        For reporting each host as it ends (``fabexec run --json``) from one
+        thread while another waits: `wait` still gives the final word (a host
+        whose output file then failed to close becomes an error).
+        """
+        if self._done:
+            return {h: HostResult(self.exit_codes[h] or 0, self.errors.get(h)) for h in self.hosts}
+        ended = self._executor.ended()
+        for host in ended:  # its output was read whole before its result was recorded
+            self.stdout[host] = self._outputs.tees[host]["stdout"].text
+            self.stderr[host] = self._outputs.tees[host]["stderr"].text
+        return ended
 
     @property
     def done(self) -> bool:

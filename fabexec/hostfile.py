@@ -251,42 +251,114 @@ def expand(expr: str) -> List[str]:
     return hosts
 
 
-_NUMBERED = re.compile(r"^(.*?)(\d+)(\D*)$")
+_DIGITS = re.compile(r"(\d+)")
+
+Run = Tuple[int, int, int]  # low, high, width (0: not zero-padded)
 
 
 def fold(hosts: Iterable[str]) -> str:
     """The shortest range expression of ``hosts``, the inverse of `expand`.
 
     ``node1,node2,node3,node7`` gives ``node[1-3,7]``; zero padding is kept
-    (``n01,n02`` gives ``n[01-02]``). Groups keep the order of first appearance.
+    (``n01,n02`` gives ``n[01-02]``, ``node00001`` to ``node10000`` one range
+    ``node[00001-10000]``); names numbered in several places fold to products
+    (``rack[01-02]n[01-04]``). It shows a set: repeated names appear once and
+    numbers ascend, but names of different shapes keep the order in which they
+    first appear, so ``login,node[1-4]`` stays in that order.
     """
-    groups: Dict[Tuple[str, str, int], List[int]] = {}
-    for host in hosts:
-        match = _NUMBERED.match(host)
-        if match is None:
-            groups.setdefault((host, "", -1), [])
-            continue
-        prefix, digits, suffix = match.groups()
-        width = len(digits) if digits.startswith("0") and len(digits) > 1 else 0
-        groups.setdefault((prefix, suffix, width), []).append(int(digits))
-    return ",".join(_fold_group(*key, numbers) for key, numbers in groups.items())
+    shapes: Dict[Tuple[str, ...], List[Tuple[str, ...]]] = {}
+    for host in dict.fromkeys(hosts):
+        parts = [host] if ":" in host else _DIGITS.split(host)  # an IPv6 literal stays whole
+        shapes.setdefault(tuple(parts[0::2]), []).append(tuple(parts[1::2]))
+    return ",".join(_fold_shape(literals, numbers) for literals, numbers in shapes.items())
 
 
-def _fold_group(prefix: str, suffix: str, width: int, numbers: List[int]) -> str:
-    if width < 0:
-        return prefix
-    numbers = sorted(set(numbers))
+def _fold_shape(literals: Tuple[str, ...], numbers: List[Tuple[str, ...]]) -> str:
+    """The products covering names of one shape (same text between the numbers).
+
+    Merging greedily along one axis after another is not always minimal, and
+    which order does better depends on the names: both are tried.
+    """
+    axes = list(range(len(literals) - 1))
+    spelled = (_spell(literals, _merged(numbers, order)) for order in (axes[::-1], axes))
+    return min(spelled, key=len)
+
+
+def _merged(numbers: List[Tuple[str, ...]], order: List[int]) -> List[Tuple[frozenset, ...]]:
+    """Products of digit strings covering ``numbers``, merged along ``order`` until stable."""
+    terms = [tuple(frozenset([field]) for field in fields) for fields in numbers]
+    while True:
+        before = len(terms)
+        for axis in order:
+            terms = _merge_along(terms, axis)
+        if len(terms) == before:
+            return terms
+
+
+def _spell(literals: Tuple[str, ...], terms: List[Tuple[frozenset, ...]]) -> str:
+    texts = []
+    for term in sorted(terms, key=lambda t: [_run_key(r) for fields in t for r in _runs(fields)]):
+        ranges = [_range_text(fields) for fields in term] + [""]
+        texts.append("".join(itertools.chain.from_iterable(zip(literals, ranges))))
+    return ",".join(texts)
+
+
+def _merge_along(terms: List[Tuple[frozenset, ...]], axis: int) -> List[Tuple[frozenset, ...]]:
+    """Unite the terms equal everywhere but on ``axis``: A x B + C x B = (A + C) x B."""
+    merged: Dict[tuple, set] = {}
+    for term in terms:
+        merged.setdefault(term[:axis] + term[axis + 1:], set()).update(term[axis])
+    return [rest[:axis] + (frozenset(values),) + rest[axis:] for rest, values in merged.items()]
+
+
+def _runs(fields: frozenset) -> List[Run]:
+    """The fewest ``low-high`` runs spelling these digit strings, padding kept.
+
+    A zero-padded number (``007``) belongs to its width only; unpadded ones
+    continuing the highest padded number of a width join its run, as long as
+    its top keeps the width: ``09`` and ``8-12`` give ``8-9,09-12``, as
+    ClusterShell writes them (``01-150`` would read unpadded).
+    """
+    by_width: Dict[int, List[int]] = {}
+    for field in fields:
+        width = len(field) if len(field) > 1 and field[0] == "0" else 0
+        by_width.setdefault(width, []).append(int(field))
+    runs = {width: _consecutive(values) for width, values in by_width.items()}
+    padded_tops = {(width, high): i for width, found in runs.items() if width
+                   for i, (_low, high) in enumerate(found)}
+    free = []
+    for low, high in runs.pop(0, []):
+        for width in range(len(str(low)), len(str(high)) + 1):
+            at, start = padded_tops.get((width, 10 ** (width - 1) - 1)), 10 ** (width - 1)
+            if at is not None and low <= start and high < 10 ** width:
+                runs[width][at] = (runs[width][at][0], high)  # 09 + 10-12 = 09-12
+                high = start - 1
+                break
+        if low <= high:
+            free.append((low, high, 0))
+    padded = [(low, high, width) for width, found in runs.items() for low, high in found]
+    return sorted(free + padded, key=_run_key)
+
+
+def _consecutive(values: List[int]) -> List[Tuple[int, int]]:
     runs: List[List[int]] = []
-    for n in numbers:
-        if runs and n == runs[-1][1] + 1:
-            runs[-1][1] = n
+    for value in sorted(values):
+        if runs and value == runs[-1][1] + 1:
+            runs[-1][1] = value
         else:
-            runs.append([n, n])
-    text = ",".join(f"{a:0{width}d}" if a == b else f"{a:0{width}d}-{b:0{width}d}"
-                    for a, b in runs)
-    if len(numbers) == 1:
-        return f"{prefix}{text}{suffix}"
-    return f"{prefix}[{text}]{suffix}"
+            runs.append([value, value])
+    return [(low, high) for low, high in runs]
+
+
+def _run_key(run: Run) -> Tuple[int, int]:
+    return run[0], run[2]
+
+
+def _range_text(fields: frozenset) -> str:
+    runs = _runs(fields)
+    text = ",".join(f"{low:0{width}d}" if low == high else f"{low:0{width}d}-{high:0{width}d}"
+                    for low, high, width in runs)
+    return text if len(fields) == 1 else f"[{text}]"
 
 
 class Hostfile:

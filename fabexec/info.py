@@ -100,6 +100,12 @@ class ExecInfo:
     keepalive_interval: Optional[float] = None
     keepalive_count: Optional[int] = None
     reuse_connections: bool = True
+    #: Reach each host through these bastions, as ssh_config's ``ProxyJump``
+    #: (``bastion`` or ``user@hop1:2222,hop2``); None: ssh_config's, if any.
+    proxy_jump: Optional[str] = None
+    #: Forward the local ``ssh-agent`` to the command, as ssh_config's
+    #: ``ForwardAgent``; None: ssh_config's (else no).
+    forward_agent: Optional[bool] = None
     # MPI
     mpiexec: str = "mpiexec"
     mpi_args: Optional[List[str]] = None
@@ -253,10 +259,10 @@ def _validate(info: ExecInfo) -> None:
     for name in ("sudo", "sudoenv", "exec_async", "do_dbg", "strict_ssh", "reuse_connections"):
         if not isinstance(getattr(info, name), bool):
             raise ExecInfoError(name, f"must be True or False, not {getattr(info, name)!r}")
-    for name in ("collect_output", "hide_output"):
+    for name in ("collect_output", "hide_output", "forward_agent"):
         if getattr(info, name) is not None and not isinstance(getattr(info, name), bool):
             raise ExecInfoError(name, f"must be True, False or None, not {getattr(info, name)!r}")
-    for name in ("user", "sudo_password", "pkey_passphrase", "mpiexec"):
+    for name in ("user", "sudo_password", "pkey_passphrase", "mpiexec", "proxy_jump"):
         value = getattr(info, name)
         if value is not None and (not isinstance(value, str) or not value):
             raise ExecInfoError(name, f"must be a non-empty string, not {value!r}")

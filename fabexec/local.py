@@ -82,6 +82,11 @@ class LocalExecutor:
         code = None if process is None else process.poll()
         return (0, 0, 1) if code is None else (1, int(bool(exit_status(code))), 1)
 
+    def ended(self) -> Dict[str, HostResult]:
+        """The host once its command ended and its output was read (after `wait`)."""
+        ended = getattr(self, "_ended", None)
+        return {} if ended is None else {self.host: ended}
+
     def kill(self) -> None:
         if getattr(getattr(self, "runner", None), "process", None) is not None:
             self.runner.kill()

@@ -177,7 +177,8 @@ def ssh_agent(info: ExecInfo, flavor: Flavor) -> Optional[str]:
 
 def ssh_options(info: ExecInfo) -> Optional[List[str]]:
     """``ssh`` options for ``info``'s SSH settings, as an `SshExecInfo` would use them."""
-    given = (info.ssh_config, info.user, info.pkey, info.port, info.known_hosts)
+    given = (info.ssh_config, info.user, info.pkey, info.port, info.known_hosts,
+             info.proxy_jump, info.forward_agent)
     if all(value is None for value in given) and not info.strict_ssh:
         return None
     options = ["-o", "BatchMode=yes",  # a launcher's ssh must never wait for a password
@@ -189,10 +190,15 @@ def ssh_options(info: ExecInfo) -> Optional[List[str]]:
         options += ["-o", f"UserKnownHostsFile={_absolute(info.known_hosts)}"]
     if info.user is not None:
         options += ["-l", info.user]
-    if info.pkey is not None:
-        options += ["-i", _absolute(info.pkey)]
+    if info.pkey is not None:  # that key alone, as our own connections: the caller's agent
+        # or default keys first would spend the server's MaxAuthTries on refusals
+        options += ["-i", _absolute(info.pkey), "-o", "IdentitiesOnly=yes"]
     if info.port is not None:
         options += ["-p", str(info.port)]
+    if info.proxy_jump is not None:
+        options += ["-J", info.proxy_jump]
+    if info.forward_agent is not None:
+        options += ["-o", f"ForwardAgent={'yes' if info.forward_agent else 'no'}"]
     return options
 
 

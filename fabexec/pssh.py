@@ -90,6 +90,10 @@ class PsshExecutor:
         """(hosts done, of which failed, hosts in all)."""
         return (*self.fanout.progress(), len(self.hosts))
 
+    def ended(self) -> Dict[str, HostResult]:
+        """The hosts that have ended so far, and how."""
+        return self.fanout.results()
+
     def wait(self) -> Dict[str, HostResult]:
         self.fanout.wait_started()
         with self._lock:

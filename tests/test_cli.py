@@ -189,14 +189,24 @@ def test_gather_groups_different_outputs_apart_with_their_exit_status(
                            + gathered("node[2,4] (2)", "even\n"))
 
 
+def test_gather_with_live_prints_the_lines_as_they_come_then_the_summary(
+        cluster: SandboxCluster) -> None:
+    done = fabexec("run", *on(cluster), "-b", "--live", "--", "echo same")
+    assert (done.returncode, done.stderr) == (0, "")
+    live, summary = done.stdout.splitlines(keepends=True)[:4], done.stdout.splitlines()[4:]
+    assert sorted(live) == [f"[{host}] same\n" for host in cluster.hosts]
+    assert "".join(line + "\n" for line in summary) == gathered("node[1-4] (4)", "same\n")
+
+
 def test_json_prints_one_object_per_host(cluster: SandboxCluster) -> None:
     done = fabexec("run", *on(cluster), "--json", "--",
                    f"echo out; echo err >&2; ! {only_on(cluster, 'node3')}")
     assert done.returncode == 1
-    objects = [json.loads(line) for line in done.stdout.splitlines()]
+    objects = sorted((json.loads(line) for line in done.stdout.splitlines()),
+                     key=lambda o: o["host"])
     assert objects == [
-        {"host": host, "exit_code": 1 if host == "node3" else 0, "stdout": "out\n",
-         "stderr": "err\n", "error": None}
+        {"schema": cli.JSON_SCHEMA, "host": host, "exit_code": 1 if host == "node3" else 0,
+         "stdout": "out\n", "stderr": "err\n", "error": None}
         for host in cluster.hosts]
 
 
@@ -205,11 +215,128 @@ def test_json_gives_an_unreachable_host_255_and_its_error(cluster: SandboxCluste
     done = fabexec("run", "-H", "node1,ghost", "-F", ghost_config, "--connect-timeout", "10",
                    "--json", "--", "echo hi")
     assert done.returncode == 255
-    node1, ghost = map(json.loads, done.stdout.splitlines())
-    assert node1 == {"host": "node1", "exit_code": 0, "stdout": "hi\n", "stderr": "",
-                     "error": None}
+    ghost, node1 = sorted(map(json.loads, done.stdout.splitlines()), key=lambda o: o["host"])
+    assert node1 == {"schema": cli.JSON_SCHEMA, "host": "node1", "exit_code": 0,
+                     "stdout": "hi\n", "stderr": "", "error": None}
     assert (ghost["host"], ghost["exit_code"], ghost["stdout"]) == ("ghost", 255, "")
     assert isinstance(ghost["error"], str) and "ghost" in ghost["error"]
+
+
+def touch_on(cluster: SandboxCluster, hosts: List[str], path: str) -> None:
+    """Create ``path`` on each of ``hosts`` (nodes have their own /tmp), over OpenSSH."""
+    on_every_host(cluster, lambda host: openssh(cluster, host, f"touch {path}")
+                  if host in hosts else None)
+
+
+def test_json_prints_each_host_as_it_ends(cluster: SandboxCluster) -> None:
+    """node3 ends at once; the others end only once the test has read node3's line
+    (else they give up after `GIVE_UP` seconds and fail)."""
+    go = f"/tmp/fabexec-cli-go-{uuid.uuid4().hex}"
+    wait_for_go = (f"i=0; while [ ! -e {go} ] && [ $i -lt {GIVE_UP * 10} ]; do sleep 0.1; "
+                   f"i=$((i+1)); done; [ -e {go} ]")
+    paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fabexec", "run", *map(str, on(cluster)), "--json", "--",
+         f"if {only_on(cluster, 'node3')}; then echo early; else {wait_for_go}; fi"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)})
+    try:
+        first = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+        touch_on(cluster, cluster.hosts, go)
+        rest = [json.loads(line) for line in proc.stdout]  # type: ignore[union-attr]
+    finally:
+        status = proc.wait(timeout=PROCESS_TIMEOUT)
+    assert (first["host"], first["stdout"], first["exit_code"]) == ("node3", "early\n", 0)
+    assert sorted((o["host"], o["exit_code"]) for o in rest) == [
+        (host, 0) for host in cluster.hosts if host != "node3"]
+    assert status == 0
+
+
+# --- the habits of pdsh and clush ----------------------------------------------------
+
+
+def parsed(*argv: str) -> Any:
+    return cli.build_parser().parse_args(["run", *argv, "--", "true"])
+
+
+def test_w_names_the_hosts_as_H_does() -> None:
+    assert parsed("-w", "n[1-2]").hosts == parsed("-H", "n[1-2]").hosts == "n[1-2]"
+
+
+def test_b_gathers_as_gather_does() -> None:
+    assert parsed("-b").gather and parsed("--gather").gather
+
+
+def test_fanout_bounds_the_hosts_in_flight_as_max_parallel_does() -> None:
+    assert cli._exec_info(parsed("-w", "n[1-4]", "--fanout", "3")).max_parallel == 3
+
+
+def test_exclude_keeps_the_order_repeats_and_slot_counts_of_the_rest() -> None:
+    info = cli._exec_info(parsed("-w", "n4:2,n1,n2,n3:8,n4:2", "-x", "n[2-3]"))
+    assert info.targets.hosts == ["n4", "n1", "n4"]
+    assert info.targets.slots == {"n4": 2, "n1": None}
+
+
+def test_exclude_leaves_out_hosts_of_a_hostfile(cluster: SandboxCluster) -> None:
+    done = fabexec("run", *on(cluster), "-x", "node[2-3]", "--", "hostname")
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == [
+        f"[{host}] {expected_hostname(cluster, host)}" for host in ("node1", "node4")]
+
+
+#: Every node prints these; odd nodes one line more. A line with ': ' inside and one
+#: starting with a blank show whether a reader splits at the label only.
+LABEL_LINES = ["first", "key: value", " indented"]
+
+
+def labelled_run(cluster: SandboxCluster) -> str:
+    odd = f"{only_on(cluster, 'node1')} || {only_on(cluster, 'node3')}"
+    lines = " ".join(shlex.quote(line) for line in LABEL_LINES)
+    done = fabexec("run", *on(cluster), "--label", "colon", "--",
+                   f"printf '%s\\n' {lines}; if {odd}; then echo odd; fi")
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    return done.stdout
+
+
+def test_colon_labels_read_host_colon_line(cluster: SandboxCluster) -> None:
+    out = labelled_run(cluster)
+    expected = [f"{host}: {line}" for host in cluster.hosts
+                for line in LABEL_LINES + (["odd"] if host in ("node1", "node3") else [])]
+    assert sorted(out.splitlines()) == sorted(expected)
+
+
+def test_colon_labels_name_the_only_host_too(cluster: SandboxCluster) -> None:
+    done = fabexec("run", "-w", "node2", "-F", cluster.ssh_config, "--label", "colon", "--",
+                   "printf 'one\\ntwo'")
+    assert (done.returncode, done.stdout) == (0, "node2: one\nnode2: two\n")
+
+
+def debian_tool(name: str) -> str:
+    """The path of ``name`` as Debian installs it (``inv setup``), else on PATH, else skip."""
+    path = f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (inv setup installs it as root on Debian)")
+    return path
+
+
+def test_dshbak_groups_colon_labelled_output_back_by_host(cluster: SandboxCluster) -> None:
+    """pdsh's dshbak -c: hosts with the same lines under one header, each line as printed."""
+    shown = subprocess.run([debian_tool("dshbak"), "-c"], input=labelled_run(cluster),
+                           capture_output=True, text=True, timeout=PROCESS_TIMEOUT, check=True)
+    rule = "-" * 16
+    body = "".join(f"{line}\n" for line in LABEL_LINES)
+    assert shown.stdout == (f"{rule}\nnode[1,3]\n{rule}\n{body}odd\n"
+                            f"{rule}\nnode[2,4]\n{rule}\n{body}")
+
+
+def test_clubak_groups_colon_labelled_output_back_by_host(cluster: SandboxCluster) -> None:
+    """ClusterShell's clubak -b, as it reads clush's own output: each line after 'host:'."""
+    shown = subprocess.run([debian_tool("clubak"), "-b"], input=labelled_run(cluster),
+                           capture_output=True, text=True, timeout=PROCESS_TIMEOUT, check=True)
+    rule = "-" * 15  # as long as the title and two more
+    body = "".join(f" {line}\n" for line in LABEL_LINES)
+    assert shown.stdout == (f"{rule}\nnode[1,3] (2)\n{rule}\n{body} odd\n"
+                            f"{rule}\nnode[2,4] (2)\n{rule}\n{body}")
 
 
 def test_unreachable_host_is_one_line_naming_it_and_status_255(cluster: SandboxCluster,
@@ -275,6 +402,7 @@ def test_out_and_err_files_per_host(cluster: SandboxCluster, tmp_path: Path) -> 
 PROGRESS = re.compile(rb"\[(\d+)/(\d+) done, (\d+) failed, (\d+) running\]")
 #: Seconds the hosts of the progress test wait for the terminal to show a failure.
 GIVE_UP = 20
+ANY_BYTE = re.compile(rb"[\s\S]")
 
 
 def read_until(fd: int, found: re.Pattern[bytes], seconds: float) -> bytes:
@@ -358,6 +486,74 @@ def test_progress_line_counts_done_failed_and_running_hosts_on_a_terminal(
     assert all(total == MANY and done + running == MANY and failed <= done
                for done, total, failed, running in lines), shown
     assert shown.endswith(b"\r\x1b[K"), "the progress line is not cleared at the end"
+
+
+class Screen:
+    """``fabexec ARGS`` with stdout and stderr on one pseudo-terminal, read as a person
+    sees it: the bytes go through a terminal emulator (pyte), rows of text come out."""
+
+    def __init__(self, *args: Any) -> None:
+        pyte = pytest.importorskip("pyte", reason="pip install pyte (a test dependency)")
+        self.screen = pyte.Screen(100, 40)
+        self.stream = pyte.ByteStream(self.screen)
+        self.master, slave = pty.openpty()
+        paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+        self.proc = subprocess.Popen([sys.executable, "-m", "fabexec", *map(str, args)],
+                                     stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+                                     env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)})
+        os.close(slave)
+        self.shown = b""
+
+    def read_until(self, found: re.Pattern[bytes]) -> None:
+        """Take what the terminal gets until ``found`` matches all of it, or it ends."""
+        deadline = time.monotonic() + PROCESS_TIMEOUT
+        while not found.search(self.shown) and time.monotonic() < deadline:
+            chunk = read_until(self.master, ANY_BYTE, deadline - time.monotonic())
+            if not chunk:
+                break
+            self.shown += chunk
+            self.stream.feed(chunk)
+
+    def rows(self) -> List[str]:
+        """The rows of the screen, down to the cursor's, right blanks dropped."""
+        return [row.rstrip() for row in self.screen.display[:self.screen.cursor.y + 1]]
+
+    def close(self) -> int:
+        self.read_until(re.compile(b"(?!)"))
+        status = self.proc.wait(timeout=PROCESS_TIMEOUT)
+        os.close(self.master)
+        return status
+
+
+def test_progress_line_and_output_never_share_a_row_of_the_terminal(
+        many_nodes: SandboxCluster) -> None:
+    """node3 prints a line once the progress line shows, the others once the test says go.
+
+    The screen then holds node3's line whole and, below it, the progress line drawn
+    again; at the end every host's line whole, one a row, and no progress line.
+    """
+    first, go = (f"/tmp/fabexec-cli-{name}-{uuid.uuid4().hex}" for name in ("first", "go"))
+
+    def wait_for(path: str) -> str:
+        return (f"i=0; while [ ! -e {path} ] && [ $i -lt {GIVE_UP * 10} ]; do sleep 0.1; "
+                f"i=$((i+1)); done; [ -e {path} ]")
+
+    terminal = Screen("run", *on(many_nodes), "--",
+                      f"if {only_on(many_nodes, 'node3')}; then {wait_for(first)} && "
+                      f"echo early on node3; else {wait_for(go)} && echo late; fi")
+    try:
+        terminal.read_until(PROGRESS)
+        touch_on(many_nodes, ["node3"], first)
+        terminal.read_until(re.compile(rb"\[1/8 done, 0 failed, 7 running\]$"))
+        assert terminal.rows() == ["[node3] early on node3", "[1/8 done, 0 failed, 7 running]"]
+        touch_on(many_nodes, many_nodes.hosts, go)
+    finally:
+        status = terminal.close()
+    assert status == 0, terminal.shown
+    rows = terminal.rows()
+    assert rows[0] == "[node3] early on node3" and rows[-1] == "", rows
+    assert sorted(rows[1:-1]) == [f"[{host}] late" for host in many_nodes.hosts
+                                  if host != "node3"], rows
 
 
 def test_no_progress_line_for_a_few_hosts_on_a_terminal(cluster: SandboxCluster) -> None:
@@ -487,6 +683,11 @@ BAD_INPUTS = {
     "port not a number": (["run", "-p", "x", "--", "touch {ran}"], "-p/--port"),
     "hosts and hostfile": (["run", "-H", "a", "-f", "b", "--", "touch {ran}"], "not allowed"),
     "gather and json": (["run", "--gather", "--json", "--", "touch {ran}"], "not allowed"),
+    "exclude without hosts": (["run", "-x", "n1", "--", "touch {ran}"], "-x/--exclude needs"),
+    "exclude every host": (["run", "-w", "n[1-2]", "-x", "n[1-2]", "--", "touch {ran}"],
+                           "leaves no host"),
+    "unknown label": (["run", "--label", "curly", "--", "touch {ran}"], "invalid choice"),
+    "live without gather": (["run", "--live", "--", "touch {ran}"], "--live goes with"),
     "missing cwd": (["run", "--cwd", "{tmp}/no-such-dir", "--", "touch {ran}"], "no-such-dir"),
     "missing ssh_config": (["run", "-H", "n1", "-F", "{tmp}/no-such-config", "--", "touch {ran}"],
                            "no-such-config"),

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import random
+import re
 import shutil
 import socket
 import subprocess
+from typing import List
 
 import pytest
 
 from fabexec.errors import HostfileError, HostLookupError
-from fabexec.hostfile import MAX_HOSTS, Hostfile, expand
+from fabexec.hostfile import MAX_HOSTS, Hostfile, expand, fold
 
 UNRESOLVABLE = "no-such-host.invalid"  # .invalid never resolves (RFC 2606)
 
@@ -637,3 +641,100 @@ def test_expand_raises_on_a_syntax_error():
     with pytest.raises(HostfileError, match="reversed"):
         expand("n[3-1]")
 
+
+
+# ---- fold -------------------------------------------------------------------
+
+
+def test_fold_of_a_padded_range_up_to_its_widest_number_is_one_range():
+    assert fold(expand("node[00001-10000]")) == "node[00001-10000]"
+
+
+def test_fold_of_names_numbered_twice_is_their_product():
+    assert fold(expand("rack[01-02]n[01-04]")) == "rack[01-02]n[01-04]"
+
+
+def test_fold_of_a_product_with_a_hole_names_the_rest():
+    hosts = [h for h in expand("rack[1-3]n[1-4]") if h != "rack3n4"]
+    assert fold(hosts) == "rack[1-2]n[1-4],rack3n[1-3]"
+
+
+def test_fold_lets_unpadded_numbers_continue_a_padded_run():
+    assert fold(["node08", "node09", "node10", "node11", "node9"]) == "node[08-11,9]"
+
+
+def test_fold_keeps_the_order_of_first_appearance_and_drops_repeats():
+    assert fold(["login", "node2", "node1", "login", "gpu1", "node2"]) == "login,node[1-2],gpu1"
+
+
+def test_fold_leaves_an_ipv6_literal_whole():
+    assert fold(["fe80::1", "fe80::2"]) == "fe80::1,fe80::2"
+
+
+def random_hosts(rng: random.Random) -> List[str]:
+    """A few groups of names: padded or not, numbered once or twice, plain, repeated."""
+
+    def numbers(width: int) -> List[int]:  # near a change of digit count, where padding bites
+        top = 10 ** width if width else 300
+        centre = rng.choice([0, top // 10, top // 2, top - 5]) if width else rng.randrange(top)
+        low = max(0, centre - rng.randrange(15))
+        return [n for n in range(low, low + rng.randrange(1, 30)) if rng.random() < 0.7]
+
+    def spell(n: int, width: int) -> str:
+        return str(n).zfill(width)
+
+    hosts: List[str] = []
+    for _ in range(rng.randint(1, 4)):
+        kind = rng.choice(["one", "one", "two", "plain", "suffix"])
+        if kind == "plain":
+            hosts.append(rng.choice(["login", "head", "gpu-a"]))
+        elif kind in ("one", "suffix"):
+            width, tail = rng.choice([0, 0, 2, 3, 5]), ".ib" if kind == "suffix" else ""
+            hosts += [f"node{spell(n, width)}{tail}" for n in numbers(width)]
+        else:
+            outer, inner = rng.choice([0, 2]), rng.choice([0, 2, 3])
+            hosts += [f"rack{spell(r, outer)}n{spell(n, inner)}"
+                      for r in numbers(outer)[:4] for n in numbers(inner) if rng.random() < 0.9]
+    rng.shuffle(hosts)
+    return hosts + hosts[:rng.randrange(3)]
+
+
+def test_fold_is_as_short_as_clustershells_nodeset_and_names_the_same_hosts():
+    """ClusterShell's NodeSet is the oracle: the same set of names, in no more characters."""
+    nodeset = pytest.importorskip("ClusterShell.NodeSet", reason="pip install ClusterShell")
+    checked = 0
+    for seed in range(1500):
+        hosts = random_hosts(random.Random(seed))
+        if not hosts:
+            continue
+        ours, theirs = fold(hosts), str(nodeset.NodeSet.fromlist(hosts))
+        assert sorted(expand(ours)) == sorted(set(hosts)), (seed, ours)
+        assert len(ours) <= len(theirs), (seed, ours, theirs)
+        checked += 1
+    assert checked > 1000
+
+
+#: A bracket with plain text after it and no bracket further on: Slurm's hostlists
+#: (22.05) refuse it (``node[1-2].ib``, ``rack[1,3]n07``), fabexec and ClusterShell do not.
+SLURM_REFUSES = re.compile(r"\][^\[\],]+(,|$)")
+
+
+def test_fold_names_the_same_hosts_for_slurms_scontrol(tmp_path):
+    """``scontrol show hostnames`` is the second oracle, on what Slurm's grammar takes."""
+    if shutil.which("scontrol") is None:
+        pytest.skip("scontrol is not installed (inv setup installs slurm-client)")
+    conf = tmp_path / "slurm.conf"  # scontrol reads one before anything, even offline
+    conf.write_text("ClusterName=fabexec\nSlurmctldHost=localhost\n")
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    checked = 0
+    for seed in range(300):
+        hosts = random_hosts(random.Random(seed))
+        folded = fold(hosts) if hosts else ""
+        if not hosts or SLURM_REFUSES.search(folded):
+            continue
+        shown = subprocess.run(["scontrol", "show", "hostnames", folded], env=env,
+                               capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, (seed, folded, shown.stderr)
+        assert sorted(shown.stdout.split()) == sorted(set(hosts)), (seed, folded)
+        checked += 1
+    assert checked > 100

@@ -31,6 +31,7 @@ from fabexec import (
 from fabexec.mpi import MAX_HOSTS_ARG, placement, ssh_agent
 from fabexec.mpi_flavors import Flavor, detect_flavor
 from fabexec.sandbox import SandboxCluster
+from tests.agents import new_key, running_agent
 from tests.proctree import eventually, sleeping
 
 OPENMPI = "/usr/bin/mpiexec.openmpi"  # Debian's openmpi-bin
@@ -331,3 +332,35 @@ def test_kill_ends_the_ranks_on_every_host(nodes: SandboxCluster, launcher: str,
     assert eventually(lambda: len(sleeping(tag)) == RANKS), "the ranks never started"
     node.kill()
     assert eventually(lambda: sleeping(tag) == [], seconds=10)
+
+
+# --- the same login as fabexec's own connections ------------------------------------------
+
+
+def login_free_config(cluster: SandboxCluster, path: Path) -> Path:
+    """The cluster's ssh_config without its User and keys: only where each node listens."""
+    kept = [line for line in cluster.ssh_config.read_text().splitlines()
+            if line.split()[:1] not in (["User"], ["IdentityFile"], ["IdentitiesOnly"])]
+    path.write_text("\n".join(kept) + "\n")
+    return path
+
+
+def test_the_launchers_ssh_logs_in_with_the_given_user_and_key_alone(
+        nodes: SandboxCluster, launcher: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller's agent holds 7 keys the nodes refuse, more than sshd's MaxAuthTries (6).
+
+    Offered before the given key, they would end the login ('Too many authentication
+    failures'), as the caller's default keys did in issue 14; fabexec's own connections
+    use the given key alone, and so must the launcher's ssh.
+    """
+    refused = [new_key(tmp_path / f"refused{i}") for i in range(7)]
+    with running_agent(refused) as agent_socket:
+        monkeypatch.setenv("SSH_AUTH_SOCK", agent_socket)
+        info = MpiExecInfo(nprocs=RANKS, ppn=2, mpiexec=launcher, hostfile=nodes.hostfile,
+                           user=nodes.user, pkey=nodes.key,
+                           ssh_config=login_free_config(nodes, tmp_path / "ssh_config"),
+                           collect_output=True, hide_output=True, timeout=60)
+        node = Exec("hostname", info)
+    assert node.exit_code == 0, node.stderr
+    assert Counter(node.stdout["localhost"].split()) == {"node1": 2, "node2": 2}
