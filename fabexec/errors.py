@@ -55,6 +55,10 @@ class HostLookupError(HostfileError):
     """A host name has no IP address (raised only when its IP is asked for)."""
 
 
+class NotInJobError(HostfileError):
+    """`Hostfile.from_env` found no Slurm, PBS or Flux job around this process."""
+
+
 class PathNotFoundError(FabexecError, FileNotFoundError):
     """A local path the command needs (``cwd``, an output folder) does not exist."""
 
