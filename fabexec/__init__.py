@@ -19,13 +19,23 @@ from .errors import (
     NotInJobError,
     OutputWriteError,
     PathNotFoundError,
+    SchedulerError,
+    SlurmStepError,
     TransferError,
     TransferFailedError,
     UnreachableError,
 )
 from .exec import Exec
 from .hostfile import Hostfile
-from .info import ExecInfo, ExecType, LocalExecInfo, MpiExecInfo, PsshExecInfo, SshExecInfo
+from .info import (
+    ExecInfo,
+    ExecType,
+    LocalExecInfo,
+    MpiExecInfo,
+    PsshExecInfo,
+    SlurmExecInfo,
+    SshExecInfo,
+)
 from .transfer import Get, Pscp, Put, Scp, Transfer
 
 __all__ = [
@@ -54,6 +64,9 @@ __all__ = [
     "OutputWriteError",
     "PathNotFoundError",
     "Pscp",
+    "SchedulerError",
+    "SlurmExecInfo",
+    "SlurmStepError",
     "PsshExecInfo",
     "Put",
     "Scp",

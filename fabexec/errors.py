@@ -24,6 +24,11 @@ class ExecInfoError(FabexecError, ValueError):
         super().__init__(f"ExecInfo({field}=...): {message}")
 
 
+class SchedulerError(ExecInfoError):
+    """Slurm (or PBS) refused a request, or is not installed; ``field`` names the keyword
+    and the message carries the scheduler's own words."""
+
+
 class CommandError(FabexecError, ValueError):
     """``cmd`` is not a string or a list of strings, or has nothing to run."""
 
@@ -122,6 +127,11 @@ class OutputWriteError(HostError):
     def __init__(self, host: str, path: str, reason: str) -> None:
         self.path = path
         super().__init__(host, f"cannot write output file {path!r}: {reason}")
+
+
+class SlurmStepError(HostError):
+    """A node's part of a Slurm job step did not run or did not end normally (the reason
+    is srun's: the step could not start there, a task was killed, the node failed)."""
 
 
 class SandboxError(FabexecError):

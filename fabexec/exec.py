@@ -34,6 +34,9 @@ def executor_for(cmd: Command, info: ExecInfo) -> Executor:
     """The executor for ``info.exec_type`` and its hosts (see `fabexec.results`)."""
     if info.exec_type is ExecType.LOCAL:
         return LocalExecutor(cmd, info)
+    if info.exec_type is ExecType.SLURM:
+        from .slurm import slurm_executor
+        return slurm_executor(cmd, info)
     if info.exec_type.is_mpi:
         from .mpi import MpiExecutor
         return MpiExecutor(cmd, info)
@@ -223,6 +226,11 @@ class Exec(HostResults):
         if self._done:
             return len(self.hosts), sum(1 for c in self.exit_codes.values() if c), len(self.hosts)
         return self._executor.progress()
+
+    @property
+    def job_id(self) -> Optional[str]:
+        """The scheduler's job id of a batch job (`SlurmExecInfo` outside an allocation)."""
+        return getattr(self._executor, "job_id", None)
 
     @property
     def done(self) -> bool:

@@ -68,7 +68,14 @@ class SlurmCluster:
     @property
     def launcher(self) -> List[str]:
         """The prefix that runs a command in the cluster's network namespace."""
-        return ["nsenter", f"--net=/proc/{self.holder}/ns/net"]
+        return ["nsenter", f"--net=/proc/{self._member()}/ns/net"]
+
+    def _member(self) -> int:
+        """A live process of the namespace: the holder, else any daemon (if it was killed)."""
+        for pid in [self.holder, *self.daemons.values()]:
+            if _netns(pid) == self.netns:
+                return pid
+        return self.holder
 
     @property
     def env(self) -> Dict[str, str]:
@@ -93,7 +100,8 @@ class SlurmCluster:
         return cls(**json.loads(Path(state_dir, STATE_FILE).read_text()))
 
     def alive(self) -> bool:
-        return _netns(self.holder) == self.netns
+        """True while the holder or a daemon lives in the namespace (recorded PIDs only)."""
+        return _netns(self._member()) == self.netns
 
     def down(self) -> None:
         down(self.state_dir)
@@ -143,14 +151,15 @@ def down(state_dir: PathLike = "/tmp/fabexec-slurm") -> None:
     if not cluster.alive():
         return
     for _ in range(20):  # a task may fork while we look: look again until none is left
-        pids = [pid for pid in _pids_in(cluster.netns) if pid != cluster.holder]
+        pids = [pid for pid in _pids_in(cluster.netns) if pid != cluster._member()]
         if not pids:
             break
         for pid in pids:
             _kill(pid, signal.SIGKILL)
         _wait_gone(pids)
-    _kill(cluster.holder, signal.SIGKILL)
-    _wait_gone([cluster.holder])
+    last = cluster._member()
+    _kill(last, signal.SIGKILL)
+    _wait_gone([last])
 
 
 # --- files and daemons -----------------------------------------------------------

@@ -62,7 +62,8 @@ def slurm(slurm_cluster, monkeypatch) -> Iterator[slurm_sandbox.SlurmCluster]:
 @pytest.fixture
 def allocation(slurm, monkeypatch) -> Iterator[str]:
     """A 3-node job allocation, with this process 'inside' it (SLURM_JOB_ID and nodes set)."""
-    proc = slurm.run("salloc", "--no-shell", "-N", "3", "--immediate=30", "-J", "alloc")
+    proc = slurm.run("salloc", "--no-shell", "-N", "3", "--exclusive", "--immediate=30",
+                     "-J", "alloc")  # exclusive: every CPU of its nodes, for ppn > 1
     job = re.search(r"Granted job allocation (\d+)", proc.stderr + proc.stdout)
     assert job, proc.stderr
     job_id = job[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -34,6 +35,7 @@ def test_down_leaves_no_process_of_the_namespace():
     cluster = slurm_sandbox.up(1, state.with_name(state.name + "-down"))
     cluster.run("sbatch", "--wrap", "sleep 300")  # a job's processes must go too
     assert len(slurm_sandbox._pids_in(cluster.netns)) > 3
+    os.kill(cluster.holder, signal.SIGKILL)  # even without the process that made it
     slurm_sandbox.down(cluster.state_dir)
     assert slurm_sandbox._pids_in(cluster.netns) == []
     assert not cluster.alive()
