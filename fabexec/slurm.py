@@ -38,6 +38,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import IO, Dict, List, Optional, Tuple
 
@@ -303,9 +304,11 @@ class BatchExecutor:
         folder = Path.home() / ".cache" / "fabexec" / "slurm-jobs"  # shared with nodes, as
         folder.mkdir(parents=True, exist_ok=True)  # a home usually is; /tmp is node-local
         self.folder = tempfile.mkdtemp(dir=folder)
+        script = (f"bash -c {shlex.quote(self.cmd)}; rc=$?; "
+                  f"echo $rc > {shlex.quote(self.folder)}/rc; exit $rc")
         self.proc = subprocess.Popen(
             [*self.sbatch, "--parsable", "--wait", *self.options,
-             f"--output={self.folder}/out", f"--error={self.folder}/err", "--wrap", self.cmd],
+             f"--output={self.folder}/out", f"--error={self.folder}/err", "--wrap", script],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True)
         first = self.proc.stdout.readline().decode(errors="replace").strip()
@@ -316,6 +319,22 @@ class BatchExecutor:
             raise refusal(self.info, message)
         self.job_id = first.split(";")[0]
         self.timer = _timer(self.info.timeout, self._time_out)
+        threading.Thread(target=self._watch, daemon=True, name="fabexec-sbatch-wait").start()
+
+    def _watch(self) -> None:
+        """End ``sbatch --wait`` as soon as the job left the queue.
+
+        sbatch polls Slurm only every 2 to 10 s. The job's script writes its
+        status last, to a file (no RPC to watch it); once it is there, or
+        once kill() cancelled the job, the queue is asked until the job left it.
+        """
+        rc = Path(self.folder, "rc")
+        while self.proc.poll() is None:
+            if (self.killed or rc.exists()) and not _run(
+                    "squeue", "-h", "-j", self.job_id, "-o", "%T").stdout.strip():
+                self.proc.terminate()
+                return
+            time.sleep(0.05)
 
     def _time_out(self) -> None:
         self.timed_out = True
@@ -341,8 +360,12 @@ class BatchExecutor:
                 data = b""
             tees["stdout" if name == "out" else "stderr"].write(data)
         tees["stderr"].write(said)
-        shutil.rmtree(self.folder, ignore_errors=True)
         code = _code(self.proc.returncode)
+        try:  # the job's own status: sbatch's is lost when _watch ended it
+            code = int(Path(self.folder, "rc").read_text())
+        except (OSError, ValueError):
+            pass
+        shutil.rmtree(self.folder, ignore_errors=True)
         if self.timed_out:
             return {self.host: HostResult.of(CommandTimeoutError(
                 self.host, f"job {self.job_id} timed out after {self.info.timeout} s and was "
