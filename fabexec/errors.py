@@ -129,7 +129,11 @@ class OutputWriteError(HostError):
         super().__init__(host, f"cannot write output file {path!r}: {reason}")
 
 
-class SlurmStepError(HostError):
+class SchedulerJobError(HostError):
+    """A scheduler's job or step did not run or did not end normally (cancelled, killed)."""
+
+
+class SlurmStepError(SchedulerJobError):
     """A node's part of a Slurm job step did not run or did not end normally (the reason
     is srun's: the step could not start there, a task was killed, the node failed)."""
 

@@ -37,6 +37,9 @@ def executor_for(cmd: Command, info: ExecInfo) -> Executor:
     if info.exec_type is ExecType.SLURM:
         from .slurm import slurm_executor
         return slurm_executor(cmd, info)
+    if info.exec_type is ExecType.PBS:
+        from .pbs import PbsExecutor
+        return PbsExecutor(cmd, info)
     if info.exec_type.is_mpi:
         from .mpi import MpiExecutor
         return MpiExecutor(cmd, info)
@@ -229,7 +232,8 @@ class Exec(HostResults):
 
     @property
     def job_id(self) -> Optional[str]:
-        """The scheduler's job id of a batch job (`SlurmExecInfo` outside an allocation)."""
+        """The scheduler's job id of a batch job (`SlurmExecInfo` outside an allocation,
+        `PbsExecInfo`)."""
         return getattr(self._executor, "job_id", None)
 
     @property

@@ -38,6 +38,7 @@ class ExecType(enum.Enum):
     INTEL_MPI = "INTEL_MPI"
     CRAY_MPICH = "CRAY_MPICH"
     SLURM = "SLURM"
+    PBS = "PBS"
 
     @property
     def is_mpi(self) -> bool:
@@ -206,6 +207,31 @@ class SlurmExecInfo(ExecInfo):
         _check_slurm(self)
 
 
+@dataclass
+class PbsExecInfo(ExecInfo):
+    """Submit the command as a PBS batch job with ``qsub`` (see `fabexec.pbs`).
+
+    jarvis-util's keywords: ``nnodes`` (``-l select=N``), ``system``
+    (``:system=S``), ``filesystems`` and ``walltime`` (``-l NAME=V``),
+    ``account`` (``-A``), ``queue`` (``-q``), ``env_vars`` (``-v``, a dict or
+    ``A=1,B=2``); ``interactive`` (``qsub -I``) is refused: nothing answers it.
+    """
+
+    exec_type: ExecType = ExecType.PBS
+    nnodes: Optional[int] = None
+    system: Optional[str] = None
+    filesystems: Optional[str] = None
+    walltime: Optional[str] = None
+    account: Optional[str] = None
+    queue: Optional[str] = None
+    env_vars: Union[str, Dict[str, Any], None] = None
+    interactive: Optional[bool] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_pbs(self)
+
+
 # --------------------------------------------------------------------------- checks
 
 def _validate(info: ExecInfo) -> None:
@@ -275,6 +301,28 @@ def _check_slurm(info: SlurmExecInfo) -> None:
         if info.num_nodes is not None and info.num_nodes < len(info.nodelist):
             raise ExecInfoError("num_nodes", f"{info.num_nodes} is fewer than the "
                                 f"{len(info.nodelist)} nodes of nodelist")
+
+
+def _check_pbs(info: PbsExecInfo) -> None:
+    if info.hostfile is not None:
+        raise ExecInfoError("hosts", "PBS picks the nodes: give nnodes, not hosts or hostfile")
+    _check_positive_int(info, "nnodes")
+    for name in ("system", "filesystems", "walltime", "account", "queue"):
+        value = getattr(info, name)
+        if value is not None and (not isinstance(value, str) or not value.strip()
+                                  or any(c in value for c in " ,\n\0")):
+            raise ExecInfoError(name, f"must be a non-empty word, not {value!r}")
+    if info.interactive:
+        raise ExecInfoError("interactive", "qsub -I needs a terminal: fabexec runs batch jobs")
+    if isinstance(info.env_vars, dict):
+        for key, value in info.env_vars.items():
+            if not isinstance(key, str) or not key.isidentifier() or "," in str(value):
+                raise ExecInfoError("env_vars", f"{key}={value!r}: a name and a value "
+                                    "without commas (qsub -v separates with them)")
+        info.env_vars = ",".join(f"{k}={v}" for k, v in info.env_vars.items())
+    elif info.env_vars is not None and (not isinstance(info.env_vars, str)
+                                        or "\n" in info.env_vars):
+        raise ExecInfoError("env_vars", f"must be a dict or 'A=1,B=2', not {info.env_vars!r}")
 
 
 def _slurm_nodes(value: Any) -> List[str]:

@@ -79,17 +79,18 @@ def _check_unsupported(info: SlurmExecInfo) -> None:
                                 "slurmd, which gives it no terminal to answer")
 
 
-def _slurm_command(name: str) -> List[str]:
+def slurm_command(name: str) -> List[str]:
     """``name`` with the launcher prefix; `SchedulerError` when Slurm is not installed."""
     if shutil.which(name) is None:
         raise SchedulerError("exec_type", f"`{name}` is not on PATH "
-                             f"({os.environ.get('PATH', '')}): SLURM needs Slurm's client "
-                             "commands (Debian: slurm-client)")
+                             f"({os.environ.get('PATH', '')}): install the scheduler's client "
+                             "commands (Debian: slurm-client, slurm-wlm-torque)")
     return [*shlex.split(os.environ.get(LAUNCHER_VAR, "")), name]
 
 
-def _run(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*_slurm_command(name), *args], capture_output=True, text=True,
+def run_client(name: str, *args: str) -> subprocess.CompletedProcess:
+    """A Slurm (or PBS) client command, run to its end, with the launcher prefix."""
+    return subprocess.run([*slurm_command(name), *args], capture_output=True, text=True,
                           stdin=subprocess.DEVNULL, timeout=120)
 
 
@@ -120,11 +121,12 @@ _REFUSALS: List[Tuple[str, Tuple[str, ...]]] = [
 ]
 
 
-def refusal(info: SlurmExecInfo, message: str) -> SchedulerError:
+def refusal(info: ExecInfo, message: str,
+            refusals: List[Tuple[str, Tuple[str, ...]]] = _REFUSALS) -> SchedulerError:
     """Slurm's refusal as a `SchedulerError` naming the keyword it is about."""
     message = " / ".join(line.strip() for line in message.strip().splitlines()) \
         or "refused, without a message"
-    for pattern, fields in _REFUSALS:
+    for pattern, fields in refusals:
         if re.search(pattern, message):
             given = [f for f in fields if getattr(info, f) not in (None, False)]
             if given:
@@ -147,7 +149,7 @@ class StepExecutor:
         self.hosts = list(self.host_of.values())
         script = shell_script(cmd, info.env, info.cwd, info.sudo, info.sudoenv)
         tasks = [] if info.ppn or info.nprocs else ["--ntasks-per-node=1"]
-        self.argv = [*_slurm_command("srun"), f"--jobid={self.job_id}", "--label",
+        self.argv = [*slurm_command("srun"), f"--jobid={self.job_id}", "--label",
                      f"--nodes={len(self.nodes)}", f"--nodelist={','.join(self.nodes)}",
                      *tasks, *_common_options(info),
                      "--input=all" if info.stdin is not None else "--input=none",
@@ -172,7 +174,7 @@ class StepExecutor:
         for reader in self.readers:
             reader.start()
         _feed(self.proc.stdin, self.info.stdin)
-        self.timer = _timer(self.info.timeout, self._time_out)
+        self.timer = timer(self.info.timeout, self._time_out)
 
     def _read(self, pipe: IO[bytes], stream: str) -> None:
         nodes: Dict[int, str] = {}
@@ -216,7 +218,7 @@ class StepExecutor:
             return
         self.killed = True
         if self.step is not None:
-            _run("scancel", self.step)
+            run_client("scancel", self.step)
         else:  # no task started yet: srun gives up the step it waits for
             proc.send_signal(signal.SIGTERM)
 
@@ -242,7 +244,7 @@ class StepExecutor:
         if self.killed:
             why = ["ended by kill() (scancel)", *why]
         started = "" if tasks else "no task started here: "
-        return HostResult(_code(self.proc.returncode),
+        return HostResult(exit_status(self.proc.returncode),
                           SlurmStepError(host, started + "; ".join(why)))
 
     def progress(self) -> Tuple[int, int, int]:
@@ -292,13 +294,13 @@ class BatchExecutor:
         if info.nodelist is not None:
             opts.append(f"--nodelist={','.join(info.nodelist)}")
         self.options = opts
-        self.sbatch = _slurm_command("sbatch")
+        self.sbatch = slurm_command("sbatch")
         self.job_id: Optional[str] = None
         self.killed = self.timed_out = False
 
     def start(self, outputs: Outputs) -> None:
         self.outputs = outputs
-        test = _run("sbatch", "--test-only", *self.options, "--wrap=true")
+        test = run_client("sbatch", "--test-only", *self.options, "--wrap=true")
         if test.returncode:
             raise refusal(self.info, test.stderr or test.stdout)
         folder = Path.home() / ".cache" / "fabexec" / "slurm-jobs"  # shared with nodes, as
@@ -318,7 +320,7 @@ class BatchExecutor:
             shutil.rmtree(self.folder, ignore_errors=True)
             raise refusal(self.info, message)
         self.job_id = first.split(";")[0]
-        self.timer = _timer(self.info.timeout, self._time_out)
+        self.timer = timer(self.info.timeout, self._time_out)
         threading.Thread(target=self._watch, daemon=True, name="fabexec-sbatch-wait").start()
 
     def _watch(self) -> None:
@@ -330,7 +332,7 @@ class BatchExecutor:
         """
         rc = Path(self.folder, "rc")
         while self.proc.poll() is None:
-            if (self.killed or rc.exists()) and not _run(
+            if (self.killed or rc.exists()) and not run_client(
                     "squeue", "-h", "-j", self.job_id, "-o", "%T").stdout.strip():
                 self.proc.terminate()
                 return
@@ -345,7 +347,7 @@ class BatchExecutor:
         if proc is None or proc.poll() is not None or self.job_id is None:
             return
         self.killed = True
-        _run("scancel", self.job_id)
+        run_client("scancel", self.job_id)
 
     def wait(self) -> Dict[str, HostResult]:
         _end(self.proc, self.kill)
@@ -360,7 +362,7 @@ class BatchExecutor:
                 data = b""
             tees["stdout" if name == "out" else "stderr"].write(data)
         tees["stderr"].write(said)
-        code = _code(self.proc.returncode)
+        code = exit_status(self.proc.returncode)
         try:  # the job's own status: sbatch's is lost when _watch ended it
             code = int(Path(self.folder, "rc").read_text())
         except (OSError, ValueError):
@@ -403,7 +405,7 @@ def _feed(pipe: IO[bytes], stdin: object) -> None:
     threading.Thread(target=write, daemon=True, name="fabexec-srun-stdin").start()
 
 
-def _timer(seconds: Optional[float], action) -> Optional[threading.Timer]:
+def timer(seconds: Optional[float], action) -> Optional[threading.Timer]:
     if seconds is None:
         return None
     timer = threading.Timer(seconds, action)
@@ -427,7 +429,7 @@ def _end(proc: subprocess.Popen, kill) -> None:
         proc.kill()
 
 
-def _code(returncode: Optional[int]) -> int:
+def exit_status(returncode: Optional[int]) -> int:
     if returncode is None:
         return 255
     return 128 - returncode if returncode < 0 else returncode
