@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence
 from . import sandbox
 from .errors import FabexecError
 from .exec import Exec
-from .hostfile import expand, fold
+from .hostfile import Hostfile, expand, fold
 from .info import ExecInfo, ExecType
 from .transfer import Get, Put
 
@@ -41,6 +41,8 @@ def _host_options(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("-H", "--hosts", help="host expression, e.g. node[01-16],login")
     where.add_argument("-f", "--hostfile", help="a hostfile (one host per line, ranges allowed)")
+    where.add_argument("-j", "--job", action="store_true",
+                       help="the nodes of the Slurm, PBS or Flux job this runs in (as pdsh -j)")
     parser.add_argument("-u", "--user", help="login user")
     parser.add_argument("-i", "--key", help="private key file")
     parser.add_argument("-p", "--port", type=int, help="SSH port")
@@ -110,6 +112,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _exec_info(args: argparse.Namespace, **more: object) -> ExecInfo:
     # ExecInfo parses both (an expression keeps its slot counts, ``n1:4``).
     hosts, hostfile = args.hosts or None, args.hostfile or None
+    if getattr(args, "job", False):
+        hosts = Hostfile.from_env()
     many = hosts is not None or hostfile is not None
     exec_type = ExecType.PSSH if many else ExecType.LOCAL
     if getattr(args, "mpi", False):

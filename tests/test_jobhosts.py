@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +14,7 @@ from fabexec.errors import HostfileError, NotInJobError
 from fabexec.hostfile import Hostfile
 
 BARE = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_slurm_nodelist_with_ranges_and_padding():
@@ -109,3 +113,20 @@ def test_outside_any_job_is_a_typed_error_naming_what_it_looked_for():
 def test_reads_the_process_environment_by_default(monkeypatch):
     monkeypatch.setenv("SLURM_JOB_NODELIST", "z[1-2]")
     assert Hostfile.from_env().hosts == ["z1", "z2"]
+
+
+def _cli(args, env):
+    return subprocess.run([sys.executable, "-m", "fabexec", *args], capture_output=True,
+                          text=True, timeout=60, env=env, cwd=REPO)
+
+
+def test_cli_job_option_runs_on_the_jobs_nodes():
+    """``fabexec run -j``: here the job's one node is this machine, which runs it locally."""
+    env = {**BARE, "PYTHONPATH": str(REPO), "SLURM_JOB_NODELIST": "localhost"}
+    proc = _cli(["run", "-j", "--", "echo", "from-job"], env)
+    assert proc.returncode == 0 and "from-job" in proc.stdout
+
+
+def test_cli_job_option_outside_a_job_says_so():
+    proc = _cli(["run", "-j", "--", "true"], {**BARE, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2 and "not inside a scheduler job" in proc.stderr

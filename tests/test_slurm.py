@@ -133,3 +133,27 @@ def test_sbatch_missing_from_path_is_a_typed_error(slurm, monkeypatch, tmp_path)
         patch.setenv("PATH", str(tmp_path))
         Exec("true", SlurmExecInfo(**QUIET))
     assert caught.value.field == "exec_type"
+
+
+# ---- keywords checked before anything runs (no cluster needed) -------------------
+
+
+@pytest.mark.parametrize("keyword, value", [
+    ("num_nodes", 0), ("cpus_per_task", "2"), ("time", ""), ("partition", 3),
+    ("exclusive", "yes"), ("nodelist", "n[1-"), ("mem", "1G\n"), ("hosts", "n1"),
+])
+def test_bad_slurm_keyword_is_refused_naming_it(keyword, value):
+    with pytest.raises(ExecInfoError) as caught:
+        SlurmExecInfo(**{keyword: value})
+    assert caught.value.field == keyword
+
+
+def test_numbers_are_slurms_minutes_and_megabytes_and_nodelist_expands():
+    info = SlurmExecInfo(time=10, mem=512, nodelist="n[1-2],gpu01")
+    assert (info.time, info.mem, info.nodelist) == ("10", "512", ["n1", "n2", "gpu01"])
+
+
+def test_fewer_nodes_than_nodelist_names_num_nodes():
+    with pytest.raises(ExecInfoError) as caught:
+        SlurmExecInfo(num_nodes=1, nodelist="n[1-2]")
+    assert caught.value.field == "num_nodes"
