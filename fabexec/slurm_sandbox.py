@@ -1,7 +1,9 @@
 """A real multi-node Slurm cluster on this one machine, for tests and benchmarks.
 
 One ``slurmctld`` and N ``slurmd -N nX`` (Debian's build runs several slurmd
-per host), with a ``munged`` of their own (``--socket`` in the state folder),
+per host), with a ``munged`` of their own (``--socket`` in a folder of /tmp
+named after the state folder: munged wants every folder above its socket
+searchable by all, which a home such as /root is not),
 all inside a network namespace this module makes (``unshare --net``). Slurm
 22.05 listens on 0.0.0.0 whatever it is told, so the namespace is what keeps
 it off the machine's network: nothing it opens is seen outside, and the
@@ -24,6 +26,7 @@ every process of the namespace, found by PID through ``/proc/PID/ns/net``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -31,6 +34,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -124,6 +128,8 @@ def up(nodes: int = 4, state_dir: PathLike = "/tmp/fabexec-slurm", *,
     shutil.rmtree(state, ignore_errors=True)
     for sub in ("munge", "state", "spool", "log"):
         (state / sub).mkdir(parents=True)
+    shutil.rmtree(socket_dir(state), ignore_errors=True)
+    socket_dir(state).mkdir(mode=0o755)
     names = [f"n{i}" for i in range(1, nodes + 1)]
     _write_files(state, names)
     holder = _spawn(["unshare", "--net", "sleep", "infinity"], state / "log" / "holder.out")
@@ -160,6 +166,13 @@ def down(state_dir: PathLike = "/tmp/fabexec-slurm") -> None:
     last = cluster._member()
     _kill(last, signal.SIGKILL)
     _wait_gone([last])
+    shutil.rmtree(socket_dir(cluster.state_dir), ignore_errors=True)
+
+
+def socket_dir(state_dir: PathLike) -> Path:
+    """munged's socket folder: in /tmp, named after the (absolute) state folder."""
+    digest = hashlib.sha1(os.fsencode(Path(state_dir).absolute())).hexdigest()[:12]
+    return Path(tempfile.gettempdir(), f"fabexec-munge-{digest}")
 
 
 # --- files and daemons -----------------------------------------------------------
@@ -188,7 +201,6 @@ def _write_files(state: Path, names: List[str]) -> None:
     key = state / "munge" / "munge.key"
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
-    (state / "munge").chmod(0o755)  # munged wants its socket's folder searchable by all
     for name in names:
         (state / "spool" / name).mkdir()
     last = len(names)
@@ -199,7 +211,7 @@ SlurmctldHost={socket.gethostname()}({CONTROLLER_IP})
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket={state}/munge/socket
+AuthInfo=socket={socket_dir(state)}/socket
 CredType=cred/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -231,12 +243,13 @@ def _launch(cluster: SlurmCluster, state: Path) -> None:
     namespace, output to files: a daemon writing to our pipes would block its caller."""
     log = state / "log"
     munge = state / "munge"
+    sockets = socket_dir(state)
     cluster.daemons["munged"] = _spawn(
-        [*cluster.launcher, "munged", "-F", f"--socket={munge}/socket",
+        [*cluster.launcher, "munged", "-F", f"--socket={sockets}/socket",
          f"--key-file={munge}/munge.key", f"--pid-file={munge}/munged.pid",
          f"--log-file={log}/munged.log", f"--seed-file={munge}/seed"], log / "munged.out")
     munged = cluster.daemons["munged"]
-    _wait_for(lambda: (munge / "socket").exists() or _state(munged) is None, 10,
+    _wait_for(lambda: (sockets / "socket").exists() or _state(munged) is None, 10,
               "munged did not create its socket", log / "munged.out")
     if _state(munged) is None:
         raise SandboxError(f"munged failed: {_tail(log / 'munged.out', 1)}")
