@@ -54,10 +54,11 @@ _MARK = b"\x1efabexec "
 _RC = b"\x1efabexec-rc "
 _LABEL = re.compile(rb"^\s*(\d+): ")
 _TASK_ERROR = re.compile(rb"^srun: error: (\S+): tasks? [\d,-]+: (.*)$")
-#: Each task: its node on both streams, the command, its status last on stderr.
+#: Each task: its node on both streams, the command, its status last on stderr. The
+#: command runs in a subshell of the same bash (not a second ``bash -c``: 8 ms a step).
 _WRAPPER = (r'printf "\036fabexec %s %s.%s\n" "$SLURMD_NODENAME" "$SLURM_JOB_ID" '
             r'"$SLURM_STEP_ID"; printf "\036fabexec %s\n" "$SLURMD_NODENAME" >&2; '
-            r'bash -c "$1"; rc=$?; printf "\036fabexec-rc %s\n" $rc >&2; exit $rc')
+            r'( eval "$1" ); rc=$?; printf "\036fabexec-rc %s\n" $rc >&2; exit $rc')
 #: How long kill() lets srun or sbatch end after scancel before it is killed.
 END_GRACE = 30.0
 
