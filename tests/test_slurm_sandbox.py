@@ -10,6 +10,7 @@ import pytest
 from fabexec import slurm_sandbox
 from fabexec.slurm_sandbox import CONTROLLER_IP
 from tests.fixtures_slurm import slurm_state_dir
+from tests.proctree import eventually, sleeping
 
 
 def test_every_node_is_idle_and_runs_a_step(slurm):
@@ -28,13 +29,13 @@ def test_slurm_is_not_seen_outside_its_namespace(slurm):
         assert probe.connect_ex((CONTROLLER_IP, 6817)) != 0
 
 
-def test_down_leaves_no_process_of_the_namespace():
+def test_down_leaves_no_process_of_the_namespace(tag):
     if os.geteuid() != 0:
         pytest.skip("the Slurm sandbox needs root")
     state = slurm_state_dir()  # munged wants every folder above its socket searchable
     cluster = slurm_sandbox.up(1, state.with_name(state.name + "-down"))
-    cluster.run("sbatch", "--wrap", "sleep 300")  # a job's processes must go too
-    assert len(slurm_sandbox._pids_in(cluster.netns)) > 3
+    cluster.run("sbatch", "--output=/dev/null", "--wrap", f"sleep {tag}")  # its job goes too
+    assert eventually(lambda: len(sleeping(tag)) == 1)
     os.kill(cluster.holder, signal.SIGKILL)  # even without the process that made it
     slurm_sandbox.down(cluster.state_dir)
     assert slurm_sandbox._pids_in(cluster.netns) == []
