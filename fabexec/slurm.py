@@ -186,8 +186,9 @@ class StepExecutor:
                 continue
             task, text = int(label[1]), line[label.end():]
             if text.startswith(_RC):
-                with self._lock:
-                    self.codes[task] = int(text[len(_RC):])
+                with self._lock:  # after kill(), a status is the kill's, not the command's
+                    if not self.killed:
+                        self.codes[task] = int(text[len(_RC):])
             elif text.startswith(_MARK):
                 words = text[len(_MARK):].decode(errors="replace").split()
                 nodes[task] = words[0]
