@@ -114,6 +114,13 @@ def test_async_batch_job_killed_leaves_no_job(slurm, tag):
     assert eventually(lambda: sleeping(tag) == [], 15)
 
 
+def test_batch_job_timeout_cancels_the_job(slurm, tag):
+    run = Exec(f"sleep {tag}", SlurmExecInfo(timeout=1, **QUIET))
+    assert run.exit_code == 124
+    assert isinstance(run.errors["localhost"], CommandTimeoutError)
+    assert eventually(lambda: sleeping(tag) == [], 15)  # and the queue: see the fixture
+
+
 @pytest.mark.parametrize("keyword, value, said", [
     ("partition", "nope", "invalid partition"),
     ("time", "bogus", "Invalid --time specification"),
