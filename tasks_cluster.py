@@ -10,7 +10,7 @@ from typing import Optional
 
 from invoke import Collection, Context, task
 
-from fabexec import sandbox
+from fabexec import sandbox, slurm_sandbox
 
 STATE_DIR_HELP = f"state folder (default ${sandbox.STATE_DIR_VAR} or ~/.cache/fabexec/sandbox)"
 
@@ -25,15 +25,33 @@ def _print(cluster: sandbox.SandboxCluster) -> None:
     print(f"hostfile: {cluster.hostfile}")
 
 
-@task(help={"nodes": "how many sshd nodes to run (default 4)", "state-dir": STATE_DIR_HELP})
-def up(c: Context, nodes: int = 4, state_dir: Optional[str] = None) -> None:
+@task(help={"nodes": "how many sshd nodes to run (default 4)", "state-dir": STATE_DIR_HELP,
+            "slurm": "instead, start a Slurm cluster of this many nodes (root; see "
+                     "fabexec/slurm_sandbox.py)"})
+def up(c: Context, nodes: int = 4, state_dir: Optional[str] = None, slurm: int = 0) -> None:
     """Start a sandbox of N sshd nodes (or keep the one running) and say how to reach it."""
+    if slurm:
+        _print_slurm(slurm_sandbox.up(slurm, state_dir or SLURM_STATE_DIR))
+        return
     _print(sandbox.up(nodes, state_dir))
 
 
-@task(help={"state-dir": STATE_DIR_HELP})
-def down(c: Context, state_dir: Optional[str] = None) -> None:
+SLURM_STATE_DIR = "/tmp/fabexec-slurm"
+
+
+def _print_slurm(cluster: slurm_sandbox.SlurmCluster) -> None:
+    print(cluster.run("sinfo").stdout, end="")
+    env = " ".join(f"{k}={v!r}" for k, v in cluster.env.items())
+    print(f"try: {env} {' '.join(cluster.launcher)} srun -N{len(cluster.nodes)} hostname")
+    print("stop: inv cluster.down --slurm")
+
+
+@task(help={"state-dir": STATE_DIR_HELP, "slurm": "stop the Slurm sandbox instead"})
+def down(c: Context, state_dir: Optional[str] = None, slurm: bool = False) -> None:
     """Stop the sandbox's daemons and every session they started."""
+    if slurm:
+        slurm_sandbox.down(state_dir or SLURM_STATE_DIR)
+        return
     sandbox.down(state_dir)
 
 

@@ -16,15 +16,28 @@ from .errors import (
     HostStoppedAnsweringError,
     KillFailedError,
     MpiError,
+    NotInJobError,
     OutputWriteError,
     PathNotFoundError,
+    SchedulerError,
+    SchedulerJobError,
+    SlurmStepError,
     TransferError,
     TransferFailedError,
     UnreachableError,
 )
 from .exec import Exec
 from .hostfile import Hostfile
-from .info import ExecInfo, ExecType, LocalExecInfo, MpiExecInfo, PsshExecInfo, SshExecInfo
+from .info import (
+    ExecInfo,
+    ExecType,
+    LocalExecInfo,
+    MpiExecInfo,
+    PbsExecInfo,
+    PsshExecInfo,
+    SlurmExecInfo,
+    SshExecInfo,
+)
 from .jarvis import (
     Chmod,
     Cmake,
@@ -83,10 +96,16 @@ __all__ = [
     "MpiVersion",
     "MpichExec",
     "OpenMpiExec",
+    "NotInJobError",
     "OutputWriteError",
     "PathNotFoundError",
+    "PbsExecInfo",
     "Pscp",
     "PsshExec",
+    "SchedulerError",
+    "SchedulerJobError",
+    "SlurmExecInfo",
+    "SlurmStepError",
     "PsshExecInfo",
     "Put",
     "Rm",

@@ -13,7 +13,7 @@ import contextlib
 import json
 import sys
 import threading
-from typing import IO, Callable, Dict, Iterator, List, Optional, Sequence, Set
+from typing import IO, Callable, Dict, Iterator, List, Optional, Sequence, Set, Union
 
 from . import sandbox
 from .errors import FabexecError
@@ -43,6 +43,8 @@ def _host_options(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("-H", "-w", "--hosts", help="host expression, e.g. node[01-16],login")
     where.add_argument("-f", "--hostfile", help="a hostfile (one host per line, ranges allowed)")
+    where.add_argument("-j", "--job", action="store_true",
+                       help="the nodes of the Slurm, PBS or Flux job this runs in (as pdsh -j)")
     parser.add_argument("-x", "--exclude", metavar="HOSTS",
                         help="leave out these hosts (an expression, as pdsh's -x)")
     parser.add_argument("-u", "--user", help="login user")
@@ -124,6 +126,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _exec_info(args: argparse.Namespace, **more: object) -> ExecInfo:
     # ExecInfo parses both (an expression keeps its slot counts, ``n1:4``).
     hosts, hostfile = args.hosts or None, args.hostfile or None
+    if getattr(args, "job", False):
+        hosts = Hostfile.from_env()
     many = hosts is not None or hostfile is not None
     if args.exclude is not None:
         hosts, hostfile = _excluding(hosts, hostfile, args.exclude), None
@@ -139,11 +143,15 @@ def _exec_info(args: argparse.Namespace, **more: object) -> ExecInfo:
     return ExecInfo(**options, **more)  # type: ignore[arg-type]
 
 
-def _excluding(hosts: Optional[str], hostfile: Optional[str], exclude: str) -> Hostfile:
+def _excluding(hosts: Union[str, Hostfile, None], hostfile: Optional[str],
+               exclude: str) -> Hostfile:
     """The hosts given less those of ``exclude``, in order, repeats and slot counts kept."""
     if hosts is None and hostfile is None:
-        raise CliError("fabexec: error: -x/--exclude needs hosts (-H/-w or -f)")
-    given = Hostfile(all_hosts=hosts) if hosts is not None else Hostfile(path=hostfile)
+        raise CliError("fabexec: error: -x/--exclude needs hosts (-H/-w, -f or -j)")
+    if isinstance(hosts, Hostfile):
+        given = hosts
+    else:
+        given = Hostfile(all_hosts=hosts) if hosts is not None else Hostfile(path=hostfile)
     left, slots = set(given.hosts) - set(expand(exclude)), given.slots
     if not left:
         raise CliError(f"fabexec: error: -x {exclude!r} leaves no host")

@@ -24,6 +24,11 @@ class ExecInfoError(FabexecError, ValueError):
         super().__init__(f"ExecInfo({field}=...): {message}")
 
 
+class SchedulerError(ExecInfoError):
+    """Slurm (or PBS) refused a request, or is not installed; ``field`` names the keyword
+    and the message carries the scheduler's own words."""
+
+
 class CommandError(FabexecError, ValueError):
     """``cmd`` is not a string or a list of strings, or has nothing to run."""
 
@@ -53,6 +58,10 @@ class HostfileError(FabexecError, ValueError):
 
 class HostLookupError(HostfileError):
     """A host name has no IP address (raised only when its IP is asked for)."""
+
+
+class NotInJobError(HostfileError):
+    """`Hostfile.from_env` found no Slurm, PBS or Flux job around this process."""
 
 
 class PathNotFoundError(FabexecError, FileNotFoundError):
@@ -118,6 +127,15 @@ class OutputWriteError(HostError):
     def __init__(self, host: str, path: str, reason: str) -> None:
         self.path = path
         super().__init__(host, f"cannot write output file {path!r}: {reason}")
+
+
+class SchedulerJobError(HostError):
+    """A scheduler's job or step did not run or did not end normally (cancelled, killed)."""
+
+
+class SlurmStepError(SchedulerJobError):
+    """A node's part of a Slurm job step did not run or did not end normally (the reason
+    is srun's: the step could not start there, a task was killed, the node failed)."""
 
 
 class SandboxError(FabexecError):

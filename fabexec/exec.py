@@ -36,6 +36,12 @@ def executor_for(cmd: Command, info: ExecInfo) -> Executor:
     """The executor for ``info.exec_type`` and its hosts (see `fabexec.results`)."""
     if info.exec_type is ExecType.LOCAL:
         return LocalExecutor(cmd, info)
+    if info.exec_type is ExecType.SLURM:
+        from .slurm import slurm_executor
+        return slurm_executor(cmd, info)
+    if info.exec_type is ExecType.PBS:
+        from .pbs import PbsExecutor
+        return PbsExecutor(cmd, info)
     if info.exec_type.is_mpi:
         from .mpi import MpiExecutor
         return MpiExecutor(cmd, info)
@@ -245,6 +251,12 @@ class Exec(HostResults):
             self.stdout[host] = self._outputs.tees[host]["stdout"].text
             self.stderr[host] = self._outputs.tees[host]["stderr"].text
         return ended
+
+    @property
+    def job_id(self) -> Optional[str]:
+        """The scheduler's job id of a batch job (`SlurmExecInfo` outside an allocation,
+        `PbsExecInfo`)."""
+        return getattr(self._executor, "job_id", None)
 
     @property
     def done(self) -> bool:

@@ -16,7 +16,7 @@ import itertools
 import os
 import re
 import socket
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from fabexec.errors import HostfileError, HostLookupError
 
@@ -401,6 +401,20 @@ class Hostfile:
         self._all_ips = self._given_ips(all_hosts_ip, len(hosts))
         self._resolved: Dict[str, str] = {}
         self._slot_map: Optional[Dict[str, Optional[int]]] = None
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Hostfile:
+        """The hosts of the Slurm, PBS or Flux job this process runs in (`fabexec.jobhosts`).
+
+        Slot counts come from the job (tasks per node, repeated PBS lines);
+        outside any job `NotInJobError` says what was looked for.
+        """
+        from .jobhosts import job_hosts
+
+        hosts, slots = job_hosts(environ)
+        hostfile = cls(all_hosts=hosts)
+        hostfile._slots = slots
+        return hostfile
 
     @staticmethod
     def _file_argument(hostfile: Optional[PathArg], path: Optional[PathArg]) -> Optional[str]:

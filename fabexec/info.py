@@ -20,8 +20,8 @@ import os
 from dataclasses import dataclass, field
 from typing import IO, Any, Dict, List, Optional, Sequence, Union
 
-from .errors import ExecInfoError
-from .hostfile import Hostfile
+from .errors import ExecInfoError, HostfileError
+from .hostfile import Hostfile, expand
 
 #: The variable that tags a command's processes (see `fabexec.command`).
 TAG_VAR = "FABEXEC_TAG"
@@ -41,6 +41,8 @@ class ExecType(enum.Enum):
     OPENMPI = "OPENMPI"
     INTEL_MPI = "INTEL_MPI"
     CRAY_MPICH = "CRAY_MPICH"
+    SLURM = "SLURM"
+    PBS = "PBS"
 
     @property
     def is_mpi(self) -> bool:
@@ -238,6 +240,66 @@ class MpiExecInfo(ExecInfo):
     exec_type: ExecType = ExecType.MPI
 
 
+@dataclass
+class SlurmExecInfo(ExecInfo):
+    """Run through Slurm (see `fabexec.slurm`): a job step inside an allocation, else a job.
+
+    jarvis-util's keywords, each an ``sbatch``/``srun`` option of the same
+    name: ``job_name``, ``num_nodes`` (``--nodes``), ``ppn``
+    (``--ntasks-per-node``), ``cpus_per_task``, ``time``, ``partition``,
+    ``mail_type``, ``mail_user``, ``mem``, ``gres``, ``exclusive``,
+    ``nodelist`` (a host expression, ``n[1-3]``) and ``account``;
+    ``host_suffix`` is appended to node names in the results (as jarvis-util's
+    SlurmHostfile does, e.g. ``-ib``). Slurm itself judges the values it
+    knows better than we do (a partition, a time limit): it refuses them as
+    `SchedulerError`, which names the keyword.
+    """
+
+    exec_type: ExecType = ExecType.SLURM
+    job_name: Optional[str] = None
+    num_nodes: Optional[int] = None
+    cpus_per_task: Optional[int] = None
+    time: Union[str, int, None] = None
+    partition: Optional[str] = None
+    mail_type: Optional[str] = None
+    mail_user: Optional[str] = None
+    mem: Union[str, int, None] = None
+    gres: Optional[str] = None
+    exclusive: Optional[bool] = None
+    host_suffix: Optional[str] = None
+    nodelist: Union[str, Sequence[str], None] = None
+    account: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_slurm(self)
+
+
+@dataclass
+class PbsExecInfo(ExecInfo):
+    """Submit the command as a PBS batch job with ``qsub`` (see `fabexec.pbs`).
+
+    jarvis-util's keywords: ``nnodes`` (``-l select=N``), ``system``
+    (``:system=S``), ``filesystems`` and ``walltime`` (``-l NAME=V``),
+    ``account`` (``-A``), ``queue`` (``-q``), ``env_vars`` (``-v``, a dict or
+    ``A=1,B=2``); ``interactive`` (``qsub -I``) is refused: nothing answers it.
+    """
+
+    exec_type: ExecType = ExecType.PBS
+    nnodes: Optional[int] = None
+    system: Optional[str] = None
+    filesystems: Optional[str] = None
+    walltime: Optional[str] = None
+    account: Optional[str] = None
+    queue: Optional[str] = None
+    env_vars: Union[str, Dict[str, Any], None] = None
+    interactive: Optional[bool] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_pbs(self)
+
+
 # --------------------------------------------------------------------------- checks
 
 def _validate(info: ExecInfo) -> None:
@@ -290,6 +352,73 @@ def _check_forward_env(info: ExecInfo) -> None:
         raise ExecInfoError("forward_env", f"must be a list of variable names, True or False, "
                             f"not {value!r}")
     info.forward_env = list(value)
+
+
+def _hosts_given(info: ExecInfo) -> bool:
+    """Whether hosts were given, not just jarvis-util's default (this machine)."""
+    return info.hosts is not None or (info.hostfile is not None and info.hostfile != Hostfile())
+
+
+def _check_slurm(info: SlurmExecInfo) -> None:
+    if _hosts_given(info):
+        raise ExecInfoError("hosts", "Slurm picks the nodes: give nodelist (or num_nodes), "
+                            "not hosts or hostfile")
+    for name in ("num_nodes", "cpus_per_task"):
+        _check_positive_int(info, name)
+    for name in ("time", "mem"):  # minutes / megabytes as numbers, else Slurm's own syntax
+        value = getattr(info, name)
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            _check_positive_int(info, name)
+            setattr(info, name, str(value))
+    for name in ("job_name", "time", "partition", "mail_type", "mail_user", "mem", "gres",
+                 "host_suffix", "account"):
+        value = getattr(info, name)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ExecInfoError(name, f"must be a non-empty string, not {value!r}")
+        if isinstance(value, str) and any(c in value for c in "\0\n"):
+            raise ExecInfoError(name, "holds a newline or NUL byte")
+    if info.exclusive is not None and not isinstance(info.exclusive, bool):
+        raise ExecInfoError("exclusive", f"must be True, False or None, not {info.exclusive!r}")
+    if info.nodelist is not None:
+        info.nodelist = _slurm_nodes(info.nodelist)
+        if info.num_nodes is not None and info.num_nodes < len(info.nodelist):
+            raise ExecInfoError("num_nodes", f"{info.num_nodes} is fewer than the "
+                                f"{len(info.nodelist)} nodes of nodelist")
+
+
+def _check_pbs(info: PbsExecInfo) -> None:
+    if _hosts_given(info):
+        raise ExecInfoError("hosts", "PBS picks the nodes: give nnodes, not hosts or hostfile")
+    _check_positive_int(info, "nnodes")
+    for name in ("system", "filesystems", "walltime", "account", "queue"):
+        value = getattr(info, name)
+        if value is not None and (not isinstance(value, str) or not value.strip()
+                                  or any(c in value for c in " ,\n\0")):
+            raise ExecInfoError(name, f"must be a non-empty word, not {value!r}")
+    if info.interactive:
+        raise ExecInfoError("interactive", "qsub -I needs a terminal: fabexec runs batch jobs")
+    if isinstance(info.env_vars, dict):
+        for key, value in info.env_vars.items():
+            if not isinstance(key, str) or not key.isidentifier() or "," in str(value):
+                raise ExecInfoError("env_vars", f"{key}={value!r}: a name and a value "
+                                    "without commas (qsub -v separates with them)")
+        info.env_vars = ",".join(f"{k}={v}" for k, v in info.env_vars.items())
+    elif info.env_vars is not None and (not isinstance(info.env_vars, str)
+                                        or "\n" in info.env_vars):
+        raise ExecInfoError("env_vars", f"must be a dict or 'A=1,B=2', not {info.env_vars!r}")
+
+
+def _slurm_nodes(value: Any) -> List[str]:
+    """``nodelist`` as node names, parsed by our host syntax (``n[1-3],gpu01``)."""
+    exprs = [value] if isinstance(value, str) else value
+    if not isinstance(exprs, (list, tuple)) or not exprs \
+            or not all(isinstance(e, str) for e in exprs):
+        raise ExecInfoError("nodelist", f"must be a host expression or a non-empty list of "
+                            f"names, not {value!r}")
+    try:
+        return list(dict.fromkeys(h for e in exprs for h in expand(e)))
+    except HostfileError as err:
+        raise ExecInfoError("nodelist", str(err)) from None
 
 
 def _check_positive_int(info: ExecInfo, name: str) -> None:

@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fixtures_sandbox",
     "tests.fixtures_docker",
     "tests.fixtures_clusters",
+    "tests.fixtures_slurm",
 ]
 
 

@@ -1,0 +1,152 @@
+"""Slurm speed: fabexec's job steps against ``srun`` typed by hand, and against PSSH.
+
+On a real Slurm cluster of 16 nodes on this machine (`fabexec.slurm_sandbox`,
+root needed) and, for the PSSH side, the sshd sandbox of 16 nodes:
+
+1. inside an allocation of 4 and of 16 nodes, ``Exec('hostname',
+   SlurmExecInfo(num_nodes=N))`` against ``srun -N N hostname`` run with
+   `subprocess.run`; target <= 1.1x (medians of interleaved rounds);
+2. on 16 nodes, the same fabexec step against ``Exec('hostname',
+   PsshExecInfo(...))`` on the sshd sandbox (connections cached, warm), with
+   the client CPU of each (user+sys of this process and its children): srun's
+   fan-out goes through slurmd's tree, so the client's share is small.
+
+Both Slurm sides run their commands through the same ``nsenter`` prefix (the
+cluster lives in a network namespace), so it costs them alike. Prints ratios,
+never asserts. About a minute: ``python bench/slurm.py`` or ``inv bench slurm``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple
+
+from fabexec import Exec, PsshExecInfo, SlurmExecInfo, connections, sandbox, slurm_sandbox
+from fabexec.errors import SandboxError
+
+ROUNDS = 9
+SIZES = (4, 16)
+TARGET = 1.1
+
+
+def cpu() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def interleaved(sides: Dict[str, Callable[[], None]], rounds: int
+                ) -> Dict[str, Tuple[float, float]]:
+    """Median (wall seconds, client CPU seconds) per side; the order rotates each round."""
+    wall: Dict[str, List[float]] = {n: [] for n in sides}
+    used: Dict[str, List[float]] = {n: [] for n in sides}
+    names = list(sides)
+    for index in range(rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            c0, t0 = cpu(), time.perf_counter()
+            sides[name]()
+            wall[name].append(time.perf_counter() - t0)
+            used[name].append(cpu() - c0)
+    return {n: (statistics.median(wall[n]), statistics.median(used[n])) for n in names}
+
+
+def allocate(cluster: slurm_sandbox.SlurmCluster, nodes: int) -> str:
+    proc = cluster.run("salloc", "--no-shell", "--exclusive", f"-N{nodes}", "--immediate=60")
+    job = re.search(r"Granted job allocation (\d+)", proc.stderr + proc.stdout)
+    if job is None:
+        sys.exit(f"bench/slurm.py: salloc failed: {proc.stderr}")
+    os.environ["SLURM_JOB_ID"] = job[1]
+    os.environ["SLURM_JOB_NODELIST"] = cluster.run(
+        "squeue", "-h", "-j", job[1], "-o", "%N").stdout.strip()
+    return job[1]
+
+
+def fabexec_step(nodes: int) -> Callable[[], None]:
+    def side() -> None:
+        run = Exec("hostname", SlurmExecInfo(num_nodes=nodes, hide_output=True))
+        if run.exit_code != 0 or len(run.hosts) != nodes:
+            sys.exit(f"bench/slurm.py: fabexec step failed: {run.errors}")
+    return side
+
+
+def srun_by_hand(cluster: slurm_sandbox.SlurmCluster, job: str, nodes: int
+                 ) -> Callable[[], None]:
+    argv = [*cluster.launcher, "srun", f"--jobid={job}", f"-N{nodes}",
+            "--ntasks-per-node=1", "hostname"]
+
+    def side() -> None:
+        proc = subprocess.run(argv, capture_output=True)
+        if proc.returncode != 0:
+            sys.exit(f"bench/slurm.py: srun failed: {proc.stderr!r}")
+    return side
+
+
+def pssh(cluster: sandbox.SandboxCluster) -> Callable[[], None]:
+    info = PsshExecInfo(hosts=list(cluster.hosts), ssh_config=str(cluster.ssh_config),
+                        hide_output=True)
+
+    def side() -> None:
+        run = Exec("hostname", info)
+        if run.exit_code != 0:
+            sys.exit(f"bench/slurm.py: PSSH failed: {run.errors}")
+    return side
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        sys.exit("bench/slurm.py: the Slurm sandbox needs root")
+    folder = Path(tempfile.mkdtemp(prefix="fabexec-bench-slurm-"))
+    started = time.monotonic()
+    try:
+        cluster = slurm_sandbox.up(max(SIZES), folder / "slurm")
+        os.environ.update(cluster.env)
+        print(f"fabexec Slurm benchmark: {max(SIZES)} slurmd up in "
+              f"{time.monotonic() - started:.1f} s; medians of {ROUNDS} interleaved rounds")
+        print("\n1. A job step inside an allocation: Exec(SlurmExecInfo) / srun by hand")
+        print(f"{'nodes':>5} {'fabexec ms':>11} {'srun ms':>8} {'ratio':>6} target verdict")
+        steps = {}
+        for nodes in SIZES:
+            job = allocate(cluster, nodes)
+            got = interleaved({"fabexec": fabexec_step(nodes),
+                               "srun": srun_by_hand(cluster, job, nodes)}, ROUNDS)
+            steps[nodes] = got
+            ratio = got["fabexec"][0] / got["srun"][0]
+            print(f"{nodes:>5} {got['fabexec'][0] * 1e3:>11.1f} {got['srun'][0] * 1e3:>8.1f} "
+                  f"{ratio:>6.2f} <= {TARGET} {'PASS' if ratio <= TARGET else 'FAIL'}")
+            cluster.run("scancel", job)
+        try:
+            ssh = sandbox.up(max(SIZES), state_dir=folder / "sshd")
+        except SandboxError as err:  # its fixed addresses may be taken by another sandbox
+            print(f"\n2. skipped: no sshd sandbox of {max(SIZES)} nodes: {err}")
+            return 0
+        pssh_side = pssh(ssh)
+        pssh_side()  # connect once: PSSH is compared warm
+        got = interleaved({"srun": fabexec_step(max(SIZES)), "pssh": pssh_side}, ROUNDS) \
+            if allocate(cluster, max(SIZES)) else {}
+        print(f"\n2. On {max(SIZES)} nodes, through fabexec: srun step against PSSH "
+              "(connections cached)")
+        print(f"{'engine':>6} {'wall ms':>8} {'client CPU ms':>14}")
+        for name, (wall, used) in got.items():
+            print(f"{name:>6} {wall * 1e3:>8.1f} {used * 1e3:>14.1f}")
+        print(f"\nload average {os.getloadavg()[0]:.1f} at the end; "
+              f"total {time.monotonic() - started:.0f} s")
+    finally:
+        connections.close_connections()
+        slurm_sandbox.down(folder / "slurm")
+        sandbox.down(folder / "sshd")
+        shutil.rmtree(folder, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

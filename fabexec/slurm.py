@@ -1,0 +1,437 @@
+"""Slurm as the engine: a job step through ``srun`` inside an allocation, a job outside.
+
+Inside an allocation (``SLURM_JOB_ID`` set, as under ``salloc`` or in a
+batch script) `StepExecutor` runs the command as one job step on the job's
+nodes: slurmd's own tree starts it, not SSH. Results keep PSSH's shape, keyed
+by node: each task first prints a marker with its node's name on its stdout
+and stderr, and last its exit status on stderr; with ``srun --label`` every
+line then says which task, hence which node, it came from, so output is split
+back per node while it runs (``[node]`` prefixes, ``pipe_stdout`` with
+``{host}``) and a node's exit code is its first failing task's.
+
+Outside an allocation `BatchExecutor` submits the command as a batch job
+(``sbatch --wait --wrap``), like jarvis-util's SlurmExec; its result is keyed
+by ``localhost`` (the submitting host, as jarvis-util's), its stdout and
+stderr are the job's output files, its exit code the job's, and
+``Exec.job_id`` the job id. ``exec_async`` returns once Slurm accepted the
+job; ``wait()`` waits for its end. Before submitting, ``sbatch --test-only``
+asks Slurm whether the request could ever run, so that a job larger than the
+cluster is refused up front instead of waiting forever.
+
+``kill()`` and ``timeout`` end the step or job with ``scancel`` (Slurm ends
+every process it tracks on every node). A request Slurm refuses (an unknown
+partition, a bad time limit) raises `SchedulerError` naming the keyword, with
+Slurm's own message.
+
+``FABEXEC_SLURM_LAUNCHER`` (test-only) is a prefix put before every Slurm
+command, e.g. ``nsenter --net=/proc/PID/ns/net``: the test cluster
+(`fabexec.slurm_sandbox`) lives in a network namespace of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import IO, Dict, List, Optional, Tuple
+
+from .command import Command, shell_script
+from .errors import CommandTimeoutError, ExecInfoError, SchedulerError, SlurmStepError
+from .hostfile import expand, fold
+from .info import ExecInfo, SlurmExecInfo
+from .results import LOCALHOST, HostResult
+from .tee import Outputs
+
+LAUNCHER_VAR = "FABEXEC_SLURM_LAUNCHER"
+_MARK = b"\x1efabexec "
+_RC = b"\x1efabexec-rc "
+_LABEL = re.compile(rb"^\s*(\d+): ")
+_TASK_ERROR = re.compile(rb"^srun: error: (\S+): tasks? [\d,-]+: (.*)$")
+#: Each task: its node on both streams, the command, its status last on stderr. The
+#: command runs in a subshell of the same bash (not a second ``bash -c``: 8 ms a step).
+_WRAPPER = (r'printf "\036fabexec %s %s.%s\n" "$SLURMD_NODENAME" "$SLURM_JOB_ID" '
+            r'"$SLURM_STEP_ID"; printf "\036fabexec %s\n" "$SLURMD_NODENAME" >&2; '
+            r'( eval "$1" ); rc=$?; printf "\036fabexec-rc %s\n" $rc >&2; exit $rc')
+#: How long kill() lets srun or sbatch end after scancel before it is killed.
+END_GRACE = 30.0
+
+
+def slurm_executor(cmd: Command, info: ExecInfo):  # -> Executor (exec.py imports us)
+    """A job step inside an allocation, else a batch job."""
+    if not isinstance(info, SlurmExecInfo):
+        info = SlurmExecInfo(**{f: getattr(info, f) for f in info.__dataclass_fields__})
+    _check_unsupported(info)
+    if os.environ.get("SLURM_JOB_ID"):
+        return StepExecutor(cmd, info)
+    return BatchExecutor(cmd, info)
+
+
+def _check_unsupported(info: SlurmExecInfo) -> None:
+    for name in ("sudo_password", "watchers"):
+        if getattr(info, name):
+            raise ExecInfoError(name, "not supported with SLURM: the command runs under "
+                                "slurmd, which gives it no terminal to answer")
+
+
+def slurm_command(name: str) -> List[str]:
+    """``name`` with the launcher prefix; `SchedulerError` when Slurm is not installed."""
+    if shutil.which(name) is None:
+        raise SchedulerError("exec_type", f"`{name}` is not on PATH "
+                             f"({os.environ.get('PATH', '')}): install the scheduler's client "
+                             "commands (Debian: slurm-client, slurm-wlm-torque)")
+    return [*shlex.split(os.environ.get(LAUNCHER_VAR, "")), name]
+
+
+def run_client(name: str, *args: str) -> subprocess.CompletedProcess:
+    """A Slurm (or PBS) client command, run to its end, with the launcher prefix."""
+    return subprocess.run([*slurm_command(name), *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=120)
+
+
+def _common_options(info: SlurmExecInfo) -> List[str]:
+    """Options a job and a step both take."""
+    opts = [f"--{flag}={getattr(info, key)}" for key, flag in (
+        ("job_name", "job-name"), ("cpus_per_task", "cpus-per-task"), ("time", "time"),
+        ("mem", "mem"), ("gres", "gres"), ("nprocs", "ntasks"),
+        ("ppn", "ntasks-per-node")) if getattr(info, key) is not None]
+    return opts + (["--exclusive"] if info.exclusive else [])
+
+
+# --- what Slurm refused, named by keyword ---------------------------------------------
+
+_REFUSALS: List[Tuple[str, Tuple[str, ...]]] = [
+    (r"partition", ("partition",)),
+    (r"--time|time limit", ("time",)),
+    (r"mail-type", ("mail_type",)),
+    (r"mail-user|mail user", ("mail_user",)),
+    (r"gres|generic resource", ("gres",)),
+    (r"[Mm]emory|--mem", ("mem",)),
+    (r"account", ("account",)),
+    (r"node name|nodelist", ("nodelist",)),
+    (r"[Nn]ode count", ("num_nodes",)),
+    (r"CPU count|cpus-per-task", ("cpus_per_task", "ppn", "nprocs")),
+    (r"node configuration is not available",
+     ("num_nodes", "nodelist", "ppn", "nprocs", "cpus_per_task", "mem", "gres", "exclusive")),
+]
+
+
+def refusal(info: ExecInfo, message: str,
+            refusals: List[Tuple[str, Tuple[str, ...]]] = _REFUSALS) -> SchedulerError:
+    """Slurm's refusal as a `SchedulerError` naming the keyword it is about."""
+    message = " / ".join(line.strip() for line in message.strip().splitlines()) \
+        or "refused, without a message"
+    for pattern, fields in refusals:
+        if re.search(pattern, message):
+            given = [f for f in fields if getattr(info, f) not in (None, False)]
+            if given:
+                values = ", ".join(f"{f}={getattr(info, f)!r}" for f in given)
+                return SchedulerError(given[0], f"Slurm refused {values}: {message}")
+    return SchedulerError("exec_type", f"Slurm refused the request: {message}")
+
+
+# --- inside an allocation: a job step ---------------------------------------------------
+
+
+class StepExecutor:
+    """The command as one ``srun`` job step on the allocation's nodes."""
+
+    def __init__(self, cmd: Command, info: SlurmExecInfo) -> None:
+        self.info, self.job_id = info, os.environ["SLURM_JOB_ID"]
+        self.nodes = _step_nodes(info, self.job_id)
+        suffix = info.host_suffix or ""
+        self.host_of = {node: node + suffix for node in self.nodes}
+        self.hosts = list(self.host_of.values())
+        script = shell_script(cmd, info.env, info.cwd, info.sudo, info.sudoenv)
+        tasks = [] if info.ppn or info.nprocs else ["--ntasks-per-node=1"]
+        self.argv = [*slurm_command("srun"), f"--jobid={self.job_id}", "--label",
+                     f"--nodes={len(self.nodes)}", f"--nodelist={','.join(self.nodes)}",
+                     *tasks, *_common_options(info),
+                     "--input=all" if info.stdin is not None else "--input=none",
+                     "bash", "-c", _WRAPPER, "fabexec", script]
+        self.cmd = script
+        self.node_of: Dict[int, str] = {}  # task -> node, from its markers
+        self.codes: Dict[int, int] = {}  # task -> exit status
+        self.reasons: Dict[str, List[str]] = {}  # node -> what srun said of it
+        self.messages: List[str] = []  # srun's other words
+        self.step: Optional[str] = None
+        self.killed = self.timed_out = False
+        self._lock = threading.Lock()
+
+    def start(self, outputs: Outputs) -> None:
+        self.outputs = outputs
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        self.readers = [threading.Thread(target=self._read, args=(pipe, name), daemon=True,
+                                         name=f"fabexec-srun-{name}")
+                        for pipe, name in ((self.proc.stdout, "stdout"),
+                                           (self.proc.stderr, "stderr"))]
+        for reader in self.readers:
+            reader.start()
+        _feed(self.proc.stdin, self.info.stdin)
+        self.timer = timer(self.info.timeout, self._time_out)
+
+    def _read(self, pipe: IO[bytes], stream: str) -> None:
+        nodes: Dict[int, str] = {}
+        for line in pipe:
+            label = _LABEL.match(line)
+            if label is None:
+                self._srun_said(line)
+                continue
+            task, text = int(label[1]), line[label.end():]
+            if text.startswith(_RC):
+                with self._lock:  # after kill(), a status is the kill's, not the command's
+                    if not self.killed:
+                        self.codes[task] = int(text[len(_RC):])
+            elif text.startswith(_MARK):
+                words = text[len(_MARK):].decode(errors="replace").split()
+                nodes[task] = words[0]
+                with self._lock:
+                    self.node_of[task] = words[0]
+                    if len(words) > 1:
+                        self.step = words[1]
+            else:
+                host = self.host_of.get(nodes.get(task, ""), self.hosts[0])
+                self.outputs.tees[host][stream].write(text)
+
+    def _srun_said(self, line: bytes) -> None:
+        task_error = _TASK_ERROR.match(line.rstrip(b"\n"))
+        if task_error is not None:
+            node, what = (w.decode(errors="replace") for w in task_error.groups())
+            if not what.startswith("Exited with exit code"):
+                self.reasons.setdefault(node, []).append(what)
+        else:
+            self.messages.append(line.decode(errors="replace").strip())
+
+    def _time_out(self) -> None:
+        self.timed_out = True
+        self.kill()
+
+    def kill(self) -> None:
+        """scancel the step (slurmd ends its processes on every node); srun then ends."""
+        proc = getattr(self, "proc", None)
+        if proc is None or proc.poll() is not None:
+            return
+        self.killed = True
+        if self.step is not None:
+            run_client("scancel", self.step)
+        else:  # no task started yet: srun gives up the step it waits for
+            proc.send_signal(signal.SIGTERM)
+
+    def wait(self) -> Dict[str, HostResult]:
+        _end(self.proc, self.kill)
+        for reader in self.readers:
+            reader.join()
+        if self.timer is not None:
+            self.timer.cancel()
+        return {self.host_of[node]: self._result(node) for node in self.nodes}
+
+    def _result(self, node: str) -> HostResult:
+        host = self.host_of[node]
+        tasks = [t for t, n in self.node_of.items() if n == node]
+        codes = [self.codes[t] for t in tasks if t in self.codes]
+        if tasks and len(codes) == len(tasks):
+            return HostResult(next((c for c in codes if c), 0))
+        if self.timed_out:
+            return HostResult.of(CommandTimeoutError(host, f"timed out after "
+                                                     f"{self.info.timeout} s; the step was "
+                                                     "cancelled (scancel)"))
+        why = self.reasons.get(node) or self.messages or [f"srun exited {self.proc.returncode}"]
+        if self.killed:
+            why = ["ended by kill() (scancel)", *why]
+        started = "" if tasks else "no task started here: "
+        return HostResult(exit_status(self.proc.returncode),
+                          SlurmStepError(host, started + "; ".join(why)))
+
+    def progress(self) -> Tuple[int, int, int]:
+        with self._lock:
+            done = {n for t, n in self.node_of.items() if t in self.codes}
+            failed = {n for t, n in self.node_of.items() if self.codes.get(t)}
+        if getattr(self, "proc", None) is not None and self.proc.poll() is not None:
+            return len(self.nodes), len(failed), len(self.nodes)
+        return len(done), len(failed), len(self.nodes)
+
+
+def _step_nodes(info: SlurmExecInfo, job_id: str) -> List[str]:
+    """The nodes the step runs on: ``nodelist``, else the allocation's first ``num_nodes``."""
+    listed = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST")
+    if not listed:
+        raise SchedulerError("exec_type", f"SLURM_JOB_ID={job_id} is set but not "
+                             "SLURM_JOB_NODELIST: cannot tell the job's nodes")
+    alloc = expand(listed)
+    if info.nodelist is not None:
+        outside = [n for n in info.nodelist if n not in alloc]
+        if outside:
+            raise ExecInfoError("nodelist", f"{fold(outside)} not in job {job_id}'s nodes "
+                                f"{fold(alloc)}")
+        rest = [n for n in alloc if n not in info.nodelist]
+        return list(info.nodelist) + rest[: max(0, (info.num_nodes or 0) - len(info.nodelist))]
+    count = info.num_nodes or len(alloc)
+    if count > len(alloc):
+        raise ExecInfoError("num_nodes", f"{count} nodes asked, but job {job_id} has "
+                            f"{len(alloc)}: {fold(alloc)}")
+    return alloc[:count]
+
+
+# --- outside an allocation: a batch job --------------------------------------------------
+
+
+class BatchExecutor:
+    """The command as a batch job: ``sbatch --wait --wrap``, output read back at its end."""
+
+    def __init__(self, cmd: Command, info: SlurmExecInfo) -> None:
+        self.info = info
+        self.host = LOCALHOST
+        self.hosts = [self.host]
+        self.cmd = shell_script(cmd, info.env, info.cwd, info.sudo, info.sudoenv)
+        opts = _common_options(info) + [f"--{flag}={getattr(info, key)}" for key, flag in (
+            ("num_nodes", "nodes"), ("partition", "partition"), ("mail_type", "mail-type"),
+            ("mail_user", "mail-user"), ("account", "account")) if getattr(info, key)]
+        if info.nodelist is not None:
+            opts.append(f"--nodelist={','.join(info.nodelist)}")
+        self.options = opts
+        self.sbatch = slurm_command("sbatch")
+        self.job_id: Optional[str] = None
+        self.killed = self.timed_out = False
+
+    def start(self, outputs: Outputs) -> None:
+        self.outputs = outputs
+        test = run_client("sbatch", "--test-only", *self.options, "--wrap=true")
+        if test.returncode:
+            raise refusal(self.info, test.stderr or test.stdout)
+        folder = Path.home() / ".cache" / "fabexec" / "slurm-jobs"  # shared with nodes, as
+        folder.mkdir(parents=True, exist_ok=True)  # a home usually is; /tmp is node-local
+        self.folder = tempfile.mkdtemp(dir=folder)
+        script = (f"bash -c {shlex.quote(self.cmd)}; rc=$?; "
+                  f"echo $rc > {shlex.quote(self.folder)}/rc; exit $rc")
+        self.proc = subprocess.Popen(
+            [*self.sbatch, "--parsable", "--wait", *self.options,
+             f"--output={self.folder}/out", f"--error={self.folder}/err", "--wrap", script],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True)
+        first = self.proc.stdout.readline().decode(errors="replace").strip()
+        if not first:  # refused: sbatch ended without a job id
+            message = self.proc.stderr.read().decode(errors="replace")
+            self.proc.wait()
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise refusal(self.info, message)
+        self.job_id = first.split(";")[0]
+        self.timer = timer(self.info.timeout, self._time_out)
+        threading.Thread(target=self._watch, daemon=True, name="fabexec-sbatch-wait").start()
+
+    def _watch(self) -> None:
+        """End ``sbatch --wait`` as soon as the job left the queue.
+
+        sbatch polls Slurm only every 2 to 10 s. The job's script writes its
+        status last, to a file (no RPC to watch it); once it is there, or
+        once kill() cancelled the job, the queue is asked until the job left it.
+        """
+        rc = Path(self.folder, "rc")
+        while self.proc.poll() is None:
+            if (self.killed or rc.exists()) and not run_client(
+                    "squeue", "-h", "-j", self.job_id, "-o", "%T").stdout.strip():
+                self.proc.terminate()
+                return
+            time.sleep(0.05)
+
+    def _time_out(self) -> None:
+        self.timed_out = True
+        self.kill()
+
+    def kill(self) -> None:
+        proc = getattr(self, "proc", None)
+        if proc is None or proc.poll() is not None or self.job_id is None:
+            return
+        self.killed = True
+        run_client("scancel", self.job_id)
+
+    def wait(self) -> Dict[str, HostResult]:
+        _end(self.proc, self.kill)
+        if self.timer is not None:
+            self.timer.cancel()
+        said = self.proc.stderr.read()
+        tees = self.outputs.tees[self.host]
+        for name in ("out", "err"):
+            try:
+                data = Path(self.folder, name).read_bytes()
+            except OSError:
+                data = b""
+            tees["stdout" if name == "out" else "stderr"].write(data)
+        tees["stderr"].write(said)
+        code = exit_status(self.proc.returncode)
+        try:  # the job's own status: sbatch's is lost when _watch ended it
+            code = int(Path(self.folder, "rc").read_text())
+        except (OSError, ValueError):
+            pass
+        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.timed_out:
+            return {self.host: HostResult.of(CommandTimeoutError(
+                self.host, f"job {self.job_id} timed out after {self.info.timeout} s and was "
+                "cancelled (scancel)"))}
+        if self.killed:
+            return {self.host: HostResult(code or 1, SlurmStepError(
+                self.host, f"job {self.job_id} ended by kill() (scancel)"))}
+        return {self.host: HostResult(code)}
+
+    def progress(self) -> Tuple[int, int, int]:
+        proc = getattr(self, "proc", None)
+        if proc is None or proc.poll() is None:
+            return 0, 0, 1
+        return 1, int(bool(proc.returncode)), 1
+
+
+# --- shared -------------------------------------------------------------------------------
+
+
+def _feed(pipe: IO[bytes], stdin: object) -> None:
+    """Give srun ``stdin`` (every task reads it: ``--input=all``), then end it."""
+    if stdin is None:
+        pipe.close()
+        return
+    data = stdin.read() if hasattr(stdin, "read") else stdin
+    data = data.encode() if isinstance(data, str) else data
+
+    def write() -> None:
+        try:
+            pipe.write(data)
+            pipe.close()
+        except OSError:  # srun ended first
+            pass
+
+    threading.Thread(target=write, daemon=True, name="fabexec-srun-stdin").start()
+
+
+def timer(seconds: Optional[float], action) -> Optional[threading.Timer]:
+    if seconds is None:
+        return None
+    timer = threading.Timer(seconds, action)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _end(proc: subprocess.Popen, kill) -> None:
+    """Wait for srun or sbatch; on ^C, cancel what it runs first, then re-raise."""
+    try:
+        proc.wait()
+    except BaseException:
+        kill()
+        try:
+            proc.wait(END_GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+    if proc.returncode is None:  # pragma: no cover - wait() returned
+        proc.kill()
+
+
+def exit_status(returncode: Optional[int]) -> int:
+    if returncode is None:
+        return 255
+    return 128 - returncode if returncode < 0 else returncode
