@@ -10,7 +10,8 @@ from typing import Optional
 
 from invoke import Collection, Context, task
 
-from fabexec import sandbox, slurm_sandbox
+from fabexec import sandbox
+from fabexec.sandbox import slurm as slurm_sandbox
 
 STATE_DIR_HELP = f"state folder (default ${sandbox.STATE_DIR_VAR} or ~/.cache/fabexec/sandbox)"
 
@@ -27,7 +28,7 @@ def _print(cluster: sandbox.SandboxCluster) -> None:
 
 @task(help={"nodes": "how many sshd nodes to run (default 4)", "state-dir": STATE_DIR_HELP,
             "slurm": "instead, start a Slurm cluster of this many nodes (root; see "
-                     "fabexec/slurm_sandbox.py)"})
+                     "fabexec/sandbox/slurm.py)"})
 def up(c: Context, nodes: int = 4, state_dir: Optional[str] = None, slurm: int = 0) -> None:
     """Start a sandbox of N sshd nodes (or keep the one running) and say how to reach it."""
     if slurm:

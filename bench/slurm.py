@@ -1,6 +1,6 @@
 """Slurm speed: fabexec's job steps against ``srun`` typed by hand, and against PSSH.
 
-On a real Slurm cluster of 16 nodes on this machine (`fabexec.slurm_sandbox`,
+On a real Slurm cluster of 16 nodes on this machine (`fabexec.sandbox.slurm`,
 root needed) and, for the PSSH side, the sshd sandbox of 16 nodes:
 
 1. inside an allocation of 4 and of 16 nodes, ``Exec('hostname',
@@ -30,8 +30,9 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
-from fabexec import Exec, PsshExecInfo, SlurmExecInfo, connections, sandbox, slurm_sandbox
+from fabexec import Exec, PsshExecInfo, SlurmExecInfo, connections, sandbox
 from fabexec.errors import SandboxError
+from fabexec.sandbox import slurm as slurm_sandbox
 
 ROUNDS = 9
 SIZES = (4, 16)

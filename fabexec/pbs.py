@@ -10,7 +10,7 @@ once a second otherwise. A request the scheduler refuses raises
 `SchedulerError` naming the keyword (``queue``, ``walltime``...).
 
 Tested only through the PBS commands that Debian's ``slurm-wlm-torque`` puts on
-top of a real Slurm cluster (`fabexec.slurm_sandbox`): OpenPBS and Torque
+top of a real Slurm cluster (`fabexec.sandbox.slurm`): OpenPBS and Torque
 cannot be installed on the test machine.
 """
 

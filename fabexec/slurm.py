@@ -25,7 +25,7 @@ Slurm's own message.
 
 ``FABEXEC_SLURM_LAUNCHER`` (test-only) is a prefix put before every Slurm
 command, e.g. ``nsenter --net=/proc/PID/ns/net``: the test cluster
-(`fabexec.slurm_sandbox`) lives in a network namespace of its own.
+(`fabexec.sandbox.slurm`) lives in a network namespace of its own.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""pytest plugin: one real Slurm cluster (fabexec.slurm_sandbox) for the whole session.
+"""pytest plugin: one real Slurm cluster (fabexec.sandbox.slurm) for the whole session.
 
 Slurm's daemons and every client command live in a network namespace; a test
 reaches them through `slurm` (which sets ``SLURM_CONF`` and the test-only
@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pytest
 
-from fabexec import slurm_sandbox
+from fabexec.sandbox import slurm as slurm_sandbox
 from tests.fixtures_sandbox import sandbox_state_dir
 
 NODES = 4

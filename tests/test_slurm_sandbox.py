@@ -7,8 +7,8 @@ import signal
 
 import pytest
 
-from fabexec import slurm_sandbox
-from fabexec.slurm_sandbox import CONTROLLER_IP
+from fabexec.sandbox import slurm as slurm_sandbox
+from fabexec.sandbox.slurm import CONTROLLER_IP
 from tests.fixtures_slurm import slurm_state_dir
 from tests.proctree import eventually, sleeping
 

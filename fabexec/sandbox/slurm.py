@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-from .errors import SandboxError
+from ..errors import SandboxError
 
 __all__ = ["SlurmCluster", "down", "up"]
 
@@ -205,7 +205,7 @@ def _write_files(state: Path, names: List[str]) -> None:
         (state / "spool" / name).mkdir()
     last = len(names)
     (state / "slurm.conf").write_text(f"""\
-# written by fabexec.slurm_sandbox: a cluster inside a network namespace
+# written by fabexec.sandbox.slurm: a cluster inside a network namespace
 ClusterName=fabexec
 SlurmctldHost={socket.gethostname()}({CONTROLLER_IP})
 SlurmUser=root
