@@ -191,6 +191,21 @@ class HostConnection(QuickMisses, Connection):
             monitor.watch(self.transport, *self.keepalive)
             return result
 
+    def create_session(self) -> Any:
+        """A session channel; a pooled connection found dead is opened anew, once.
+
+        A host that dropped the connection (sshd restarted, a node rebooted) may
+        do so just before paramiko's thread notices: opening a channel then
+        fails although the next connection would work. Nothing was sent to run
+        yet, so trying once more over a new connection runs nothing twice.
+        """
+        try:
+            return super().create_session()
+        except (SSHException, EOFError, OSError):
+            self.close()
+            self.open()
+            return super().create_session()
+
     def close(self) -> None:
         super().close()
         # Fabric leaves a ProxyJump hop's own connection open.
