@@ -18,6 +18,7 @@ import re
 import selectors
 import shlex
 import subprocess
+import tempfile
 import threading
 from types import SimpleNamespace
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
@@ -46,6 +47,18 @@ SMALL_PIPE = 64 * 1024
 #: wake-up of ours per 64 KiB; 1 MiB is the kernel's default bound
 #: (/proc/sys/fs/pipe-max-size) and leaves little to gain.
 BIG_PIPE = 1 << 20
+
+#: Longest script given to a local bash as its ``-c`` argument; a longer one
+#: is read from a file. Linux caps one argument at 128 KiB (MAX_ARG_STRLEN) and
+#: all of them with the environment at a quarter of the stack limit (E2BIG),
+#: where a file has no cap; ``bash -c`` is kept for the common small script,
+#: which it starts fastest.
+ARGUMENT_MAX = 64 * 1024
+
+#: How a local bash reads a long script: from descriptor {fd} (a memfd), whole,
+#: by its own ``read`` (a regular file is read in blocks, not a byte per call),
+#: which then closes it, so that the command's processes do not inherit it.
+READ_SCRIPT = 'IFS= read -r -d "" -u {fd} __fabexec_script; exec {fd}<&-; eval "$__fabexec_script"'
 
 #: How long the remote reaper may take before we give up on a host.
 KILL_TIMEOUT = 10.0
@@ -153,6 +166,23 @@ def grow_pipe(fd: int) -> int:
         return SMALL_PIPE
 
 
+def script_file(command: str) -> Optional[int]:
+    """A descriptor of an unnamed file holding ``command`` if it is too long for ``-c``."""
+    script = command.encode()
+    if len(script) <= ARGUMENT_MAX:
+        return None
+    try:
+        fd = os.memfd_create("fabexec-script", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):  # not Linux, or too old a kernel
+        fd, path = tempfile.mkstemp(prefix="fabexec-script-")
+        os.unlink(path)
+    data = memoryview(script)
+    while data:
+        data = data[os.write(fd, data):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
 class LocalRunner(TeeRunner, Local):
     """invoke's `Local`, in its own session so that the whole tree can be ended."""
 
@@ -181,14 +211,20 @@ class LocalRunner(TeeRunner, Local):
             stdin = subprocess.PIPE if self.wants_stdin else subprocess.DEVNULL
         self.handed_over: Dict[Any, Tee] = {}
         out, err = self.stream_target("stdout"), self.stream_target("stderr")
-        self.process = subprocess.Popen(
-            [shell, "-c", command],
-            env=env or None,  # None inherits ours without re-encoding it
-            stdin=stdin,
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-        )
+        script = script_file(command) if len(command) > ARGUMENT_MAX // 4 else None
+        try:
+            self.process = subprocess.Popen(
+                [shell, "-c", command if script is None else READ_SCRIPT.format(fd=script)],
+                env=env or None,  # None inherits ours without re-encoding it
+                stdin=stdin,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                pass_fds=() if script is None else (script,),
+            )
+        finally:
+            if script is not None:
+                os.close(script)
         if handed is not None:
             handed.close()  # the command holds its own copy of the descriptor
         self.feed_stdin()
@@ -250,12 +286,16 @@ class LocalRunner(TeeRunner, Local):
 
     def kill(self) -> None:
         self.killed = True
+        if getattr(self, "process", None) is None:
+            return  # it never started (start() raised): nothing to end
         # Once reaped, the group's number may belong to someone else: tag only.
         pgid = self.process.pid if self.process.returncode is None else None
         kill_local(pgid, self.tag, reap=self.process.poll)
 
     def stop(self) -> None:
         self.stop_timer()
+        if getattr(self, "process", None) is None:
+            return  # start() raised: its error goes on to the caller, unhidden
         super().stop()
         for pipe in (self.process.stdout, self.process.stderr, self.process.stdin):
             if pipe is not None:

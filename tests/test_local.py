@@ -6,6 +6,7 @@ kill and timeout in test_kill.py.
 
 from __future__ import annotations
 
+import errno
 import gc
 import io
 import os
@@ -65,6 +66,33 @@ def test_a_failing_line_does_not_stop_the_lines_after_it() -> None:
 
 def test_a_tuple_of_commands_is_a_list_of_commands() -> None:
     assert out(("echo a", "echo b")) == "a\nb\n"
+
+
+BIG = 200_000  # bytes: past Linux's 128 KiB cap on one argument
+
+
+@pytest.mark.parametrize("cmd, env, expected", [
+    ("echo " + "x" * BIG, None, "x" * BIG + "\n"),
+    ([f"echo line {n:08d}" for n in range(10_000)], None,
+     "".join(f"line {n:08d}\n" for n in range(10_000))),
+    ('printf %s "$A" | wc -c; : ' + "y" * 20_000, {"A": "z" * 120_000}, "120000\n"),
+], ids=["one long line", "ten thousand lines", "a long env value"])
+def test_a_command_of_any_size_runs(cmd: Any, env: Any, expected: str) -> None:
+    node = run(cmd, env=env)
+    assert (node.exit_code, node.stdout["localhost"]) == (0, expected)
+
+
+def test_a_long_script_leaves_the_command_no_extra_descriptor() -> None:
+    small = out("ls /proc/self/fd | wc -l")
+    assert out("ls /proc/self/fd | wc -l\n: " + "y" * BIG) == small
+
+
+def test_a_command_that_cannot_start_raises_its_own_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FABEXEC_TEST_HUGE", "x" * BIG)  # execve refuses it: E2BIG
+    with pytest.raises(OSError) as raised:
+        run("true")
+    assert raised.value.errno == errno.E2BIG
 
 
 @pytest.mark.parametrize("cmd", [5, None, b"echo", [], "", "   \n", ["echo a", 5], ["", " "]],
