@@ -59,14 +59,27 @@ def _signal_all(pgid: Optional[int], pids: Iterable[int], sig: int) -> None:
             pass
 
 
-def _group_alive(pgid: Optional[int]) -> bool:
+def group_members(pgid: Optional[int]) -> List[int]:
+    """PIDs of the live members of process group ``pgid``; zombies have ended.
+
+    ``killpg(pgid, 0)`` succeeds while any member is a zombie that its parent
+    (or init, for an orphan) has not collected yet, which may be never.
+    """
     if pgid is None:
-        return False
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
+        return []
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # gone already
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()  # state, ppid, pgrp, ...
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+            found.append(int(entry.name))
+    return found
 
 
 def kill_local(pgid: Optional[int], tag: str, grace: float = GRACE_SECONDS,
@@ -81,7 +94,7 @@ def kill_local(pgid: Optional[int], tag: str, grace: float = GRACE_SECONDS,
     while time.monotonic() < deadline:
         if reap is not None:
             reap()
-        if not _group_alive(pgid) and not tagged_pids(tag):
+        if not group_members(pgid) and not tagged_pids(tag):
             return
         time.sleep(0.02)
     _signal_all(pgid, tagged_pids(tag), signal.SIGKILL)

@@ -6,9 +6,15 @@ Each command starts a tree whose children escape in every usual way (see
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
+import pytest
+
 from fabexec import CommandTimeoutError, Exec, LocalExecInfo
+from fabexec.command import TAG_VAR
+from fabexec.reaper import kill_local
 from tests.proctree import (
     TREE_SIZE,
     escaping_tree,
@@ -103,3 +109,22 @@ def test_a_command_that_ends_before_its_timeout_has_no_error() -> None:
     node = Exec("exit 0", LocalExecInfo(timeout=60, hide_output=True))
     assert node.exit_code == 0
     assert node.errors == {}
+
+
+@pytest.mark.timeout(30)
+def test_zombies_count_as_ended(tag: str) -> None:
+    """A group whose last member is a zombie nobody collects has ended.
+
+    The leader's parent (this test) collects it only after `kill_local`
+    returned: were zombies counted as alive, kill_local would wait its whole
+    hour of grace, and pytest-timeout would end the test.
+    """
+    leader = subprocess.Popen(["sleep", tag], start_new_session=True,
+                              env={**os.environ, TAG_VAR: tag})
+    try:
+        assert eventually(lambda: sleeping(tag) == [leader.pid])
+        kill_local(leader.pid, tag, grace=3600)  # no reap: it stays a zombie
+        assert sleeping(tag) == []
+    finally:
+        leader.kill()
+        leader.wait()
