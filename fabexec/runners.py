@@ -186,6 +186,9 @@ def script_file(command: str) -> Optional[int]:
 class LocalRunner(TeeRunner, Local):
     """invoke's `Local`, in its own session so that the whole tree can be ended."""
 
+    #: What `kill_local` could not end, if anything (see `RemoteRunner`).
+    reap_error: Optional[str] = None
+
     def stream_target(self, name: str) -> Any:
         """What the command gets as stream ``name``, as its Tee says it is wired."""
         tee = self.tees[name]
@@ -290,7 +293,9 @@ class LocalRunner(TeeRunner, Local):
             return  # it never started (start() raised): nothing to end
         # Once reaped, the group's number may belong to someone else: tag only.
         pgid = self.process.pid if self.process.returncode is None else None
-        kill_local(pgid, self.tag, reap=self.process.poll)
+        left = kill_local(pgid, self.tag, reap=self.process.poll)
+        if left:
+            self.reap_error = "still running after SIGKILL: " + " ".join(map(str, left))
 
     def stop(self) -> None:
         self.stop_timer()

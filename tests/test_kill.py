@@ -128,3 +128,13 @@ def test_zombies_count_as_ended(tag: str) -> None:
     finally:
         leader.kill()
         leader.wait()
+
+
+def test_kill_outlasts_a_supervisor_that_ignores_sigterm_and_respawns(tag: str) -> None:
+    """Children started while the SIGKILL pass looks at /proc are ended too."""
+    supervisor = ("trap '' TERM\n"
+                  f"while :; do setsid sleep {tag} </dev/null >/dev/null 2>&1 & sleep 0.005; done")
+    node = Exec(supervisor, LocalExecInfo(exec_async=True, hide_output=True))
+    assert eventually(lambda: len(sleeping(tag)) > 3)
+    node.kill()
+    assert sleeping(tag) == []
