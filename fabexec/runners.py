@@ -127,8 +127,17 @@ class TeeRunner:
             self.timer.start()
 
     def stop_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+        """No timeout from now on; one that fired is waited for until its kill is done.
+
+        The timer is a daemon thread: a result given while its kill still
+        waits out the grace would let the program exit, and the SIGKILL for a
+        process that ignores SIGTERM would never come.
+        """
+        timer = self.timer
+        if timer is not None:
+            timer.cancel()
+            if timer is not threading.current_thread():
+                timer.join()
 
     def _time_out(self) -> None:
         self.timer_fired = True

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -137,4 +139,19 @@ def test_kill_outlasts_a_supervisor_that_ignores_sigterm_and_respawns(tag: str) 
     node = Exec(supervisor, LocalExecInfo(exec_async=True, hide_output=True))
     assert eventually(lambda: len(sleeping(tag)) > 3)
     node.kill()
+    assert sleeping(tag) == []
+
+
+def test_a_timeout_ends_a_child_that_ignores_sigterm_even_if_the_program_exits_at_once(
+        tag: str) -> None:
+    """The 124 comes once the kill is over: nothing is left for a daemon thread to finish."""
+    program = textwrap.dedent(f"""
+        from fabexec import Exec, LocalExecInfo
+        node = Exec('(trap "" TERM; exec sleep {tag}) & wait',
+                    LocalExecInfo(timeout=1, hide_output=True))
+        print(node.exit_code)
+    """)
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=60, check=False, cwd=Path(__file__).parent.parent)
+    assert done.stdout == "124\n", done.stderr
     assert sleeping(tag) == []
