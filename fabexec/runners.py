@@ -80,6 +80,9 @@ class TeeRunner:
     #: Ends the command at its ``timeout`` (invoke's own timer is not started).
     timer: Optional[threading.Timer] = None
 
+    #: Why the caller's stdin could not be read to its end, if it could not.
+    stdin_error: Optional[str] = None
+
     def setup_io(self, tees: Dict[str, Tee], tag: str, stdin: Optional[StdinReader],
                  watchers: Optional[list], sudo_password: Optional[str],
                  sudo: bool = False) -> None:
@@ -148,7 +151,11 @@ class TeeRunner:
         return self.timer_fired
 
     def feed_stdin(self) -> None:
-        """Write the caller's stdin in a thread, then close it (EOF to the command)."""
+        """Write the caller's stdin in a thread, then close it (EOF to the command).
+
+        Closed whatever happens: a ``read()`` that raises must not leave the
+        command waiting for more. Its error is kept in ``stdin_error``.
+        """
         data = self.stdin_data
         if data is None:
             return
@@ -156,13 +163,21 @@ class TeeRunner:
         def feed() -> None:
             try:
                 while True:
-                    chunk = data.read(CHUNK)
+                    try:
+                        chunk = data.read(CHUNK)
+                    except Exception as e:  # noqa: BLE001 - the caller's object: anything
+                        self.stdin_error = f"stdin could not be read: {type(e).__name__}: {e}"
+                        return
                     if not chunk:
-                        break
+                        return
                     self._write_proc_stdin(chunk)
-                self.close_proc_stdin()
             except OSError:  # the command exited without reading it all
                 pass
+            finally:
+                try:
+                    self.close_proc_stdin()
+                except (OSError, ValueError):
+                    pass
 
         threading.Thread(target=feed, daemon=True, name="fabexec-stdin").start()
 

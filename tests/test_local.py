@@ -19,7 +19,14 @@ import pytest
 from invoke import Responder
 
 import fabexec.exec
-from fabexec import CommandError, Exec, LocalExecInfo, PathNotFoundError
+from fabexec import (
+    CommandError,
+    Exec,
+    ExecInfoError,
+    LocalExecInfo,
+    PathNotFoundError,
+    StdinReadError,
+)
 from tests.proctree import eventually, sleeping
 
 
@@ -203,6 +210,35 @@ def test_stdin_as_an_open_file_is_read_by_the_command(mode: str, tmp_path: Path)
                          ids=["BytesIO", "StringIO"])
 def test_stdin_as_an_in_memory_file_is_fed_to_the_command(make: Any) -> None:
     assert out("cat", stdin=make()) == "in memory\n"
+
+
+def test_a_closed_stdin_file_raises_naming_stdin_before_anything_runs(tmp_path: Path) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("data\n")
+    with open(source, "rb") as f:
+        pass
+    with pytest.raises(ExecInfoError, match="stdin"):
+        run("cat", stdin=f)
+
+
+class FailingStream(io.RawIOBase):
+    """A stream whose every read fails, as a broken device or socket would."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        raise OSError(errno.EIO, "the device broke")
+
+
+@pytest.mark.timeout(60)
+def test_a_stdin_whose_read_raises_ends_the_commands_input_and_is_its_error() -> None:
+    node = run("cat; echo read to the end", stdin=FailingStream(), timeout=30)
+    assert node.stdout["localhost"] == "read to the end\n"  # cat got EOF, not a timeout
+    error = node.errors["localhost"]
+    assert isinstance(error, StdinReadError) and "stdin" in str(error)
+    assert "the device broke" in str(error)
+    assert node.failed()
 
 
 def test_without_stdin_a_read_gets_end_of_file_at_once() -> None:
