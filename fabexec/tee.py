@@ -104,6 +104,17 @@ class Terminal:
                     self.stream.flush()
 
 
+def check_output_path(path: str, field: str) -> None:
+    """Raise what opening ``path`` for writing would, without creating or truncating it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise PathNotFoundError(field, path, f"folder {folder!r} does not exist")
+    there = os.path.exists(path)
+    if not os.access(path if there else folder, os.W_OK):
+        where = "the file" if there else f"folder {folder!r}"
+        raise OutputWriteError("localhost", path, f"{where} is not writable")
+
+
 class OutputFile:
     """One file that receives bytes, byte for byte, unbuffered.
 
@@ -114,9 +125,7 @@ class OutputFile:
 
     def __init__(self, path: str, field: str) -> None:
         self.path = path
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise PathNotFoundError(field, path, f"folder {folder!r} does not exist")
+        check_output_path(path, field)
         try:
             self._file = open(path, "wb", buffering=0)  # noqa: SIM115 (closed by close())
         except OSError as e:
@@ -328,6 +337,9 @@ class Outputs:
         several = len(self.hosts) > 1
         self.tees: Dict[str, Dict[str, Tee]] = {h: {} for h in self.hosts}
         opened: Dict[Tuple[int, int], OutputFile] = {}
+        for pipe, field in ((pipe_stdout, "pipe_stdout"), (pipe_stderr, "pipe_stderr")):
+            for path in self._paths(pipe):  # every one, before any is opened (truncated)
+                check_output_path(path, field)
         try:
             for name, pipe, stream in (("stdout", pipe_stdout, stdout),
                                        ("stderr", pipe_stderr, stderr)):
@@ -343,6 +355,12 @@ class Outputs:
             for f in opened.values():
                 f._file.close()
             raise
+
+    def _paths(self, pipe: Optional[str]) -> List[str]:
+        """The files ``pipe`` names for this run's hosts."""
+        if pipe is None:
+            return []
+        return [pipe.replace("{host}", host) for host in self.hosts] if "{host}" in pipe else [pipe]
 
     def _files(self, pipe: Optional[str], field: str,
                opened: Dict[Tuple[int, int], OutputFile]) -> Callable[[str], Any]:

@@ -289,3 +289,11 @@ def test_a_full_disk_on_stdout_keeps_collecting_stderr() -> None:
                collect_output=True, hide_output=True)
     assert isinstance(node.errors["localhost"], OutputWriteError)
     assert node.stderr["localhost"] == "to-err\n"
+
+
+def test_a_bad_output_path_leaves_the_other_output_file_untouched(tmp_path: Path) -> None:
+    kept = tmp_path / "p.log"
+    kept.write_text("old\n")
+    with pytest.raises(PathNotFoundError, match="pipe_stderr"):
+        Exec("echo new", LocalExecInfo(pipe_stdout=kept, pipe_stderr=tmp_path / "nope" / "e.log"))
+    assert kept.read_text() == "old\n"
