@@ -264,6 +264,16 @@ class LocalRunner(TeeRunner, Local):
         instead of per 64 KiB, and a command that prints little keeps a small
         pipe (an unprivileged user's pipes share a budget, 64 MiB by default).
         """
+        try:
+            self._read_pipes()
+        except Exception:
+            # Nothing drains the pipes any more: the command would block on
+            # them forever. It is ended, and the error reaches the caller.
+            if not self.killed:
+                self.kill()
+            raise
+
+    def _read_pipes(self) -> None:
         pipes = {pipe.fileno(): self.tees[name]
                  for name, pipe in (("stdout", self.process.stdout),
                                     ("stderr", self.process.stderr)) if pipe is not None}

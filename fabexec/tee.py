@@ -85,12 +85,20 @@ class Terminal:
     def __init__(self, stream: IO[str], host: Optional[str]) -> None:
         self.stream = stream
         self._lines = LineJoiner(f"[{host}] ", "\n") if host is not None else None
+        #: A terminal that cannot show every character (PYTHONIOENCODING=ascii,
+        #: a C locale) gets "?" for those: a strict stream would raise, and the
+        #: run would lose its results for a character it printed.
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        strict = getattr(stream, "errors", "strict") == "strict"
+        self._narrow = encoding if strict and codecs.lookup(encoding).name != "utf-8" else None
 
     def write(self, text: str) -> None:
         if self._lines is not None:
             text = self._lines.feed(text)
             if not text:
                 return
+        if self._narrow is not None:
+            text = text.encode(self._narrow, "replace").decode(self._narrow)
         with self._lock:
             self.stream.write(text)
             self.stream.flush()
@@ -99,9 +107,8 @@ class Terminal:
         if self._lines is not None:
             rest = self._lines.flush()
             if rest:
-                with self._lock:
-                    self.stream.write(rest)
-                    self.stream.flush()
+                self._lines = None
+                self.write(rest)
 
 
 def check_output_path(path: str, field: str) -> None:
@@ -224,7 +231,12 @@ class Tee:
         if not text:
             return
         if self.terminal is not None:
-            self.terminal.write(text)
+            try:
+                self.terminal.write(text)
+            except (OSError, ValueError):
+                # Closed, or a reader gone (``| head -1``): the run goes on,
+                # its other sinks complete; only the terminal stops showing it.
+                self.terminal = None
         if self.watch is not None:
             self.watch(text)
 
@@ -270,7 +282,10 @@ class Tee:
         if self._decoder is not None:
             self._show(self._decoder.decode(b"", final=True))
         if self.terminal is not None:
-            self.terminal.close()
+            try:
+                self.terminal.close()
+            except (OSError, ValueError):
+                pass  # as in _show
         if self.file is not None:
             file, self.file = self.file, None
             try:
