@@ -164,6 +164,7 @@ class Exec(HostResults):
             pipe_stderr=_path(info.pipe_stderr),
             stdout=sys.stdout,
             stderr=sys.stderr,
+            timeout=info.timeout,
         )
         self._done = False
         self._wait_lock = threading.RLock()

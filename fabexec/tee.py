@@ -36,6 +36,7 @@ import errno
 import os
 import stat
 import threading
+import time
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import OutputWriteError, PathNotFoundError
@@ -122,6 +123,39 @@ def check_output_path(path: str, field: str) -> None:
         raise OutputWriteError("localhost", path, f"{where} is not writable")
 
 
+#: How often a FIFO without a reader is tried again.
+FIFO_RETRY_SECONDS = 0.05
+
+
+def open_writer(path: str, flags: int, timeout: Optional[float]) -> int:
+    """Open ``path`` for writing; a FIFO waits for its reader, within ``timeout``.
+
+    A plain open of a FIFO blocks until a reader comes, which may be never,
+    and cannot be interrupted by the run's ``timeout``. Without a timeout it
+    waits as a shell's ``> fifo`` does.
+    """
+    try:
+        fifo = stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        fifo = False
+    if not fifo:
+        return os.open(path, flags, 0o666)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(path, flags | os.O_NONBLOCK)
+            break
+        except OSError as e:
+            if e.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
+        if deadline is not None and time.monotonic() >= deadline:
+            raise OSError(errno.ENXIO, f"no reader opened this FIFO within the "
+                                       f"timeout ({timeout:g} s)")
+        time.sleep(FIFO_RETRY_SECONDS)
+    os.set_blocking(fd, True)
+    return fd
+
+
 class OutputFile:
     """One file that receives bytes, byte for byte, unbuffered.
 
@@ -130,11 +164,12 @@ class OutputFile:
     each prefixed with its host, through one `SharedView` per host.
     """
 
-    def __init__(self, path: str, field: str) -> None:
+    def __init__(self, path: str, field: str, timeout: Optional[float] = None) -> None:
         self.path = path
         check_output_path(path, field)
         try:
-            self._file = open(path, "wb", buffering=0)  # noqa: SIM115 (closed by close())
+            self._file = open(path, "wb", buffering=0,  # noqa: SIM115 (closed by close())
+                              opener=lambda p, flags: open_writer(p, flags, timeout))
         except OSError as e:
             raise OutputWriteError("localhost", path, e.strerror or str(e)) from None
         self._lock = threading.Lock()
@@ -347,8 +382,10 @@ class Outputs:
         pipe_stderr: Optional[str],
         stdout: IO[str],
         stderr: IO[str],
+        timeout: Optional[float] = None,
     ) -> None:
         self.hosts = list(hosts)
+        self.timeout = timeout  # also for opening a FIFO (see `open_writer`)
         several = len(self.hosts) > 1
         self.tees: Dict[str, Dict[str, Tee]] = {h: {} for h in self.hosts}
         opened: Dict[Tuple[int, int], OutputFile] = {}
@@ -393,8 +430,8 @@ class Outputs:
             return lambda host: shared
         return lambda host: SharedView(shared, host)
 
-    @staticmethod
-    def _open(path: str, field: str, opened: Dict[Tuple[int, int], OutputFile]) -> OutputFile:
+    def _open(self, path: str, field: str,
+              opened: Dict[Tuple[int, int], OutputFile]) -> OutputFile:
         """The file at ``path``, opened once even when stdout and stderr both go there.
 
         Two opens would keep two write offsets, and each stream would overwrite
@@ -407,7 +444,7 @@ class Outputs:
                 return opened[(st.st_dev, st.st_ino)]
         except OSError:
             pass  # not there yet: OutputFile creates it (or says why it cannot)
-        f = OutputFile(path, field)
+        f = OutputFile(path, field, self.timeout)
         st = os.fstat(f.fileno())
         opened[(st.st_dev, st.st_ino)] = f
         return f

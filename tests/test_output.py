@@ -364,3 +364,25 @@ def test_an_output_thread_that_fails_ends_the_command_with_its_error(tag: str) -
     with pytest.raises(ThreadException, match="the watcher broke"):
         node.wait()
     assert sleeping(tag) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_without_a_reader_ends_with_a_write_error_within_the_timeout(
+        tmp_path: Path) -> None:
+    fifo = tmp_path / "nobody-reads"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputWriteError) as caught:
+        Exec("echo new", LocalExecInfo(pipe_stdout=fifo, timeout=2))
+    assert caught.value.path == str(fifo)
+    assert "FIFO" in str(caught.value)
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_whose_reader_comes_later_gets_the_output(tmp_path: Path) -> None:
+    fifo = tmp_path / "read-later"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["bash", "-c", f"sleep 0.5; cat {shlex.quote(str(fifo))}"],
+                              stdout=subprocess.PIPE, text=True)
+    node = Exec("echo through the fifo", LocalExecInfo(pipe_stdout=fifo, timeout=30))
+    assert node.exit_code == 0
+    assert reader.communicate(timeout=30)[0] == "through the fifo\n"
