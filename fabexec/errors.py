@@ -121,6 +121,12 @@ class KillFailedError(HostError):
     processes it started may still run (the host stopped answering, the reaper failed)."""
 
 
+class StdinReadError(HostError):
+    """The caller's ``stdin`` failed while being read: the command got an early EOF."""
+
+    exit_code = 1
+
+
 class OutputWriteError(HostError):
     """An output file (``pipe_stdout``/``pipe_stderr``) could not be written."""
 

@@ -175,6 +175,7 @@ class Exec(HostResults):
             pipe_stderr=_path(info.pipe_stderr),
             stdout=sys.stdout,
             stderr=sys.stderr,
+            timeout=info.timeout,
         )
         if DEFAULTS.echo(info.exec_type):
             print(self.cmd, flush=True)

@@ -9,7 +9,7 @@ from invoke import Promise
 from invoke.exceptions import CommandTimedOut
 
 from .command import Command, new_tag, shell_script, tag_script
-from .errors import CommandTimeoutError, PathNotFoundError
+from .errors import CommandTimeoutError, KillFailedError, PathNotFoundError, StdinReadError
 from .info import ExecInfo
 from .results import LOCALHOST, HostResult
 from .runners import LocalRunner, local_context
@@ -71,6 +71,12 @@ class LocalExecutor:
     def wait(self) -> Dict[str, HostResult]:
         if self._ended is None:
             self._ended = self._outcome(self.promise.join)
+        left, unread = self.runner.reap_error, self.runner.stdin_error
+        if left is not None and self._ended.error is None:
+            self._ended = HostResult(self._ended.exit_code or 255,
+                                     KillFailedError(self.host, left))
+        if unread is not None and self._ended.error is None:
+            self._ended = HostResult(self._ended.exit_code or 1, StdinReadError(self.host, unread))
         return {self.host: self._ended}
 
     def progress(self) -> Tuple[int, int, int]:

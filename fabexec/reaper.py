@@ -22,6 +22,10 @@ from .command import TAG_VAR
 #: How long processes get to exit after SIGTERM before SIGKILL.
 GRACE_SECONDS = 1.0
 
+#: SIGKILL passes before `kill_local` gives up, and how long each waits.
+KILL_ROUNDS = 20
+KILL_ROUND_SECONDS = 0.1
+
 
 def carries(environ: bytes, tag: str) -> bool:
     """Whether a process environment (NUL-separated) holds ``tag`` in its tag list."""
@@ -59,32 +63,61 @@ def _signal_all(pgid: Optional[int], pids: Iterable[int], sig: int) -> None:
             pass
 
 
-def _group_alive(pgid: Optional[int]) -> bool:
+def group_members(pgid: Optional[int]) -> List[int]:
+    """PIDs of the live members of process group ``pgid``; zombies have ended.
+
+    ``killpg(pgid, 0)`` succeeds while any member is a zombie that its parent
+    (or init, for an orphan) has not collected yet, which may be never.
+    """
     if pgid is None:
-        return False
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
+        return []
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # gone already
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()  # state, ppid, pgrp, ...
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _ended(pgid: Optional[int], tag: str, seconds: float,
+           reap: Optional[Callable[[], object]]) -> bool:
+    """Whether the group and the tag are empty within ``seconds`` (polled)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if reap is not None:
+            reap()
+        if not group_members(pgid) and not tagged_pids(tag):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 def kill_local(pgid: Optional[int], tag: str, grace: float = GRACE_SECONDS,
-               reap: Optional[Callable[[], object]] = None) -> None:
+               reap: Optional[Callable[[], object]] = None) -> List[int]:
     """End process group ``pgid`` and every process tagged ``tag``; return when gone.
 
     ``reap`` collects the group leader if it is our child: until then it is a
-    zombie that still counts as a member of the group.
+    zombie that still counts as a member of the group. SIGKILL is sent again
+    while anything is left: a process that ignores SIGTERM may start others
+    between our look at /proc and its own end (a supervisor respawning its
+    children). What still runs after `KILL_ROUNDS` is returned (PIDs).
     """
     _signal_all(pgid, tagged_pids(tag), signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if reap is not None:
-            reap()
-        if not _group_alive(pgid) and not tagged_pids(tag):
-            return
-        time.sleep(0.02)
-    _signal_all(pgid, tagged_pids(tag), signal.SIGKILL)
+    if _ended(pgid, tag, grace, reap):
+        return []
+    for _ in range(KILL_ROUNDS):
+        _signal_all(pgid, tagged_pids(tag), signal.SIGKILL)
+        if _ended(pgid, tag, KILL_ROUND_SECONDS, reap):
+            return []
+    return sorted(set(group_members(pgid)) | set(tagged_pids(tag)))
 
 
 def remote_kill_script(tag: str, grace: float = GRACE_SECONDS) -> str:

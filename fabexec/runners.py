@@ -18,6 +18,7 @@ import re
 import selectors
 import shlex
 import subprocess
+import tempfile
 import threading
 from types import SimpleNamespace
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
@@ -47,6 +48,18 @@ SMALL_PIPE = 64 * 1024
 #: (/proc/sys/fs/pipe-max-size) and leaves little to gain.
 BIG_PIPE = 1 << 20
 
+#: Longest script given to a local bash as its ``-c`` argument; a longer one
+#: is read from a file. Linux caps one argument at 128 KiB (MAX_ARG_STRLEN) and
+#: all of them with the environment at a quarter of the stack limit (E2BIG),
+#: where a file has no cap; ``bash -c`` is kept for the common small script,
+#: which it starts fastest.
+ARGUMENT_MAX = 64 * 1024
+
+#: How a local bash reads a long script: from descriptor {fd} (a memfd), whole,
+#: by its own ``read`` (a regular file is read in blocks, not a byte per call),
+#: which then closes it, so that the command's processes do not inherit it.
+READ_SCRIPT = 'IFS= read -r -d "" -u {fd} __fabexec_script; exec {fd}<&-; eval "$__fabexec_script"'
+
 #: How long the remote reaper may take before we give up on a host.
 KILL_TIMEOUT = 10.0
 
@@ -66,6 +79,9 @@ class TeeRunner:
 
     #: Ends the command at its ``timeout`` (invoke's own timer is not started).
     timer: Optional[threading.Timer] = None
+
+    #: Why the caller's stdin could not be read to its end, if it could not.
+    stdin_error: Optional[str] = None
 
     def setup_io(self, tees: Dict[str, Tee], tag: str, stdin: Optional[StdinReader],
                  watchers: Optional[list], sudo_password: Optional[str],
@@ -114,8 +130,17 @@ class TeeRunner:
             self.timer.start()
 
     def stop_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+        """No timeout from now on; one that fired is waited for until its kill is done.
+
+        The timer is a daemon thread: a result given while its kill still
+        waits out the grace would let the program exit, and the SIGKILL for a
+        process that ignores SIGTERM would never come.
+        """
+        timer = self.timer
+        if timer is not None:
+            timer.cancel()
+            if timer is not threading.current_thread():
+                timer.join()
 
     def _time_out(self) -> None:
         self.timer_fired = True
@@ -126,7 +151,11 @@ class TeeRunner:
         return self.timer_fired
 
     def feed_stdin(self) -> None:
-        """Write the caller's stdin in a thread, then close it (EOF to the command)."""
+        """Write the caller's stdin in a thread, then close it (EOF to the command).
+
+        Closed whatever happens: a ``read()`` that raises must not leave the
+        command waiting for more. Its error is kept in ``stdin_error``.
+        """
         data = self.stdin_data
         if data is None:
             return
@@ -134,13 +163,21 @@ class TeeRunner:
         def feed() -> None:
             try:
                 while True:
-                    chunk = data.read(CHUNK)
+                    try:
+                        chunk = data.read(CHUNK)
+                    except Exception as e:  # noqa: BLE001 - the caller's object: anything
+                        self.stdin_error = f"stdin could not be read: {type(e).__name__}: {e}"
+                        return
                     if not chunk:
-                        break
+                        return
                     self._write_proc_stdin(chunk)
-                self.close_proc_stdin()
             except OSError:  # the command exited without reading it all
                 pass
+            finally:
+                try:
+                    self.close_proc_stdin()
+                except (OSError, ValueError):
+                    pass
 
         threading.Thread(target=feed, daemon=True, name="fabexec-stdin").start()
 
@@ -153,8 +190,28 @@ def grow_pipe(fd: int) -> int:
         return SMALL_PIPE
 
 
+def script_file(command: str) -> Optional[int]:
+    """A descriptor of an unnamed file holding ``command`` if it is too long for ``-c``."""
+    script = command.encode()
+    if len(script) <= ARGUMENT_MAX:
+        return None
+    try:
+        fd = os.memfd_create("fabexec-script", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):  # not Linux, or too old a kernel
+        fd, path = tempfile.mkstemp(prefix="fabexec-script-")
+        os.unlink(path)
+    data = memoryview(script)
+    while data:
+        data = data[os.write(fd, data):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
 class LocalRunner(TeeRunner, Local):
     """invoke's `Local`, in its own session so that the whole tree can be ended."""
+
+    #: What `kill_local` could not end, if anything (see `RemoteRunner`).
+    reap_error: Optional[str] = None
 
     def stream_target(self, name: str) -> Any:
         """What the command gets as stream ``name``, as its Tee says it is wired."""
@@ -181,14 +238,20 @@ class LocalRunner(TeeRunner, Local):
             stdin = subprocess.PIPE if self.wants_stdin else subprocess.DEVNULL
         self.handed_over: Dict[Any, Tee] = {}
         out, err = self.stream_target("stdout"), self.stream_target("stderr")
-        self.process = subprocess.Popen(
-            [shell, "-c", command],
-            env=env or None,  # None inherits ours without re-encoding it
-            stdin=stdin,
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-        )
+        script = script_file(command) if len(command) > ARGUMENT_MAX // 4 else None
+        try:
+            self.process = subprocess.Popen(
+                [shell, "-c", command if script is None else READ_SCRIPT.format(fd=script)],
+                env=env or None,  # None inherits ours without re-encoding it
+                stdin=stdin,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                pass_fds=() if script is None else (script,),
+            )
+        finally:
+            if script is not None:
+                os.close(script)
         if handed is not None:
             handed.close()  # the command holds its own copy of the descriptor
         self.feed_stdin()
@@ -201,6 +264,16 @@ class LocalRunner(TeeRunner, Local):
         instead of per 64 KiB, and a command that prints little keeps a small
         pipe (an unprivileged user's pipes share a budget, 64 MiB by default).
         """
+        try:
+            self._read_pipes()
+        except Exception:
+            # Nothing drains the pipes any more: the command would block on
+            # them forever. It is ended, and the error reaches the caller.
+            if not self.killed:
+                self.kill()
+            raise
+
+    def _read_pipes(self) -> None:
         pipes = {pipe.fileno(): self.tees[name]
                  for name, pipe in (("stdout", self.process.stdout),
                                     ("stderr", self.process.stderr)) if pipe is not None}
@@ -250,12 +323,18 @@ class LocalRunner(TeeRunner, Local):
 
     def kill(self) -> None:
         self.killed = True
+        if getattr(self, "process", None) is None:
+            return  # it never started (start() raised): nothing to end
         # Once reaped, the group's number may belong to someone else: tag only.
         pgid = self.process.pid if self.process.returncode is None else None
-        kill_local(pgid, self.tag, reap=self.process.poll)
+        left = kill_local(pgid, self.tag, reap=self.process.poll)
+        if left:
+            self.reap_error = "still running after SIGKILL: " + " ".join(map(str, left))
 
     def stop(self) -> None:
         self.stop_timer()
+        if getattr(self, "process", None) is None:
+            return  # start() raised: its error goes on to the caller, unhidden
         super().stop()
         for pipe in (self.process.stdout, self.process.stderr, self.process.stdin):
             if pipe is not None:

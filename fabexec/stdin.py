@@ -29,6 +29,7 @@ import threading
 import weakref
 from typing import IO, Any, Optional
 
+from .errors import ExecInfoError
 from .info import StdinLike
 
 #: Bytes per read from the caller's stream.
@@ -180,6 +181,8 @@ class StdinSource:
     """The caller's ``stdin`` for one run on ``hosts`` hosts: `reader` gives each its own."""
 
     def __init__(self, given: StdinLike, hosts: int) -> None:
+        if getattr(given, "closed", False) is True:
+            raise ExecInfoError("stdin", "the file is closed: open it, or pass its data")
         self.given, self.hosts = given, hosts
         self._lock = threading.Lock()
         if isinstance(given, str):

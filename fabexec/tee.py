@@ -36,6 +36,7 @@ import errno
 import os
 import stat
 import threading
+import time
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import OutputWriteError, PathNotFoundError
@@ -85,12 +86,20 @@ class Terminal:
     def __init__(self, stream: IO[str], host: Optional[str]) -> None:
         self.stream = stream
         self._lines = LineJoiner(f"[{host}] ", "\n") if host is not None else None
+        #: A terminal that cannot show every character (PYTHONIOENCODING=ascii,
+        #: a C locale) gets "?" for those: a strict stream would raise, and the
+        #: run would lose its results for a character it printed.
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        strict = getattr(stream, "errors", "strict") == "strict"
+        self._narrow = encoding if strict and codecs.lookup(encoding).name != "utf-8" else None
 
     def write(self, text: str) -> None:
         if self._lines is not None:
             text = self._lines.feed(text)
             if not text:
                 return
+        if self._narrow is not None:
+            text = text.encode(self._narrow, "replace").decode(self._narrow)
         with self._lock:
             self.stream.write(text)
             self.stream.flush()
@@ -99,9 +108,52 @@ class Terminal:
         if self._lines is not None:
             rest = self._lines.flush()
             if rest:
-                with self._lock:
-                    self.stream.write(rest)
-                    self.stream.flush()
+                self._lines = None
+                self.write(rest)
+
+
+def check_output_path(path: str, field: str) -> None:
+    """Raise what opening ``path`` for writing would, without creating or truncating it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise PathNotFoundError(field, path, f"folder {folder!r} does not exist")
+    there = os.path.exists(path)
+    if not os.access(path if there else folder, os.W_OK):
+        where = "the file" if there else f"folder {folder!r}"
+        raise OutputWriteError("localhost", path, f"{where} is not writable")
+
+
+#: How often a FIFO without a reader is tried again.
+FIFO_RETRY_SECONDS = 0.05
+
+
+def open_writer(path: str, flags: int, timeout: Optional[float]) -> int:
+    """Open ``path`` for writing; a FIFO waits for its reader, within ``timeout``.
+
+    A plain open of a FIFO blocks until a reader comes, which may be never,
+    and cannot be interrupted by the run's ``timeout``. Without a timeout it
+    waits as a shell's ``> fifo`` does.
+    """
+    try:
+        fifo = stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        fifo = False
+    if not fifo:
+        return os.open(path, flags, 0o666)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(path, flags | os.O_NONBLOCK)
+            break
+        except OSError as e:
+            if e.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
+        if deadline is not None and time.monotonic() >= deadline:
+            raise OSError(errno.ENXIO, f"no reader opened this FIFO within the "
+                                       f"timeout ({timeout:g} s)")
+        time.sleep(FIFO_RETRY_SECONDS)
+    os.set_blocking(fd, True)
+    return fd
 
 
 class OutputFile:
@@ -112,13 +164,12 @@ class OutputFile:
     each prefixed with its host, through one `SharedView` per host.
     """
 
-    def __init__(self, path: str, field: str) -> None:
+    def __init__(self, path: str, field: str, timeout: Optional[float] = None) -> None:
         self.path = path
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise PathNotFoundError(field, path, f"folder {folder!r} does not exist")
+        check_output_path(path, field)
         try:
-            self._file = open(path, "wb", buffering=0)  # noqa: SIM115 (closed by close())
+            self._file = open(path, "wb", buffering=0,  # noqa: SIM115 (closed by close())
+                              opener=lambda p, flags: open_writer(p, flags, timeout))
         except OSError as e:
             raise OutputWriteError("localhost", path, e.strerror or str(e)) from None
         self._lock = threading.Lock()
@@ -215,7 +266,12 @@ class Tee:
         if not text:
             return
         if self.terminal is not None:
-            self.terminal.write(text)
+            try:
+                self.terminal.write(text)
+            except (OSError, ValueError):
+                # Closed, or a reader gone (``| head -1``): the run goes on,
+                # its other sinks complete; only the terminal stops showing it.
+                self.terminal = None
         if self.watch is not None:
             self.watch(text)
 
@@ -261,7 +317,10 @@ class Tee:
         if self._decoder is not None:
             self._show(self._decoder.decode(b"", final=True))
         if self.terminal is not None:
-            self.terminal.close()
+            try:
+                self.terminal.close()
+            except (OSError, ValueError):
+                pass  # as in _show
         if self.file is not None:
             file, self.file = self.file, None
             try:
@@ -323,11 +382,16 @@ class Outputs:
         pipe_stderr: Optional[str],
         stdout: IO[str],
         stderr: IO[str],
+        timeout: Optional[float] = None,
     ) -> None:
         self.hosts = list(hosts)
+        self.timeout = timeout  # also for opening a FIFO (see `open_writer`)
         several = len(self.hosts) > 1
         self.tees: Dict[str, Dict[str, Tee]] = {h: {} for h in self.hosts}
         opened: Dict[Tuple[int, int], OutputFile] = {}
+        for pipe, field in ((pipe_stdout, "pipe_stdout"), (pipe_stderr, "pipe_stderr")):
+            for path in self._paths(pipe):  # every one, before any is opened (truncated)
+                check_output_path(path, field)
         try:
             for name, pipe, stream in (("stdout", pipe_stdout, stdout),
                                        ("stderr", pipe_stderr, stderr)):
@@ -343,6 +407,12 @@ class Outputs:
             for f in opened.values():
                 f._file.close()
             raise
+
+    def _paths(self, pipe: Optional[str]) -> List[str]:
+        """The files ``pipe`` names for this run's hosts."""
+        if pipe is None:
+            return []
+        return [pipe.replace("{host}", host) for host in self.hosts] if "{host}" in pipe else [pipe]
 
     def _files(self, pipe: Optional[str], field: str,
                opened: Dict[Tuple[int, int], OutputFile]) -> Callable[[str], Any]:
@@ -360,8 +430,8 @@ class Outputs:
             return lambda host: shared
         return lambda host: SharedView(shared, host)
 
-    @staticmethod
-    def _open(path: str, field: str, opened: Dict[Tuple[int, int], OutputFile]) -> OutputFile:
+    def _open(self, path: str, field: str,
+              opened: Dict[Tuple[int, int], OutputFile]) -> OutputFile:
         """The file at ``path``, opened once even when stdout and stderr both go there.
 
         Two opens would keep two write offsets, and each stream would overwrite
@@ -374,7 +444,7 @@ class Outputs:
                 return opened[(st.st_dev, st.st_ino)]
         except OSError:
             pass  # not there yet: OutputFile creates it (or says why it cannot)
-        f = OutputFile(path, field)
+        f = OutputFile(path, field, self.timeout)
         st = os.fstat(f.fileno())
         opened[(st.st_dev, st.st_ino)] = f
         return f

@@ -6,9 +6,17 @@ Each command starts a tree whose children escape in every usual way (see
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
+import pytest
+
 from fabexec import CommandTimeoutError, Exec, LocalExecInfo
+from fabexec.command import TAG_VAR
+from fabexec.reaper import kill_local
 from tests.proctree import (
     TREE_SIZE,
     escaping_tree,
@@ -103,3 +111,47 @@ def test_a_command_that_ends_before_its_timeout_has_no_error() -> None:
     node = Exec("exit 0", LocalExecInfo(timeout=60, hide_output=True))
     assert node.exit_code == 0
     assert node.errors == {}
+
+
+@pytest.mark.timeout(30)
+def test_zombies_count_as_ended(tag: str) -> None:
+    """A group whose last member is a zombie nobody collects has ended.
+
+    The leader's parent (this test) collects it only after `kill_local`
+    returned: were zombies counted as alive, kill_local would wait its whole
+    hour of grace, and pytest-timeout would end the test.
+    """
+    leader = subprocess.Popen(["sleep", tag], start_new_session=True,
+                              env={**os.environ, TAG_VAR: tag})
+    try:
+        assert eventually(lambda: sleeping(tag) == [leader.pid])
+        kill_local(leader.pid, tag, grace=3600)  # no reap: it stays a zombie
+        assert sleeping(tag) == []
+    finally:
+        leader.kill()
+        leader.wait()
+
+
+def test_kill_outlasts_a_supervisor_that_ignores_sigterm_and_respawns(tag: str) -> None:
+    """Children started while the SIGKILL pass looks at /proc are ended too."""
+    supervisor = ("trap '' TERM\n"
+                  f"while :; do setsid sleep {tag} </dev/null >/dev/null 2>&1 & sleep 0.005; done")
+    node = Exec(supervisor, LocalExecInfo(exec_async=True, hide_output=True))
+    assert eventually(lambda: len(sleeping(tag)) > 3)
+    node.kill()
+    assert sleeping(tag) == []
+
+
+def test_a_timeout_ends_a_child_that_ignores_sigterm_even_if_the_program_exits_at_once(
+        tag: str) -> None:
+    """The 124 comes once the kill is over: nothing is left for a daemon thread to finish."""
+    program = textwrap.dedent(f"""
+        from fabexec import Exec, LocalExecInfo
+        node = Exec('(trap "" TERM; exec sleep {tag}) & wait',
+                    LocalExecInfo(timeout=1, hide_output=True))
+        print(node.exit_code)
+    """)
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=60, check=False, cwd=Path(__file__).parent.parent)
+    assert done.stdout == "124\n", done.stderr
+    assert sleeping(tag) == []

@@ -6,6 +6,7 @@ kill and timeout in test_kill.py.
 
 from __future__ import annotations
 
+import errno
 import gc
 import io
 import os
@@ -18,7 +19,14 @@ import pytest
 from invoke import Responder
 
 import fabexec.exec
-from fabexec import CommandError, Exec, LocalExecInfo, PathNotFoundError
+from fabexec import (
+    CommandError,
+    Exec,
+    ExecInfoError,
+    LocalExecInfo,
+    PathNotFoundError,
+    StdinReadError,
+)
 from tests.proctree import eventually, sleeping
 
 
@@ -65,6 +73,33 @@ def test_a_failing_line_does_not_stop_the_lines_after_it() -> None:
 
 def test_a_tuple_of_commands_is_a_list_of_commands() -> None:
     assert out(("echo a", "echo b")) == "a\nb\n"
+
+
+BIG = 200_000  # bytes: past Linux's 128 KiB cap on one argument
+
+
+@pytest.mark.parametrize("cmd, env, expected", [
+    ("echo " + "x" * BIG, None, "x" * BIG + "\n"),
+    ([f"echo line {n:08d}" for n in range(10_000)], None,
+     "".join(f"line {n:08d}\n" for n in range(10_000))),
+    ('printf %s "$A" | wc -c; : ' + "y" * 20_000, {"A": "z" * 120_000}, "120000\n"),
+], ids=["one long line", "ten thousand lines", "a long env value"])
+def test_a_command_of_any_size_runs(cmd: Any, env: Any, expected: str) -> None:
+    node = run(cmd, env=env)
+    assert (node.exit_code, node.stdout["localhost"]) == (0, expected)
+
+
+def test_a_long_script_leaves_the_command_no_extra_descriptor() -> None:
+    small = out("ls /proc/self/fd | wc -l")
+    assert out("ls /proc/self/fd | wc -l\n: " + "y" * BIG) == small
+
+
+def test_a_command_that_cannot_start_raises_its_own_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FABEXEC_TEST_HUGE", "x" * BIG)  # execve refuses it: E2BIG
+    with pytest.raises(OSError) as raised:
+        run("true")
+    assert raised.value.errno == errno.E2BIG
 
 
 @pytest.mark.parametrize("cmd", [5, None, b"echo", [], "", "   \n", ["echo a", 5], ["", " "]],
@@ -175,6 +210,35 @@ def test_stdin_as_an_open_file_is_read_by_the_command(mode: str, tmp_path: Path)
                          ids=["BytesIO", "StringIO"])
 def test_stdin_as_an_in_memory_file_is_fed_to_the_command(make: Any) -> None:
     assert out("cat", stdin=make()) == "in memory\n"
+
+
+def test_a_closed_stdin_file_raises_naming_stdin_before_anything_runs(tmp_path: Path) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("data\n")
+    with open(source, "rb") as f:
+        pass
+    with pytest.raises(ExecInfoError, match="stdin"):
+        run("cat", stdin=f)
+
+
+class FailingStream(io.RawIOBase):
+    """A stream whose every read fails, as a broken device or socket would."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        raise OSError(errno.EIO, "the device broke")
+
+
+@pytest.mark.timeout(60)
+def test_a_stdin_whose_read_raises_ends_the_commands_input_and_is_its_error() -> None:
+    node = run("cat; echo read to the end", stdin=FailingStream(), timeout=30)
+    assert node.stdout["localhost"] == "read to the end\n"  # cat got EOF, not a timeout
+    error = node.errors["localhost"]
+    assert isinstance(error, StdinReadError) and "stdin" in str(error)
+    assert "the device broke" in str(error)
+    assert node.failed()
 
 
 def test_without_stdin_a_read_gets_end_of_file_at_once() -> None:

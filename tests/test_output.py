@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import itertools
 import os
+import shlex
+import signal
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import List, Optional
 
 import pytest
+from invoke import StreamWatcher
+from invoke.exceptions import ThreadException
 
 from fabexec import Exec, LocalExecInfo, OutputWriteError, PathNotFoundError
 from fabexec.tee import Outputs, Tee, Wiring
@@ -289,3 +295,94 @@ def test_a_full_disk_on_stdout_keeps_collecting_stderr() -> None:
                collect_output=True, hide_output=True)
     assert isinstance(node.errors["localhost"], OutputWriteError)
     assert node.stderr["localhost"] == "to-err\n"
+
+
+def test_a_bad_output_path_leaves_the_other_output_file_untouched(tmp_path: Path) -> None:
+    kept = tmp_path / "p.log"
+    kept.write_text("old\n")
+    with pytest.raises(PathNotFoundError, match="pipe_stderr"):
+        Exec("echo new", LocalExecInfo(pipe_stdout=kept, pipe_stderr=tmp_path / "nope" / "e.log"))
+    assert kept.read_text() == "old\n"
+
+
+# ---- a terminal that fails ------------------------------------------------------
+
+def run_program(program: str, pipe_to: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    """``program`` in a child interpreter (its stdout through ``pipe_to``); bounded.
+
+    On a hang, its whole session is ended and the test fails.
+    """
+    line = shlex.join([sys.executable, "-c", textwrap.dedent(program)]) + pipe_to
+    child = subprocess.Popen(["bash", "-c", line], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             cwd=Path(__file__).parent.parent, env={**os.environ, **env})
+    try:
+        out, err = child.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        pytest.fail("the program never returned")
+    return subprocess.CompletedProcess(line, child.returncode, out, err)
+
+
+def test_a_terminal_whose_reader_went_is_dropped_and_the_run_completes(tmp_path: Path) -> None:
+    log = tmp_path / "seq.log"
+    done = run_program(f"""
+        import sys
+        from fabexec import Exec, LocalExecInfo
+        node = Exec("seq 300000", LocalExecInfo(exec_async=True, pipe_stdout={str(log)!r},
+                                                collect_output=True))
+        print("exit", node.wait(), len(node.stdout["localhost"].splitlines()), file=sys.stderr)
+    """, " | head -1")
+    assert done.stdout == "1\n"
+    assert "exit 0 300000" in done.stderr
+    assert len(log.read_text().splitlines()) == 300_000
+
+
+def test_a_terminal_that_cannot_encode_a_character_shows_a_replacement() -> None:
+    done = run_program("""
+        import sys
+        from fabexec import Exec, LocalExecInfo
+        node = Exec("printf 'caf\\\\303\\\\251\\\\n'", LocalExecInfo(collect_output=True))
+        print("exit", node.exit_code, ascii(node.stdout["localhost"]), file=sys.stderr)
+    """, PYTHONIOENCODING="ascii")
+    assert done.stdout == "caf?\n"
+    assert "exit 0 'caf\\xe9\\n'" in done.stderr  # collected whole: café
+
+
+class BrokenWatcher(StreamWatcher):
+    """A watcher whose own code fails on the first output it sees."""
+
+    def submit(self, stream: str) -> List[str]:
+        raise RuntimeError("the watcher broke")
+
+
+@pytest.mark.timeout(60)
+def test_an_output_thread_that_fails_ends_the_command_with_its_error(tag: str) -> None:
+    node = Exec(f"echo go\nsleep {tag}", LocalExecInfo(exec_async=True, hide_output=True,
+                                                       watchers=[BrokenWatcher()]))
+    with pytest.raises(ThreadException, match="the watcher broke"):
+        node.wait()
+    assert sleeping(tag) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_without_a_reader_ends_with_a_write_error_within_the_timeout(
+        tmp_path: Path) -> None:
+    fifo = tmp_path / "nobody-reads"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputWriteError) as caught:
+        Exec("echo new", LocalExecInfo(pipe_stdout=fifo, timeout=2))
+    assert caught.value.path == str(fifo)
+    assert "FIFO" in str(caught.value)
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_whose_reader_comes_later_gets_the_output(tmp_path: Path) -> None:
+    fifo = tmp_path / "read-later"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["bash", "-c", f"sleep 0.5; cat {shlex.quote(str(fifo))}"],
+                              stdout=subprocess.PIPE, text=True)
+    node = Exec("echo through the fifo", LocalExecInfo(pipe_stdout=fifo, timeout=30))
+    assert node.exit_code == 0
+    assert reader.communicate(timeout=30)[0] == "through the fifo\n"
