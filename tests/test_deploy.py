@@ -9,20 +9,26 @@ behind" are checked here directly, besides the deploy's own check over SSH.
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import os
+import pwd
 import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Tuple
 
 import pytest
 
+from examples.kvstore.deploy import Deployment, Target
 from examples.kvstore.kvstore import Client
 from fabexec import sandbox
 
@@ -193,6 +199,68 @@ def test_an_unknown_fail_host_is_refused_before_anything_starts(
     assert done.returncode == 1
     assert "fail_host='node9' is not one of the hosts" in done.stderr
     assert "push" not in done.stdout
+
+
+# --------------------------------------------------------------------------- shared nodes
+
+def both_users(cluster: sandbox.SandboxCluster, tmp_path: Path) -> Tuple[Target, Target]:
+    """Two nodes of the session's sandbox, as its login user and as its second user."""
+    first = Target.from_sandbox(cluster, 2)
+    config = tmp_path / "ssh_config"
+    config.write_text(cluster.ssh_config.read_text().replace(
+        f"User {cluster.user}\n", f"User {cluster.password_user}\n"))
+    return first, dataclasses.replace(first, ssh_config=config)
+
+
+def owner_and_mode(path: str) -> Tuple[str, str]:
+    found = os.stat(path)
+    return pwd.getpwuid(found.st_uid).pw_name, oct(stat.S_IMODE(found.st_mode))
+
+
+def test_two_users_push_to_the_same_nodes_one_after_the_other_and_at_once(
+        cluster: sandbox.SandboxCluster, tmp_path: Path) -> None:
+    """The root where deploys meet is shared as /tmp is; each deploy's folder is its
+    user's alone. (The nodes share this machine's files: checked here directly.)"""
+    if cluster.password_user is None:
+        pytest.skip("the sandbox has a second user only when started as root")
+    targets = both_users(cluster, tmp_path)
+    users = [cluster.user, cluster.password_user]
+    roots = [f"/tmp/fabexec-deploy-{uuid.uuid4().hex}" for _ in range(2)]
+    after, together = ([Deployment(target, remote_root=root, out=io.StringIO())
+                        for target in targets] for root in roots)
+    try:
+        assert [deploy.push().failures() for deploy in after] == [{}, {}]
+        with ThreadPoolExecutor(2) as pool:
+            assert [step.failures() for step in pool.map(Deployment.push, together)] == [{}, {}]
+        for root in roots:
+            assert owner_and_mode(root)[1] == "0o1777"
+        for deploy, user in zip(after + together, users * 2):
+            assert owner_and_mode(deploy.base) == (user, "0o700")
+            assert owner_and_mode(deploy.folder("node1")) == (user, "0o700")
+    finally:
+        for deploy in after + together:
+            deploy.clean()
+    assert [os.listdir(root) for root in roots] == [[], []]
+    for root in roots:
+        os.rmdir(root)
+
+
+def test_a_root_another_user_made_private_is_named_with_its_owner(
+        cluster: sandbox.SandboxCluster, tmp_path: Path) -> None:
+    """As an older deploy left /tmp/fabexec-deploy: 0755, its maker's."""
+    if cluster.password_user is None:
+        pytest.skip("the sandbox has a second user only when started as root")
+    first, second = both_users(cluster, tmp_path)
+    root = f"/tmp/fabexec-deploy-{uuid.uuid4().hex}"
+    os.mkdir(root, 0o755)
+    shutil.chown(root, cluster.user)
+    try:
+        step = Deployment(second, remote_root=root, out=io.StringIO()).push()
+    finally:
+        os.rmdir(root)
+    assert set(step.failures()) == {"node1", "node2"}
+    assert f"{root} belongs to {cluster.user}, mode 755, which {cluster.password_user} " \
+           "cannot write: give --remote-dir" in step.failures()["node1"]
 
 
 # --------------------------------------------------------------------------- the service
