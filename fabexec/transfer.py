@@ -436,9 +436,10 @@ class Transfer(HostResults):
     """What a copy did on each host, shaped like `Exec`'s results.
 
     ``copied[host]``: the destination paths of the files (and links) written;
-    ``exit_codes[host]``: 0 copied, 1 failed (`TransferFailedError`), 255
-    unreachable or stopped answering; ``errors[host]``: the `HostError` that
-    stopped that host; ``exit_code``: 0 when every host succeeded. A host's
+    ``exit_codes[host]``: 0 copied, 1 failed (`TransferFailedError`; a
+    `PartialCopyError` when the other paths were copied), 255 unreachable or
+    stopped answering; ``errors[host]``: the `HostError` that stopped that
+    host; ``exit_code``: 0 when every host succeeded. A host's
     failure never stops the others. Hosts are chosen as for `Exec` (see
     `fabexec.results`). Copies always complete before the constructor returns
     (``exec_async`` does not apply).
