@@ -23,6 +23,7 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Iterator, List, Tuple
 
@@ -31,6 +32,7 @@ import pytest
 from examples.kvstore.deploy import Deployment, Target
 from examples.kvstore.kvstore import Client
 from fabexec import sandbox
+from tests.clusters import extra_sshd
 
 ROOT = Path(__file__).resolve().parent.parent
 KVSTORE = ROOT / "examples" / "kvstore"
@@ -261,6 +263,44 @@ def test_a_root_another_user_made_private_is_named_with_its_owner(
     assert set(step.failures()) == {"node1", "node2"}
     assert f"{root} belongs to {cluster.user}, mode 755, which {cluster.password_user} " \
            "cannot write: give --remote-dir" in step.failures()["node1"]
+
+
+@pytest.mark.timeout(DEPLOY_TIMEOUT + 30)
+def test_inv_deploy_as_a_second_user_on_nodes_without_sftp_passes_every_step(
+        cluster: sandbox.SandboxCluster, tmp_path: Path) -> None:
+    """Issue 14's test: the session's nodes reached through sshd's without SFTP, as the
+    second user, with --hostfile --user --key, after the first user deployed there."""
+    if cluster.password_user is None:
+        pytest.skip("the sandbox has a second user only when started as root")
+    root = f"/tmp/fabexec-deploy-{uuid.uuid4().hex}"
+    first = Deployment(Target.from_sandbox(cluster, NODES), remote_root=root, out=io.StringIO())
+    try:
+        assert first.push().failures() == {}
+    finally:
+        first.clean()
+    with ExitStack() as daemons:
+        blocks = []
+        for host in cluster.hosts:
+            ip, port = daemons.enter_context(extra_sshd(cluster, host, tmp_path / host, ""))
+            blocks.append(f"Host {host}\n    HostName {ip}\n    Port {port}\n"
+                          f"    UserKnownHostsFile {tmp_path / 'known_hosts'}\n"
+                          "    StrictHostKeyChecking no\n")
+        (tmp_path / "ssh_config").write_text("\n".join(blocks))
+        ips = [cluster.addresses[host][0] for host in cluster.hosts]
+        done = subprocess.run(
+            [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "--collection",
+             "tasks_deploy", "deploy", "--hostfile", str(cluster.hostfile), "--user",
+             cluster.password_user, "--key", str(cluster.key), "--ssh-config",
+             str(tmp_path / "ssh_config"), "--remote-dir", root, "--port", str(free_port(ips))],
+            cwd=tmp_path, capture_output=True, text=True, timeout=DEPLOY_TIMEOUT)
+    try:
+        assert done.returncode == 0, done.stdout + done.stderr
+        steps = ["push", "start", "ready", "mpi", "stop", "logs", "clean"]
+        assert summary_rows(done.stdout) == {host: dict.fromkeys(steps, "OK")
+                                             for host in cluster.hosts}
+        assert os.listdir(root) == []
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- the service

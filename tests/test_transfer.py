@@ -29,7 +29,7 @@ from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
-from fabexec import PsshExecInfo, SshExecInfo, sandbox, sftp_reader
+from fabexec import PsshExecInfo, SshExecInfo, sftp_reader
 from fabexec.errors import (
     ConnectionLostError,
     HostStoppedAnsweringError,
@@ -43,6 +43,7 @@ from fabexec.transfer import Get, Pscp, Put, Scp
 from tests.clusters import (
     SPARE_IP,
     eventually,
+    extra_sshd,
     host_block,
     on_every_host,
     openssh,
@@ -517,34 +518,6 @@ def test_a_host_answering_less_than_asked_still_gives_the_whole_file(
 
 
 # --------------------------------------------------------------------------- without SFTP
-
-@contextmanager
-def extra_sshd(cluster: SandboxCluster, host: str, folder: Path,
-               settings: str) -> Iterator[Tuple[str, int]]:
-    """A second sshd of ``host`` on a port of its own, with its SFTP subsystem removed
-    and ``settings`` added; stopped by its PID."""
-    ip = cluster.addresses[host][0]
-    with socket.socket() as probe:
-        probe.bind((ip, 0))
-        port = probe.getsockname()[1]
-    config = (cluster.node_dir(host) / "sshd_config").read_text()
-    config = re.sub(r"(?m)^(ListenAddress|PidFile|Subsystem) .*\n", "", config)
-    config += f"ListenAddress {ip}:{port}\nPidFile none\n{settings}"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "sshd_config").write_text(config)
-    daemon = subprocess.Popen([str(sandbox.SSHD), "-D", "-f", str(folder / "sshd_config"),
-                               "-E", str(folder / "sshd.log")])
-    try:
-        def listening() -> bool:
-            assert daemon.poll() is None, (folder / "sshd.log").read_text()
-            with socket.socket() as s:
-                return s.connect_ex((ip, port)) == 0
-        assert eventually(listening, 10, 0.05), f"no sshd on {ip}:{port}"
-        yield ip, port
-    finally:
-        daemon.terminate()
-        daemon.wait(10)
-
 
 @pytest.fixture()
 def no_sftp(cluster: SandboxCluster, tmp_path: Path) -> Iterator[Tuple[str, int]]:
