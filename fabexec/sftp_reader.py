@@ -86,8 +86,10 @@ class SftpReader:
         self.close()
 
     def _async_response(self, kind: int, msg: Message, num: int) -> None:
-        """paramiko hands us the answer to request ``num`` (see the module's note)."""
-        self._answers[num] = (kind, msg)
+        """paramiko hands us the answer to request ``num`` (see the module's note);
+        past the end, answers to requests still on their way are dropped."""
+        if not self._eof:
+            self._answers[num] = (kind, msg)
 
     def _next_block(self) -> bytes:
         """The next answer in file order, once it came."""

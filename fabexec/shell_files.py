@@ -33,6 +33,8 @@ from paramiko.ssh_exception import SSHException
 WINDOW = 4 << 20
 #: Bytes read from a channel per call.
 RECEIVE = 1 << 20
+#: Seconds an abandoned write waits for its command to end.
+END_WAIT = 5.0
 #: What the host must have for a copy through its shell.
 TOOLS = ("cat", "chmod", "find", "ln", "mkdir", "mv", "readlink", "rm", "stat")
 
@@ -119,9 +121,13 @@ class ShellFiles:
         whole, then given ``mode``; its size is checked against what was sent."""
         channel = self._start(f"umask 077 && set -C && cat > {_q(path)} && "
                               f"chmod {mode:o} -- {_q(path)} && stat --printf %s -- {_q(path)}")
+        sent = _Input(channel)
         try:
-            sent = _Input(channel)
             yield sent
+        except BaseException:
+            _end_soon(channel)  # so that the caller's removal comes after its creation
+            raise
+        try:
             channel.shutdown_write()
             written = int(_finish(channel))
             if written != sent.count:
@@ -198,6 +204,17 @@ def _finish(channel: Channel) -> bytes:
     if status != 0:
         raise _error(_stderr(channel), status)
     return b"".join(out)
+
+
+def _end_soon(channel: Channel) -> None:
+    """Close the command's stdin, give it `END_WAIT` seconds to end, close the channel."""
+    try:
+        channel.shutdown_write()
+        channel.status_event.wait(END_WAIT)
+    except (OSError, EOFError, SSHException):
+        pass  # the link is gone: nothing more to wait for
+    finally:
+        channel.close()
 
 
 def _stderr(channel: Channel) -> str:

@@ -3,8 +3,8 @@
 What ``inv deploy`` does, one method per step, each run on every host at once and
 reported host by host (OK or FAIL, why, how long):
 
-1. ``push``: copy the programs into the deploy's folders (`fabexec.transfer.Put`), and
-   check that the host's Python can run them.
+1. ``push``: make the deploy's private folder, copy the programs into it
+   (`fabexec.transfer.Put`), and check that the host's Python can run them.
 2. ``start``: run ``kvstore.py serve`` on every host, bound to that host's address, as an
    asynchronous `Exec` (``PsshExecInfo(exec_async=True)``) that lasts as long as it does.
 3. ``ready``: wait until every instance answers PING (bounded); an instance whose process
