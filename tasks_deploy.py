@@ -11,7 +11,14 @@ from typing import Optional
 
 from invoke import Context, Exit, task
 
-from examples.kvstore.deploy import DEFAULT_PORT, DeployFailed, Deployment, Target, sandbox_target
+from examples.kvstore.deploy import (
+    DEFAULT_PORT,
+    REMOTE_ROOT,
+    DeployFailed,
+    Deployment,
+    Target,
+    sandbox_target,
+)
 from fabexec import FabexecError
 
 
@@ -26,15 +33,17 @@ from fabexec import FabexecError
     "python": "the hosts' Python 3 (default python3, found on their PATH)",
     "mpiexec": "the MPI launcher of the check job (default mpiexec)",
     "logs": "where the hosts' logs go, one folder per host (default deploy-logs)",
+    "remote-dir": f"where deploys go on the hosts, shared by their users (default {REMOTE_ROOT})",
 })
 def deploy(c: Context, nodes: int = 4, hostfile: Optional[str] = None,
            user: Optional[str] = None, key: Optional[str] = None,
            ssh_config: Optional[str] = None, port: int = DEFAULT_PORT,
            fail_host: Optional[str] = None, python: str = "python3",
-           mpiexec: str = "mpiexec", logs: str = "deploy-logs") -> None:
+           mpiexec: str = "mpiexec", logs: str = "deploy-logs",
+           remote_dir: str = REMOTE_ROOT) -> None:
     """Deploy a key-value server on every host, check it with an MPI job, tear it all down."""
     options = dict(port=port, fail_host=fail_host, python=python, mpiexec=mpiexec,
-                   logs=Path(logs))
+                   logs=Path(logs), remote_root=remote_dir)
     try:
         if hostfile:
             Deployment(Target.from_hostfile(hostfile, user, key, ssh_config), **options).run()

@@ -9,7 +9,7 @@ stopped answering) is a `HostError`: it is not raised but kept in
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional, Tuple
 
 
 class FabexecError(Exception):
@@ -154,3 +154,22 @@ class TransferFailedError(HostError):
     exit_code = 1
     #: True when the link failed rather than a file (the connection broke).
     link_failed = False
+
+
+class PartialCopyError(TransferFailedError):
+    """Some paths could not be copied, and every other one was (as rsync goes on).
+
+    ``skipped`` lists ``(path, reason)`` for each, in the order met; the message
+    spells out the first `NAMED`.
+    """
+
+    NAMED = 10
+
+    def __init__(self, host: str, skipped: List[Tuple[str, str]]) -> None:
+        self.skipped = list(skipped)
+        reasons = [reason for _, reason in self.skipped[:self.NAMED]]
+        more = len(self.skipped) - len(reasons)
+        message = reasons[0] if len(self.skipped) == 1 else (
+            f"{len(self.skipped)} paths not copied (the rest were): " + "; ".join(reasons)
+            + (f"; and {more} more" if more else ""))
+        super().__init__(host, message)

@@ -1,11 +1,13 @@
-"""Copying files and folders to and from one host or many, over SFTP.
+"""Copying files and folders to and from one host or many, over SFTP or, where a
+host refuses SFTP, through its shell.
 
 `Put` and `Get` place what they copy the way ``cp -r`` does: inside ``dst`` when
 it is a folder (or ends in ``/``, or several sources are given), else as ``dst``
-itself; missing parent folders are made. Folders are copied recursively with
-their modes, and a symbolic link inside a folder stays a link. `Scp` and `Pscp`
-keep jarvis-util's signatures: each local path goes to the same path (or the
-one paired with it) on the first host, or on every host.
+itself; missing parent folders are made, private to the user (0700). Folders
+are copied recursively with their modes, and a symbolic link inside a folder
+stays a link. `Scp` and `Pscp` keep jarvis-util's signatures: each local path
+goes to the same path (or the one paired with it) on the first host, or on
+every host.
 
 The results are shaped like `Exec`'s: per host an exit code (0 copied, 1 a copy
 failed, 255 the host could not be reached or stopped answering), the error, and
@@ -15,10 +17,19 @@ renamed, so that an interrupted copy never leaves a file that looks whole; a
 host that dies mid-copy may keep its ``.part`` file, since nothing can reach it
 to remove it.
 
+A path that cannot be copied (a fifo, a file that cannot be read or written)
+does not stop the others: as rsync does, the copy goes on and the host's
+error, a `PartialCopyError`, lists every path skipped and why. A source that
+is its destination, as the host sees it (a folder copied onto itself on a
+filesystem both share, as NFS homes are), is left as it is.
+
 Fabric's `Transfer` is not used: it writes straight to the final name, copies
 one file at a time, and every caller shares the connection's one SFTP session,
 which two threads may not use at once. Each copy here opens an SFTP channel of
-its own on the cached connection, with a large window and read-ahead.
+its own on the cached connection, with a large window, and reads files with a
+bounded window of requests in flight (`fabexec.sftp_reader`). A host that
+refuses the SFTP subsystem is copied to through commands of its shell
+(`fabexec.shell_files`), as ``scp -O`` does.
 """
 
 from __future__ import annotations
@@ -37,11 +48,12 @@ from paramiko.ssh_exception import SSHException
 
 from . import interrupts
 from .connections import HostConnection
-from .errors import HostError, TransferError, TransferFailedError
+from .errors import HostError, PartialCopyError, TransferError, TransferFailedError
 from .fanout import LINK_ERRORS, FanOut
 from .info import ExecInfo, ExecType, LocalExecInfo
 from .results import HostResult, HostResults, every_host, run_hosts, split_local
-from .seams import quiet_prefetch
+from .sftp_reader import SftpReader
+from .shell_files import ShellFiles
 
 PathArg = Union[str, "os.PathLike[str]"]
 Sources = Union[PathArg, Sequence[PathArg]]
@@ -51,12 +63,12 @@ Paths = Union[PathArg, Sequence[Union[PathArg, Tuple[PathArg, PathArg]]]]
 CHUNK = 1 << 20
 #: The SFTP channel's receive window: many packets in flight from a distant host.
 WINDOW = 16 << 20
-#: Read requests (32 KiB each) kept in flight while fetching a file.
-PREFETCH = 128
 #: Seconds an interrupt waits for the hosts to stop and remove their temporary files.
 STOP_WAIT = 10.0
 #: Longest part of a file name kept in its temporary name (names end at 255 bytes).
 NAME_KEPT = 200
+#: Folders the copy makes are private to the user until given a source's mode.
+PRIVATE = 0o700
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,12 @@ class _Stopped(Exception):
 class LocalFiles:
     """This machine's files, as either end of a copy."""
 
+    def alive(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Nothing to close."""
+
     def path(self, path: str) -> str:
         return os.path.expanduser(path)
 
@@ -93,7 +111,7 @@ class LocalFiles:
                           key=lambda entry: entry[0])
 
     def mkdir(self, path: str) -> None:
-        os.mkdir(path)
+        os.mkdir(path, PRIVATE)
 
     def chmod(self, path: str, mode: int) -> None:
         os.chmod(path, mode)
@@ -113,11 +131,12 @@ class LocalFiles:
     def reader(self, path: str, size: int) -> IO[bytes]:
         return open(path, "rb")
 
-    def write(self, path: str, reader: IO[bytes], mode: int, stop: threading.Event) -> None:
-        """Create ``path`` (it must not exist), fill it from ``reader``, give it ``mode``."""
+    @contextmanager
+    def writer(self, path: str, mode: int) -> Iterator[IO[bytes]]:
+        """``path`` (it must not exist), private until whole, then given ``mode``."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with open(fd, "wb") as out:
-            _pump(reader, out, stop)
+            yield out
             os.fchmod(out.fileno(), mode)
 
 
@@ -126,6 +145,15 @@ class SftpFiles:
 
     def __init__(self, sftp: SFTPClient) -> None:
         self.sftp = sftp
+
+    def alive(self) -> bool:
+        return not self.sftp.get_channel().closed
+
+    def close(self) -> None:
+        try:
+            self.sftp.close()
+        except LINK_ERRORS:
+            pass  # the connection broke mid-copy: the copy's error says so
 
     def path(self, path: str) -> str:
         """SFTP paths start in the home folder; ``~`` and ``~/`` say the same."""
@@ -141,7 +169,7 @@ class SftpFiles:
                       key=lambda entry: entry[0])
 
     def mkdir(self, path: str) -> None:
-        self.sftp.mkdir(path)
+        self.sftp.mkdir(path, PRIVATE)
 
     def chmod(self, path: str, mode: int) -> None:
         self.sftp.chmod(path, mode)
@@ -160,33 +188,23 @@ class SftpFiles:
         self.sftp.remove(path)
 
     def reader(self, path: str, size: int) -> IO[bytes]:
-        """The file, with reads requested ahead so that the link never idles.
+        """The file, read with a bounded window of requests in flight (`SftpReader`)."""
+        return SftpReader(self.sftp.open(path, "rb"), size)  # type: ignore[return-value]
 
-        paramiko sends the read-ahead requests from a thread of its own (not
-        worth starting for a file that one request brings), which dies with a
-        traceback on stderr when the host does; the copy notices the loss
-        itself, so that thread is made to end quietly.
-        """
-        remote = self.sftp.open(path, "rb")
-        if size <= remote.MAX_REQUEST_SIZE:
-            return remote  # type: ignore[return-value]
-        quiet_prefetch(remote)
-        remote.prefetch(size, PREFETCH)
-        return remote  # type: ignore[return-value]
-
-    def write(self, path: str, reader: IO[bytes], mode: int, stop: threading.Event) -> None:
-        """Create ``path`` (it must not exist), fill it from ``reader``, give it ``mode``.
+    @contextmanager
+    def writer(self, path: str, mode: int) -> Iterator[IO[bytes]]:
+        """``path`` (it must not exist) filled with what is written, then given ``mode``.
 
         Writes are pipelined (no wait for each acknowledgement); closing waits
         for them all and raises the first write error.
         """
         with self.sftp.open(path, "wxb") as out:
             out.set_pipelined(True)
-            _pump(reader, out, stop)  # type: ignore[arg-type]
+            yield out  # type: ignore[misc]
         self.sftp.chmod(path, mode)
 
 
-Files = Union[LocalFiles, SftpFiles]
+Files = Union[LocalFiles, SftpFiles, ShellFiles]
 LOCAL = LocalFiles()
 
 
@@ -219,7 +237,7 @@ def _mkdir(files: Files, path: str) -> None:
 
 
 def _makedirs(files: Files, path: str) -> None:
-    """``mkdir -p``: the folder and its missing parents."""
+    """``mkdir -p``: the folder and its missing parents, each private (0700)."""
     if path in ("", ".", "/") or _is_dir(files, path):
         return
     _makedirs(files, posixpath.dirname(path.rstrip("/")))
@@ -255,58 +273,78 @@ def _reason(error: BaseException) -> str:
     return getattr(error, "strerror", None) or str(error) or type(error).__name__
 
 
+_KINDS = {stat.S_IFIFO: "a fifo", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device"}
+
+
 # --------------------------------------------------------------------------- one host
 
 class _Copier:
-    """Copies one host's list from ``source`` files to ``dest`` files."""
+    """Copies one host's list from ``source`` files to ``dest`` files.
+
+    A path that cannot be copied is skipped and remembered, and the copy goes
+    on; at the end a `PartialCopyError` names them all. A broken link stops it
+    at once.
+    """
 
     def __init__(self, host: str, source: Files, dest: Files, stop: threading.Event,
                  copied: List[str]) -> None:
         self.host, self.source, self.dest = host, source, dest
         self.stop, self.copied = stop, copied
+        self.skipped: List[Tuple[str, str]] = []
 
     def run(self, copies: List[Copy]) -> None:
         for copy in copies:
             src, dst = self.source.path(copy.src), self.dest.path(copy.dst)
-            with self._step(src, dst):
+            with self._skipping(src, f"cannot copy {src} to {dst}"):
                 attrs = self.source.stat(src, follow=True)  # a link given by name: its target
                 target = _target(self.dest, src, dst, copy.into)
-                if self.source is self.dest and _same_or_inside(src, target):
-                    continue
-            self._tree(src, target, attrs)
+                if not self._same(src, target, attrs):
+                    self._tree(src, target, attrs)
+        if self.skipped:
+            raise PartialCopyError(self.host, self.skipped)
 
     @contextmanager
-    def _step(self, src: str, target: str) -> Iterator[None]:
-        """Name the paths in the error of whatever fails within."""
+    def _skipping(self, path: str, what: str) -> Iterator[None]:
+        """A failure within is ``path``'s: remembered, and the copy goes on, unless
+        the link broke (the end that failed is gone: nothing more can be done)."""
         try:
             yield
         except OSError as e:
-            raise TransferFailedError(self.host, f"cannot copy {src} to {target}: "
-                                      f"{_reason(e)}") from e
+            if not (self.source.alive() and self.dest.alive()):
+                raise
+            self.skipped.append((path, f"{what}: {_reason(e)}"))
 
     def _tree(self, src: str, target: str, attrs: Any) -> None:
         mode = attrs.st_mode
         if stat.S_ISDIR(mode):
-            with self._step(src, target):
+            entries: List[Tuple[str, Any]] = []
+            made = False
+            with self._skipping(src, f"cannot copy {src} to {target}"):
                 entries = self.source.entries(src)  # listed first: target may lie inside src
                 _mkdir(self.dest, target)
+                made = True
+            if not made:
+                return
             for name, child in entries:
                 self._tree(posixpath.join(src, name), posixpath.join(target, name), child)
-            with self._step(src, target):
+            with self._skipping(src, f"cannot copy {src} to {target}"):
                 self.dest.chmod(target, stat.S_IMODE(mode))  # last: it may forbid writing
         elif stat.S_ISREG(mode) or stat.S_ISLNK(mode):
-            with self._step(src, target):
+            with self._skipping(src, f"cannot copy {src} to {target}"):
                 self._place(target, lambda tmp: self._fill(src, tmp, attrs, mode))
         else:
-            raise TransferFailedError(self.host, f"cannot copy {src}: not a regular file, "
-                                      "folder or symbolic link")
+            kind = _KINDS.get(stat.S_IFMT(mode), "of an unknown kind")
+            self.skipped.append((src, f"{src} is {kind}, not a regular file, folder or "
+                                      "symbolic link"))
 
     def _fill(self, src: str, tmp: str, attrs: Any, mode: int) -> None:
         if stat.S_ISLNK(mode):
             self.dest.symlink(self.source.readlink(src), tmp)
             return
-        with self.source.reader(src, attrs.st_size) as reader:
-            self.dest.write(tmp, reader, stat.S_IMODE(mode), self.stop)
+        with self.source.reader(src, attrs.st_size) as reader, \
+                self.dest.writer(tmp, stat.S_IMODE(mode)) as writer:
+            _pump(reader, writer, self.stop)
 
     def _place(self, target: str, fill: Callable[[str], None]) -> None:
         """Fill a temporary name next to ``target``, then rename it: whole or absent."""
@@ -319,6 +357,12 @@ class _Copier:
             raise
         self.copied.append(target)
 
+    def _same(self, src: str, target: str, attrs: Any) -> bool:
+        """Whether ``src`` already is ``target``: nothing to copy."""
+        if self.source is self.dest:
+            return _same_or_inside(src, target)
+        return _same_elsewhere(self.source, self.dest, src, target, attrs)
+
 
 def _same_or_inside(src: str, target: str) -> bool:
     """On one machine: copying onto itself is done already; into itself, endless."""
@@ -330,15 +374,72 @@ def _same_or_inside(src: str, target: str) -> bool:
     return False
 
 
+def _same_elsewhere(source: Files, dest: Files, src: str, target: str, attrs: Any) -> bool:
+    """Whether the host's ``target`` is our ``src`` itself, through a filesystem both
+    see (an NFS home, a bind mount): copying it would write it while it is read.
+
+    Neither SFTP nor a path tells which file is which, so a name is made in the
+    destination's folder and looked for in the source's: it shows there only if
+    they are one folder. Only when the two look alike (kind, mode, and for a
+    file size, modification second and name), so a usual copy costs one stat.
+    """
+    try:
+        there = dest.stat(target, follow=True)
+    except FileNotFoundError:
+        return False
+    folder = stat.S_ISDIR(attrs.st_mode)
+    if (stat.S_IFMT(there.st_mode), stat.S_IMODE(there.st_mode)) != \
+            (stat.S_IFMT(attrs.st_mode), stat.S_IMODE(attrs.st_mode)):
+        return False
+    if not folder and ((there.st_size, int(there.st_mtime)) != (attrs.st_size,
+                                                                  int(attrs.st_mtime))
+                       or posixpath.basename(target) != posixpath.basename(src)):
+        return False
+    probe = f".fabexec-same-{secrets.token_hex(8)}"
+    here, away = (src, target) if folder else (posixpath.dirname(src) or ".",
+                                               posixpath.dirname(target) or ".")
+    try:
+        dest.symlink(probe, posixpath.join(away, probe))
+    except OSError:
+        return False  # cannot write there: the copy will say why
+    try:
+        source.stat(posixpath.join(here, probe))
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        _discard(dest, posixpath.join(away, probe))
+
+
+def _remote_files(host: str, cxn: HostConnection) -> Files:
+    """A session of the copy's own on ``host``: SFTP, else (the host refuses it)
+    commands of its shell; `TransferFailedError` naming both when neither works."""
+    try:
+        sftp = SFTPClient.from_transport(cxn.transport, window_size=WINDOW)
+        if sftp is None:
+            raise SSHException("the host opened no SFTP session")
+        return SftpFiles(sftp)
+    except LINK_ERRORS as e:
+        refused = _reason(e)
+        if not cxn.is_connected:
+            raise TransferFailedError(host, f"no SFTP session: {refused}") from e
+    try:
+        return ShellFiles.open(cxn.transport)
+    except LINK_ERRORS as e:
+        raise TransferFailedError(host, f"no SFTP session ({refused}), and no copy through "
+                                        f"the shell either ({_reason(e)})") from e
+
+
 # --------------------------------------------------------------------------- results
 
 class Transfer(HostResults):
     """What a copy did on each host, shaped like `Exec`'s results.
 
     ``copied[host]``: the destination paths of the files (and links) written;
-    ``exit_codes[host]``: 0 copied, 1 failed (`TransferFailedError`), 255
-    unreachable or stopped answering; ``errors[host]``: the `HostError` that
-    stopped that host; ``exit_code``: 0 when every host succeeded. A host's
+    ``exit_codes[host]``: 0 copied, 1 failed (`TransferFailedError`; a
+    `PartialCopyError` when the other paths were copied), 255 unreachable or
+    stopped answering; ``errors[host]``: the `HostError` that stopped that
+    host; ``exit_code``: 0 when every host succeeded. A host's
     failure never stops the others. Hosts are chosen as for `Exec` (see
     `fabexec.results`). Copies always complete before the constructor returns
     (``exec_async`` does not apply).
@@ -382,28 +483,22 @@ class Transfer(HostResults):
         return {**self._fanout.results(), **results}
 
     def _copy_over(self, host: str, cxn: HostConnection) -> HostResult:
-        """Open an SFTP session of this copy's own on the connected host, copy."""
+        """Open a session of this copy's own on the connected host, copy."""
         try:
-            sftp = SFTPClient.from_transport(cxn.transport, window_size=WINDOW)
-            if sftp is None:
-                raise SSHException("the host opened no SFTP session")
-        except LINK_ERRORS as e:
-            error = TransferFailedError(host, f"no SFTP session: {_reason(e)}")
+            remote = _remote_files(host, cxn)
+        except TransferFailedError as error:
             if cxn.is_connected:
                 return HostResult.of(error)
             return self._fanout.lost(host, "connection lost during the copy", error)
         try:
-            error = self._guarded(host, lambda: self._copy(host, SftpFiles(sftp)))
+            error = self._guarded(host, lambda: self._copy(host, remote))
             # Its session closed under it, or the link failed rather than a file
             # (the transport may not say so yet): the connection broke.
-            if error is not None and (sftp.get_channel().closed or error.link_failed):
+            if error is not None and (not remote.alive() or error.link_failed):
                 return self._fanout.lost(host, "connection lost during the copy", error)
             return self._result(error)
         finally:
-            try:
-                sftp.close()
-            except LINK_ERRORS:
-                pass  # the connection broke mid-copy: said by the error above
+            remote.close()
 
     def _copy(self, host: str, remote: Files) -> None:
         source, dest = (LOCAL, remote) if self.push else (remote, LOCAL)
@@ -466,8 +561,8 @@ class Get(Transfer):
             into = _into(sources, target)
             plan = {host: [Copy(source, target, into) for source in sources] for host in hosts}
         else:
-            plan = {host: [Copy(source, posixpath.join(target, host), True) for source in sources]
-                    for host in hosts}
+            plan = {host: [Copy(source, posixpath.join(target, _folder_of(host)), True)
+                           for source in sources] for host in hosts}
         super().__init__(plan, False, info)
 
 
@@ -541,6 +636,16 @@ def _pairs(paths: Paths) -> List[Tuple[str, str]]:
 def _into(sources: List[str], dst: str) -> Optional[bool]:
     """Several sources, or a ``dst`` ending in ``/``, always go inside ``dst``."""
     return True if len(sources) > 1 or dst.endswith("/") else None
+
+
+def _folder_of(host: str) -> str:
+    """``host``'s folder in a `Get` from many hosts: its name, which must be one
+    folder's name, or its files would land outside ``dst`` (``..``) or elsewhere in it."""
+    if host in ("", ".", "..") or "/" in host or "\0" in host:
+        raise TransferError(f"hosts: {host!r} cannot name a folder of dst, where Get from "
+                            "several hosts puts each host's files; reach that host by "
+                            "another name (an ssh_config alias)")
+    return host
 
 
 def _check_local(path: str) -> None:

@@ -13,11 +13,12 @@ import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar, Union
 
 from fabexec import PsshExecInfo, SshExecInfo
-from fabexec.sandbox import Cluster
+from fabexec.sandbox import SSHD, Cluster, SandboxCluster
 
 #: A loopback address the sandbox never gives a node (see `fabexec.sandbox.loopback_ips`):
 #: the tests' own fake hosts live there.
@@ -177,3 +178,34 @@ def only_on(cluster: Cluster, host: str) -> str:
     if cluster.own_hostnames:
         return f'[ "$(hostname)" = {host} ]'
     return f'( set -- $SSH_CONNECTION; [ "$3" = {cluster.addresses[host][0]} ] )'
+
+
+@contextmanager
+def extra_sshd(cluster: SandboxCluster, host: str, folder: Path,
+               settings: str) -> Iterator[Tuple[str, int]]:
+    """A second sshd of ``host`` on a port of its own, with no SFTP subsystem and
+    ``settings`` added; in the node's namespaces where it has its own (its hostname, its
+    view of the files); stopped by its PID."""
+    ip = cluster.addresses[host][0]
+    with socket.socket() as probe:
+        probe.bind((ip, 0))
+        port = probe.getsockname()[1]
+    config = (cluster.node_dir(host) / "sshd_config").read_text()
+    config = re.sub(r"(?m)^(ListenAddress|PidFile|Subsystem) .*\n", "", config)
+    config += f"ListenAddress {ip}:{port}\nPidFile none\n{settings}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sshd_config").write_text(config)
+    enter = (["nsenter", "--target", str(cluster.pid(host)), "--uts", "--mount", "--"]
+             if cluster.own_hostnames else [])
+    daemon = subprocess.Popen([*enter, str(SSHD), "-D", "-f", str(folder / "sshd_config"),
+                               "-E", str(folder / "sshd.log")])
+    try:
+        def listening() -> bool:
+            assert daemon.poll() is None, (folder / "sshd.log").read_text()
+            with socket.socket() as s:
+                return s.connect_ex((ip, port)) == 0
+        assert eventually(listening, 10, 0.05), f"no sshd on {ip}:{port}"
+        yield ip, port
+    finally:
+        daemon.terminate()
+        daemon.wait(10)

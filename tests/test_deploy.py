@@ -11,24 +11,31 @@ stop a sandbox of its own.
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import os
+import pwd
 import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Tuple
 
 import pytest
 
+from examples.kvstore.deploy import Deployment, Target
 from examples.kvstore.kvstore import Client
 from fabexec import sandbox
 from fabexec.sandbox import SandboxCluster
-from tests.clusters import on_every_host, openssh
+from tests.clusters import extra_sshd, on_every_host, openssh
 
 ROOT = Path(__file__).resolve().parent.parent
 KVSTORE = ROOT / "examples" / "kvstore"
@@ -225,6 +232,106 @@ def test_an_unknown_fail_host_is_refused_before_anything_starts(
     assert done.returncode == 1
     assert "fail_host='node9' is not one of the hosts" in done.stderr
     assert "push" not in done.stdout
+
+
+# --------------------------------------------------------------------------- shared nodes
+
+def both_users(cluster: sandbox.SandboxCluster, tmp_path: Path) -> Tuple[Target, Target]:
+    """Two nodes of the session's sandbox, as its login user and as its second user."""
+    first = Target.from_sandbox(cluster, 2)
+    config = tmp_path / "ssh_config"
+    config.write_text(cluster.ssh_config.read_text().replace(
+        f"User {cluster.user}\n", f"User {cluster.password_user}\n"))
+    return first, dataclasses.replace(first, ssh_config=config)
+
+
+def owner_and_mode(path: str) -> Tuple[str, str]:
+    found = os.stat(path)
+    return pwd.getpwuid(found.st_uid).pw_name, oct(stat.S_IMODE(found.st_mode))
+
+
+def test_two_users_push_to_the_same_nodes_one_after_the_other_and_at_once(
+        cluster: sandbox.SandboxCluster, tmp_path: Path) -> None:
+    """The root where deploys meet is shared as /tmp is; each deploy's folder is its
+    user's alone. (The nodes share this machine's files: checked here directly.)"""
+    if cluster.password_user is None:
+        pytest.skip("the sandbox has a second user only when started as root")
+    targets = both_users(cluster, tmp_path)
+    users = [cluster.user, cluster.password_user]
+    roots = [f"/tmp/fabexec-deploy-{uuid.uuid4().hex}" for _ in range(2)]
+    after, together = ([Deployment(target, remote_root=root, out=io.StringIO())
+                        for target in targets] for root in roots)
+    try:
+        assert [deploy.push().failures() for deploy in after] == [{}, {}]
+        with ThreadPoolExecutor(2) as pool:
+            assert [step.failures() for step in pool.map(Deployment.push, together)] == [{}, {}]
+        for root in roots:
+            assert owner_and_mode(root)[1] == "0o1777"
+        for deploy, user in zip(after + together, users * 2):
+            assert owner_and_mode(deploy.base) == (user, "0o700")
+            assert owner_and_mode(deploy.folder("node1")) == (user, "0o700")
+    finally:
+        for deploy in after + together:
+            deploy.clean()
+    assert [os.listdir(root) for root in roots] == [[], []]
+    for root in roots:
+        os.rmdir(root)
+
+
+def test_a_root_another_user_made_private_is_named_with_its_owner(
+        cluster: sandbox.SandboxCluster, tmp_path: Path) -> None:
+    """As an older deploy left /tmp/fabexec-deploy: 0755, its maker's."""
+    if cluster.password_user is None:
+        pytest.skip("the sandbox has a second user only when started as root")
+    first, second = both_users(cluster, tmp_path)
+    root = f"/tmp/fabexec-deploy-{uuid.uuid4().hex}"
+    os.mkdir(root, 0o755)
+    shutil.chown(root, cluster.user)
+    try:
+        step = Deployment(second, remote_root=root, out=io.StringIO()).push()
+    finally:
+        os.rmdir(root)
+    assert set(step.failures()) == {"node1", "node2"}
+    assert f"{root} belongs to {cluster.user}, mode 755, which {cluster.password_user} " \
+           "cannot write: give --remote-dir" in step.failures()["node1"]
+
+
+@pytest.mark.timeout(DEPLOY_TIMEOUT + 30)
+def test_inv_deploy_as_a_second_user_on_nodes_without_sftp_passes_every_step(
+        cluster: sandbox.SandboxCluster, tmp_path: Path) -> None:
+    """Issue 14's test: the session's nodes reached through sshd's without SFTP, as the
+    second user, with --hostfile --user --key, after the first user deployed there."""
+    if cluster.password_user is None:
+        pytest.skip("the sandbox has a second user only when started as root")
+    root = f"/tmp/fabexec-deploy-{uuid.uuid4().hex}"
+    first = Deployment(Target.from_sandbox(cluster, NODES), remote_root=root, out=io.StringIO())
+    try:
+        assert first.push().failures() == {}
+    finally:
+        first.clean()
+    with ExitStack() as daemons:
+        blocks = []
+        for host in cluster.hosts:
+            ip, port = daemons.enter_context(extra_sshd(cluster, host, tmp_path / host, ""))
+            blocks.append(f"Host {host}\n    HostName {ip}\n    Port {port}\n"
+                          f"    UserKnownHostsFile {tmp_path / 'known_hosts'}\n"
+                          "    StrictHostKeyChecking no\n")
+        (tmp_path / "ssh_config").write_text("\n".join(blocks))
+        ips = [cluster.addresses[host][0] for host in cluster.hosts]
+        done = subprocess.run(
+            [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "--collection",
+             "tasks_deploy", "deploy", "--hostfile", str(cluster.hostfile), "--user",
+             cluster.password_user, "--key", str(cluster.key), "--ssh-config",
+             str(tmp_path / "ssh_config"), "--remote-dir", root, "--port", str(free_port(ips))],
+            cwd=tmp_path, capture_output=True, text=True, timeout=DEPLOY_TIMEOUT)
+    try:
+        assert done.returncode == 0, done.stdout + done.stderr
+        steps = ["push", "start", "ready", "mpi", "stop", "logs", "clean"]
+        assert summary_rows(done.stdout) == {host: dict.fromkeys(steps, "OK")
+                                             for host in cluster.hosts}
+        assert os.listdir(root) == []
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- the service

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pwd
+import re
 import shlex
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -22,14 +26,15 @@ import uuid
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
-from fabexec import PsshExecInfo
+from fabexec import PsshExecInfo, SshExecInfo, sftp_reader
 from fabexec.errors import (
     ConnectionLostError,
     HostStoppedAnsweringError,
+    PartialCopyError,
     TransferError,
     TransferFailedError,
     UnreachableError,
@@ -39,6 +44,7 @@ from fabexec.transfer import Get, Pscp, Put, Scp
 from tests.clusters import (
     SPARE_IP,
     eventually,
+    extra_sshd,
     host_block,
     on_every_host,
     openssh,
@@ -267,7 +273,9 @@ def test_scp_and_pscp_copy_paths_to_the_same_paths(any_cluster: Cluster,
         paired.write_text("paired\n")
         first = any_cluster.hosts[0]
         one = Scp(str(same), ssh_info(any_cluster, first))
-        assert (one.exit_codes, one.copied) == ({first: 0}, {first: [str(same)]})
+        # The sandbox's node sees our file itself there: nothing to copy.
+        shared = isinstance(any_cluster, SandboxCluster)
+        assert (one.exit_codes, one.copied) == ({first: 0}, {first: [] if shared else [str(same)]})
         every = Pscp([(str(paired), f"{folder}/sub/paired.txt")], pssh_info(any_cluster))
         assert every.exit_codes == {h: 0 for h in any_cluster.hosts}, every.errors
         assert openssh(any_cluster, first, f"cat {same}").stdout == "same\n"
@@ -466,3 +474,254 @@ def test_ctrl_c_stops_a_put_and_removes_its_temporary_file(cluster: SandboxClust
         assert proc.returncode != 0
         assert "KeyboardInterrupt" in stderr
         assert remote_names(cluster, folder)["node1"] == []
+
+
+
+# --------------------------------------------------------------------------- reading over SFTP
+
+CHILD_GET = """
+import resource, sys
+from fabexec import Exec, Get, SshExecInfo
+host, config, remote, local = sys.argv[1:]
+info = SshExecInfo(hosts=host, ssh_config=config, hide_output=True)
+Exec("true", info)  # imports made and the connection open: what follows is the copy's
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+done = Get(remote, local, info)
+print(done.exit_code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, done.errors)
+"""
+
+
+def test_get_of_256_mib_holds_a_bounded_window_in_memory(cluster: SandboxCluster,
+                                                         tmp_path: Path) -> None:
+    """Peak memory of a process that fetches 256 MiB grows by far less than the file.
+
+    paramiko's read-ahead, when the reader caught up with it, kept every answer
+    unread: up to the whole file (issue 17 item 7; a race, in 1 run of 8 at this
+    size). The reader here holds at most its window of requests (4 MiB) and the
+    channel's buffer.
+    """
+    host = "node2"
+    with remote_folder(cluster) as folder:
+        made = openssh(cluster, host, f"head -c {256 * MIB} /dev/urandom > {folder}/big.bin")
+        assert made.returncode == 0, made.stderr
+        expected = remote_sha256(cluster, host, f"{folder}/big.bin")
+        child = subprocess.run(
+            [sys.executable, "-c", CHILD_GET, host, str(cluster.ssh_config), f"{folder}/big.bin",
+             str(tmp_path / "big.bin")],
+            env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+            timeout=300)
+    assert child.returncode == 0, child.stderr
+    code, grown_kib, errors = child.stdout.split(" ", 2)
+    assert (code, errors.strip()) == ("0", "{}")
+    assert int(grown_kib) < 128 * 1024, f"peak memory grew by {int(grown_kib) // 1024} MiB"
+    assert sha256(tmp_path / "big.bin") == expected
+
+
+def test_a_host_answering_less_than_asked_still_gives_the_whole_file(
+        cluster: SandboxCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenSSH answers at most 255 KiB a read: asked 1 MiB, every answer is short."""
+    monkeypatch.setattr(sftp_reader, "REQUEST", MIB)
+    host = "node3"
+    with remote_folder(cluster) as folder:
+        made = openssh(cluster, host, f"head -c {8 * MIB + 12345} /dev/urandom > {folder}/x.bin")
+        assert made.returncode == 0, made.stderr
+        expected = remote_sha256(cluster, host, f"{folder}/x.bin")
+        done = Get(f"{folder}/x.bin", tmp_path / "x.bin", ssh_info(cluster, host))
+    assert (done.exit_code, done.errors) == (0, {})
+    assert (tmp_path / "x.bin").stat().st_size == 8 * MIB + 12345
+    assert sha256(tmp_path / "x.bin") == expected
+
+
+# --------------------------------------------------------------------------- without SFTP
+
+@pytest.fixture()
+def no_sftp(cluster: SandboxCluster, tmp_path: Path) -> Iterator[Tuple[str, int]]:
+    """node2's files through an sshd that has no SFTP subsystem."""
+    with extra_sshd(cluster, "node2", tmp_path / "no-sftp", "") as address:
+        yield address
+
+
+def no_sftp_info(cluster: SandboxCluster, address: Tuple[str, int], tmp_path: Path
+                 ) -> SshExecInfo:
+    ip, port = address
+    return SshExecInfo(hosts=ip, port=port, user=cluster.user, pkey=cluster.key,
+                       known_hosts=tmp_path / "known_hosts", hide_output=True)
+
+
+def test_put_and_get_without_sftp_go_through_the_shell_byte_exact(
+        cluster: SandboxCluster, no_sftp: Tuple[str, int], tmp_path: Path) -> None:
+    ip = no_sftp[0]
+    info = no_sftp_info(cluster, no_sftp, tmp_path)
+    tree = make_tree(tmp_path / "src")
+    (tree / "data.bin").write_bytes(os.urandom(3 * MIB) + b"\r\n\0no final newline")
+    (tree / "-dash name\nnewline").write_text("odd\n")
+    with remote_folder(cluster) as folder:
+        sent = Put(tree, f"{folder}/", info)
+        assert (sent.exit_code, sent.errors) == (0, {})
+        assert len(sent.copied[ip]) == 6
+        assert remote_listing(cluster, "node1", folder) == local_listing(tmp_path / "src")
+        assert remote_sha256(cluster, "node1", f"{folder}/app/data.bin") == \
+            sha256(tree / "data.bin")
+        back = Get(f"{folder}/app", tmp_path / "back", info)
+        assert (back.exit_code, back.errors) == (0, {})
+    assert local_listing(tmp_path / "back") == local_listing(tree)
+    assert (tmp_path / "back" / "data.bin").read_bytes() == (tree / "data.bin").read_bytes()
+
+
+def test_pscp_reaches_hosts_with_and_without_sftp_alike(
+        cluster: SandboxCluster, no_sftp: Tuple[str, int], tmp_path: Path) -> None:
+    ip, port = no_sftp
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host nosftp\n    HostName {ip}\n    Port {port}\n"
+                      f"    UserKnownHostsFile {tmp_path / 'known_hosts'}\n"
+                      + host_block(cluster, "node1", cluster.addresses["node1"])
+                      .replace("Host node1\n", "Host nosftp node1\n", 1))
+    local = tmp_path / "x.bin"
+    local.write_bytes(os.urandom(MIB))
+    with remote_folder(cluster) as folder:
+        done = Pscp([(str(local), f"{folder}/one/x.bin")],
+                    pssh_info(cluster, hosts=["nosftp", "node1"], ssh_config=config))
+        assert done.exit_codes == {"nosftp": 0, "node1": 0}, done.errors
+        assert remote_sha256(cluster, "node3", f"{folder}/one/x.bin") == sha256(local)
+
+
+def test_a_copy_through_the_shell_is_private_until_whole_and_an_interrupt_removes_it(
+        cluster: SandboxCluster, no_sftp: Tuple[str, int], tmp_path: Path) -> None:
+    ip, port = no_sftp
+    local = tmp_path / "large.bin"
+    with open(local, "wb") as f:
+        f.truncate(4 * LARGE)
+    with remote_folder(cluster) as folder:
+        script = (f"from fabexec import SshExecInfo\nfrom fabexec.transfer import Put\n"
+                  f"Put({str(local)!r}, {folder + '/large.bin'!r}, SshExecInfo(hosts={ip!r}, "
+                  f"port={port}, user={cluster.user!r}, pkey={str(cluster.key)!r}, "
+                  f"known_hosts={str(tmp_path / 'known_hosts')!r}))\n")
+        proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE,
+                                text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        try:
+            assert eventually(lambda: any(n.endswith(".part") for n in os.listdir(folder)),
+                              60, 0.01), "the copy never started"
+            part = next(Path(folder).glob("*.part"))
+            assert stat.S_IMODE(part.stat().st_mode) == 0o600
+            assert not (Path(folder) / "large.bin").exists()
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+        assert "KeyboardInterrupt" in stderr
+        assert os.listdir(folder) == []
+
+
+def test_a_host_refusing_sftp_and_commands_fails_naming_both_ways(
+        cluster: SandboxCluster, tmp_path: Path) -> None:
+    with extra_sshd(cluster, "node2", tmp_path / "closed", "ForceCommand /bin/false\n") as address:
+        local = tmp_path / "x.txt"
+        local.write_text("x\n")
+        done = Put(local, "/tmp/fabexec-never-written", no_sftp_info(cluster, address, tmp_path))
+    ip = address[0]
+    assert done.exit_codes == {ip: 1}
+    error = done.errors[ip]
+    assert isinstance(error, TransferFailedError)
+    assert re.fullmatch(rf"{re.escape(ip)}: no SFTP session \(.+\), and no copy through the "
+                        r"shell either \(.+\)", str(error)), str(error)
+    assert not Path("/tmp/fabexec-never-written").exists()
+
+
+# --------------------------------------------------------------------------- shared nodes
+
+@pytest.mark.parametrize("through", ["sftp", "shell"])
+def test_folders_a_copy_makes_are_private_to_the_user(cluster: SandboxCluster, tmp_path: Path,
+                                                      through: str) -> None:
+    """Another user of the node can neither read nor enter them (a copied folder keeps
+    its own mode)."""
+    local = tmp_path / "x.txt"
+    local.write_text("x\n")
+    with remote_folder(cluster) as folder, \
+            extra_sshd(cluster, "node2", tmp_path / "sshd", "") as address:
+        info = ssh_info(cluster, "node2") if through == "sftp" else \
+            no_sftp_info(cluster, address, tmp_path)
+        done = Put(local, f"{folder}/a/b/c/", info)
+        assert done.exit_code == 0, done.errors
+        modes = openssh(cluster, "node2", f"stat -c '%a %n' {folder}/a {folder}/a/b "
+                                          f"{folder}/a/b/c {folder}/a/b/c/x.txt")
+        assert modes.stdout.split("\n")[:4] == [
+            f"700 {folder}/a", f"700 {folder}/a/b", f"700 {folder}/a/b/c",
+            f"{oct(local.stat().st_mode & 0o777)[2:]} {folder}/a/b/c/x.txt"]
+
+
+# --------------------------------------------------------------------------- what cannot be copied
+
+def test_folder_put_copies_all_but_a_fifo_and_a_socket_and_names_both(
+        any_cluster: Cluster, tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "src")
+    os.mkfifo(tree / "conf" / "a-fifo")
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(tree / "b.sock"))
+        host = any_cluster.hosts[0]
+        with remote_folder(any_cluster) as folder:
+            done = Put(tree, f"{folder}/", ssh_info(any_cluster, host))
+            listing = remote_listing(any_cluster, host, folder)
+    assert done.exit_codes == {host: 1}
+    error = done.errors[host]
+    assert isinstance(error, PartialCopyError)
+    assert [path for path, _ in error.skipped] == [str(tree / "b.sock"),
+                                                   str(tree / "conf" / "a-fifo")]
+    assert f"{tree / 'conf' / 'a-fifo'} is a fifo" in str(error)
+    assert f"{tree / 'b.sock'} is a socket" in str(error)
+    assert sorted(done.copied[host]) == [f"{folder}/app/{name}" for name in (
+        "conf/app.ini", "current", "run.sh", "secret.key")]
+    expected = [line for line in local_listing(tmp_path / "src")
+                if not line.startswith(("app/conf/a-fifo ", "app/b.sock "))]
+    assert listing == expected
+
+
+def test_folder_get_copies_all_but_unreadable_files_and_names_each(
+        any_cluster: Cluster, tmp_path: Path) -> None:
+    host = any_cluster.hosts[0]
+    with remote_folder(any_cluster) as folder:
+        made = openssh(any_cluster, host, f"cd {folder} && mkdir -p app/sub app/locked && "
+                       "echo a > app/a.txt && echo b > app/sub/b.txt && echo c > app/secret && "
+                       "chmod 000 app/secret && echo d > app/locked/d.txt && chmod 000 app/locked "
+                       "&& mkfifo app/sub/fifo")
+        assert made.returncode == 0, made.stderr
+        done = Get(f"{folder}/app", tmp_path / "back", ssh_info(any_cluster, host))
+        openssh(any_cluster, host, f"chmod 700 {folder}/app/locked")  # so it can be removed
+    assert done.exit_codes == {host: 1}
+    error = done.errors[host]
+    assert isinstance(error, PartialCopyError)
+    assert [path for path, _ in error.skipped] == [
+        f"{folder}/app/locked", f"{folder}/app/secret", f"{folder}/app/sub/fifo"]
+    assert str(error).count("Permission denied") == 2
+    assert sorted(done.copied[host]) == [str(tmp_path / "back" / "a.txt"),
+                                         str(tmp_path / "back" / "sub" / "b.txt")]
+    assert (tmp_path / "back" / "sub" / "b.txt").read_text() == "b\n"
+    assert not list((tmp_path / "back").rglob("*.part"))
+
+
+def test_pscp_of_a_folder_onto_itself_on_a_shared_filesystem_leaves_it_whole(
+        cluster: SandboxCluster) -> None:
+    """The sandbox's nodes see this machine's files, as nodes see an NFS home: every
+    host finds its destination to be the source itself, and leaves it be."""
+    with remote_folder(cluster) as folder:
+        tree = make_tree(Path(folder))
+        if os.geteuid() == 0:  # the files are the login user's here as there, as on NFS
+            for path in [tree, *tree.rglob("*")]:
+                os.chown(path, *user_ids(cluster.user), follow_symlinks=False)
+        before = local_listing(tree)
+        done = Pscp(str(tree), pssh_info(cluster))
+        assert done.exit_codes == {h: 0 for h in cluster.hosts}, done.errors
+        assert done.copied == {h: [] for h in cluster.hosts}
+        assert local_listing(tree) == before
+        assert not [p for p in Path(folder).rglob("*") if "fabexec" in p.name]
+
+
+def user_ids(user: str) -> Tuple[int, int]:
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
+
+
+def test_get_from_many_hosts_refuses_a_host_name_that_is_not_one_folder(tmp_path: Path) -> None:
+    """``..`` would put its files beside ``dst``; nothing is contacted, nothing written."""
+    with pytest.raises(TransferError, match=r"hosts: '\.\.' cannot name a folder of dst"):
+        Get("/etc/hostname", tmp_path / "fetched", PsshExecInfo(hosts=["never.invalid", ".."]))
+    assert list(tmp_path.iterdir()) == []

@@ -3,8 +3,8 @@
 What ``inv deploy`` does, one method per step, each run on every host at once and
 reported host by host (OK or FAIL, why, how long):
 
-1. ``push``: copy the programs into the deploy's folders (`fabexec.transfer.Put`), and
-   check that the host's Python can run them.
+1. ``push``: make the deploy's private folder, copy the programs into it
+   (`fabexec.transfer.Put`), and check that the host's Python can run them.
 2. ``start``: run ``kvstore.py serve`` on every host, bound to that host's address, as an
    asynchronous `Exec` (``PsshExecInfo(exec_async=True)``) that lasts as long as it does.
 3. ``ready``: wait until every instance answers PING (bounded); an instance whose process
@@ -27,6 +27,12 @@ file): where hosts share a filesystem (an NFS home; the sandbox where it cannot 
 node its own /tmp), one host's copy can then never stand in for another's. The MPI
 program is the same path on every host (``<deploy id>/job/``), as a job's files are on a
 cluster, and pushed to each host like the rest.
+
+Nodes are shared: ``REMOTE_ROOT`` (``--remote-dir``) is where every user's deploys meet,
+so whoever makes it first makes it as /tmp is, world-writable with the sticky bit (each
+user may remove only their own entries); ``<deploy id>/`` and all below it are private to
+the user who deploys (0700). Two users can then deploy to the same nodes one after the
+other or at once.
 """
 
 from __future__ import annotations
@@ -229,10 +235,14 @@ class Deployment:
                              f"({', '.join(target.hosts)})")
         self.target, self.port, self.fail_host = target, port, fail_host
         self.python, self.mpiexec, self.logs = python, mpiexec, Path(logs)
+        if not remote_root.startswith("/"):
+            raise ValueError(f"remote_dir={remote_root!r}: an absolute path, the same on "
+                             "every host")
         self.start_timeout = start_timeout
         self.out = out
         self.id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-        self.base = f"{remote_root.rstrip('/')}/{self.id}"
+        self.root = remote_root.rstrip("/") or "/"
+        self.base = f"{self.root.rstrip('/')}/{self.id}"
         self.steps: List[Step] = []
         self.services: Dict[str, Exec] = {}
         self.pushed: Set[str] = set()
@@ -316,6 +326,7 @@ class Deployment:
     def _push(self, host: str) -> str:
         programs = [str(HERE / SERVICE), str(HERE / RANK_PROGRAM)]
         self.pushed.add(host)  # from the first byte on, the teardown cleans up there
+        self._remote(self._private_base(), host)
         for folder in (self.folder(host), self.job_folder):
             done = Put(programs, f"{folder}/", self.target.info(SshExecInfo, hosts=host))
             if done.failed():
@@ -324,6 +335,29 @@ class Deployment:
                                "assert sys.version_info >= (3, 7), sys.version; "
                                "print(sys.version.split()[0])'", host)
         return f"{len(programs)} files in {host}/ and job/; python {version.strip()}"
+
+    def _private_base(self) -> str:
+        """Shell that makes the shared root (sticky, as /tmp) if missing, then this
+        deploy's folder in it, private; or says whose root is in the way.
+
+        The root is made with umask 0 so that it is never, even for a moment, a
+        folder that only its maker can write (another user deploying at once would
+        fail there); its missing parents, like every other folder, are private.
+        """
+        root, base, q = shlex.quote(self.root), shlex.quote(self.base), shlex.quote
+        whose = (f"{q(f'cannot make {self.base}: {self.root} belongs to ')}"
+                 f"\"$(stat -c '%U, mode %a' -- {root})\"{q(', which ')}\"$(id -un)\"" +
+                 q(f" cannot write: give --remote-dir, or have its owner run chmod 1777 "
+                   f"{self.root}"))
+        return "\n".join([
+            "umask 077",
+            f'mkdir -p -- "$(dirname -- {root})" || exit 1',
+            f"[ -d {root} ] || (umask 0 && mkdir -m 1777 -- {root}) 2>/dev/null "
+            f"|| [ -d {root} ] || {{ echo {q(f'cannot make {self.root}')} >&2; exit 1; }}",
+            f"mkdir -- {base} 2>/dev/null || {{ [ -d {base} ] && [ -O {base} ]; }} && exit 0",
+            f"echo {whose} >&2",
+            "exit 1",
+        ])
 
     def start(self) -> Step:
         return self.on_hosts("start", self.in_order(self.pushed), self._start)
