@@ -218,3 +218,14 @@ def test_paramikos_logs_reach_a_user_who_configured_logging(tmp_path: Path) -> N
     child = run_silent_hosts(tmp_path, "import logging; logging.basicConfig(level=logging.DEBUG)")
     assert child.stdout == "['UnreachableError'] 8\n", child.stderr
     assert "paramiko.transport" in child.stderr
+
+
+def test_a_host_name_that_does_not_resolve_ends_with_255_and_keeps_the_others(
+        cluster: Cluster) -> None:
+    """``.invalid`` is reserved never to resolve (RFC 6761): no DNS answer is waited for."""
+    hosts = [cluster.hosts[0], "no-such-node.invalid"]
+    node = Exec("hostname", pssh_info(cluster, hosts=hosts, connect_timeout=5))
+    assert node.exit_codes == {cluster.hosts[0]: 0, "no-such-node.invalid": UNREACHABLE}
+    assert isinstance(node.errors["no-such-node.invalid"], UnreachableError)
+    assert "no-such-node.invalid" in str(node.errors["no-such-node.invalid"])
+    assert node.stdout[cluster.hosts[0]] == expected_hostname(cluster, cluster.hosts[0]) + "\n"
