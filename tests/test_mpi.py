@@ -48,8 +48,14 @@ def flavor_at(launcher: str) -> Optional[Flavor]:
 
 @pytest.fixture(scope="module")
 def mpich() -> str:
-    if flavor_at("mpiexec") is not Flavor.MPICH:
-        pytest.skip("MPICH's mpiexec is not first on PATH (pip install mpich)")
+    """MPICH's mpiexec, a declared test dependency (setup.cfg's [test]): a broken or
+    missing one fails these tests rather than skipping them."""
+    try:
+        flavor = detect_flavor("mpiexec")
+    except MpiError as e:
+        pytest.fail(f"mpich is a test dependency, but its mpiexec does not work: {e}")
+    if flavor is not Flavor.MPICH:
+        pytest.fail(f"mpich is a test dependency, but the mpiexec first on PATH is {flavor.name}")
     return "mpiexec"
 
 
