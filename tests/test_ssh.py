@@ -235,3 +235,16 @@ def test_wrong_sudo_password_fails_cleanly_without_revealing_it(
     assert node.stdout == {host: ""}
     assert "incorrect password" in node.stderr[host]
     assert [text for text in texts if password in text] == []
+
+
+def test_sudoenv_is_seen_by_its_effect_on_the_login_environment(cluster: Cluster) -> None:
+    """With sudoenv (``sudo -E``) the command still sees the login's SSH_CONNECTION;
+    without, sudo resets the environment and it is gone."""
+    if not cluster.sudo:
+        pytest.skip(f"{cluster.user} has no sudo on this cluster")
+    host = cluster.hosts[0]
+    probe = 'echo "$(id -u) ${SSH_CONNECTION:+kept}"'
+    kept = Exec(probe, ssh_info(cluster, host, sudo=True))
+    reset = Exec(probe, ssh_info(cluster, host, sudo=True, sudoenv=False))
+    assert (kept.stdout[host], reset.stdout[host]) == ("0 kept\n", "0 \n"), (kept.stderr,
+                                                                            reset.stderr)
