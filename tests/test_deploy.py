@@ -312,7 +312,7 @@ def test_inv_deploy_as_a_second_user_on_nodes_without_sftp_passes_every_step(
     with ExitStack() as daemons:
         blocks = []
         for host in cluster.hosts:
-            ip, port = daemons.enter_context(extra_sshd(cluster, host, tmp_path / host, ""))
+            ip, port = daemons.enter_context(extra_sshd(cluster, host, ""))
             blocks.append(f"Host {host}\n    HostName {ip}\n    Port {port}\n"
                           f"    UserKnownHostsFile {tmp_path / 'known_hosts'}\n"
                           "    StrictHostKeyChecking no\n")
