@@ -18,7 +18,6 @@ import shlex
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import threading
@@ -74,13 +73,16 @@ def remote_folder(cluster: Cluster) -> Iterator[str]:
         on_every_host(cluster, lambda host: openssh(cluster, host, f"rm -rf {folder}"))
 
 
+def names_on(cluster: Cluster, host: str, folder: str) -> List[str]:
+    """What ``folder`` holds on ``host`` (``ls -A`` there), sorted."""
+    done = openssh(cluster, host, f"ls -A {shlex.quote(folder)}")
+    assert done.returncode == 0, f"{host}: {done.stderr}"
+    return sorted(done.stdout.split())
+
+
 def remote_names(cluster: Cluster, folder: str) -> Dict[str, List[str]]:
-    """What ``folder`` holds on each node (``ls -A`` there), sorted."""
-    def names(host: str) -> List[str]:
-        done = openssh(cluster, host, f"ls -A {shlex.quote(folder)}")
-        assert done.returncode == 0, f"{host}: {done.stderr}"
-        return sorted(done.stdout.split())
-    return on_every_host(cluster, names)
+    """What ``folder`` holds on each node, sorted."""
+    return on_every_host(cluster, lambda host: names_on(cluster, host, folder))
 
 
 def remote_sha256(cluster: Cluster, host: str, path: str) -> str:
@@ -559,8 +561,8 @@ def test_put_and_get_without_sftp_go_through_the_shell_byte_exact(
         sent = Put(tree, f"{folder}/", info)
         assert (sent.exit_code, sent.errors) == (0, {})
         assert len(sent.copied[ip]) == 6
-        assert remote_listing(cluster, "node1", folder) == local_listing(tmp_path / "src")
-        assert remote_sha256(cluster, "node1", f"{folder}/app/data.bin") == \
+        assert remote_listing(cluster, "node2", folder) == local_listing(tmp_path / "src")
+        assert remote_sha256(cluster, "node2", f"{folder}/app/data.bin") == \
             sha256(tree / "data.bin")
         back = Get(f"{folder}/app", tmp_path / "back", info)
         assert (back.exit_code, back.errors) == (0, {})
@@ -582,7 +584,9 @@ def test_pscp_reaches_hosts_with_and_without_sftp_alike(
         done = Pscp([(str(local), f"{folder}/one/x.bin")],
                     pssh_info(cluster, hosts=["nosftp", "node1"], ssh_config=config))
         assert done.exit_codes == {"nosftp": 0, "node1": 0}, done.errors
-        assert remote_sha256(cluster, "node3", f"{folder}/one/x.bin") == sha256(local)
+        for host in ("node2", "node1"):  # nosftp is node2's second sshd
+            assert remote_sha256(cluster, host, f"{folder}/one/x.bin") == sha256(local)
+        assert names_on(cluster, "node3", folder) == []
 
 
 def test_a_copy_through_the_shell_is_private_until_whole_and_an_interrupt_removes_it(
@@ -598,18 +602,22 @@ def test_a_copy_through_the_shell_is_private_until_whole_and_an_interrupt_remove
                   f"known_hosts={str(tmp_path / 'known_hosts')!r}))\n")
         proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE,
                                 text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+        def on_node2() -> List[str]:  # the copy goes to node2's own /tmp
+            return names_on(cluster, "node2", folder)
         try:
-            assert eventually(lambda: any(n.endswith(".part") for n in os.listdir(folder)),
-                              60, 0.01), "the copy never started"
-            part = next(Path(folder).glob("*.part"))
-            assert stat.S_IMODE(part.stat().st_mode) == 0o600
-            assert not (Path(folder) / "large.bin").exists()
+            assert eventually(lambda: any(n.endswith(".part") for n in on_node2()),
+                              60, 0.05), "the copy never started"
+            part = next(n for n in on_node2() if n.endswith(".part"))
+            mode = openssh(cluster, "node2", f"stat -c %a {shlex.quote(f'{folder}/{part}')}")
+            assert mode.stdout.strip() == "600", mode.stderr
+            assert "large.bin" not in on_node2()
             proc.send_signal(signal.SIGINT)
             _, stderr = proc.communicate(timeout=60)
         finally:
             proc.kill()
         assert "KeyboardInterrupt" in stderr
-        assert os.listdir(folder) == []
+        assert on_node2() == []
 
 
 def test_a_host_refusing_sftp_and_commands_fails_naming_both_ways(
@@ -624,7 +632,8 @@ def test_a_host_refusing_sftp_and_commands_fails_naming_both_ways(
     assert isinstance(error, TransferFailedError)
     assert re.fullmatch(rf"{re.escape(ip)}: no SFTP session \(.+\), and no copy through the "
                         r"shell either \(.+\)", str(error)), str(error)
-    assert not Path("/tmp/fabexec-never-written").exists()
+    nothing = openssh(cluster, "node2", "test ! -e /tmp/fabexec-never-written")
+    assert nothing.returncode == 0, "written on node2"
 
 
 # --------------------------------------------------------------------------- shared nodes
