@@ -275,16 +275,19 @@ def test_scp_and_pscp_copy_paths_to_the_same_paths(any_cluster: Cluster,
         paired.write_text("paired\n")
         first = any_cluster.hosts[0]
         one = Scp(str(same), ssh_info(any_cluster, first))
-        # The sandbox's node sees our file itself there: nothing to copy.
-        shared = isinstance(any_cluster, SandboxCluster)
+        # A sandbox node without a /tmp of its own sees our file itself: nothing to copy.
+        shared = isinstance(any_cluster, SandboxCluster) and not any_cluster.own_folders
         assert (one.exit_codes, one.copied) == ({first: 0}, {first: [] if shared else [str(same)]})
         every = Pscp([(str(paired), f"{folder}/sub/paired.txt")], pssh_info(any_cluster))
         assert every.exit_codes == {h: 0 for h in any_cluster.hosts}, every.errors
         assert openssh(any_cluster, first, f"cat {same}").stdout == "same\n"
+        if not shared:  # Scp went to the first host only
+            for host in any_cluster.hosts[1:]:
+                assert "same.txt" not in names_on(any_cluster, host, folder), host
         for host in any_cluster.hosts:
             assert openssh(any_cluster, host, f"cat {folder}/sub/paired.txt").stdout == \
                 "paired\n"
-    shutil.rmtree(folder, ignore_errors=True)  # the local one, on the docker cluster
+    shutil.rmtree(folder, ignore_errors=True)  # the local one
 
 
 # --------------------------------------------------------------------------- arguments
