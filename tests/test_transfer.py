@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
 from collections import defaultdict
@@ -710,21 +711,40 @@ def test_folder_get_copies_all_but_unreadable_files_and_names_each(
     assert not list((tmp_path / "back").rglob("*.part"))
 
 
+@pytest.fixture()
+def shared_folder(cluster: SandboxCluster) -> Iterator[Path]:
+    """A folder the nodes see as this machine does, owned by the login user.
+
+    Under /srv, which the sandbox's nodes share with this machine (their /tmp is their
+    own), as an NFS home would be; /tmp where only root may write /srv (nodes started
+    by another user share /tmp too).
+    """
+    shared = "/srv" if os.access("/srv", os.W_OK) else None
+    folder = Path(tempfile.mkdtemp(prefix="fabexec-shared-", dir=shared))
+    if os.geteuid() == 0:  # the files are the login user's here as there, as on NFS
+        os.chown(folder, *user_ids(cluster.user))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_pscp_of_a_folder_onto_itself_on_a_shared_filesystem_leaves_it_whole(
-        cluster: SandboxCluster) -> None:
-    """The sandbox's nodes see this machine's files, as nodes see an NFS home: every
+        cluster: SandboxCluster, shared_folder: Path) -> None:
+    """The sandbox's nodes see this machine's /srv, as nodes see an NFS home: every
     host finds its destination to be the source itself, and leaves it be."""
-    with remote_folder(cluster) as folder:
-        tree = make_tree(Path(folder))
-        if os.geteuid() == 0:  # the files are the login user's here as there, as on NFS
-            for path in [tree, *tree.rglob("*")]:
-                os.chown(path, *user_ids(cluster.user), follow_symlinks=False)
-        before = local_listing(tree)
-        done = Pscp(str(tree), pssh_info(cluster))
-        assert done.exit_codes == {h: 0 for h in cluster.hosts}, done.errors
-        assert done.copied == {h: [] for h in cluster.hosts}
-        assert local_listing(tree) == before
-        assert not [p for p in Path(folder).rglob("*") if "fabexec" in p.name]
+    tree = make_tree(shared_folder)
+    if os.geteuid() == 0:
+        for path in [tree, *tree.rglob("*")]:
+            os.chown(path, *user_ids(cluster.user), follow_symlinks=False)
+    before = local_listing(tree)
+    for host, names in remote_names(cluster, str(shared_folder)).items():
+        assert names == ["app"], f"{host} does not share {shared_folder}"
+    done = Pscp(str(tree), pssh_info(cluster))
+    assert done.exit_codes == {h: 0 for h in cluster.hosts}, done.errors
+    assert done.copied == {h: [] for h in cluster.hosts}
+    assert local_listing(tree) == before
+    assert not [p for p in shared_folder.rglob("*") if "fabexec" in p.name]
 
 
 def user_ids(user: str) -> Tuple[int, int]:
