@@ -12,13 +12,10 @@ Here the reading thread itself sends the requests and takes their answers in
 file order, never more than `IN_FLIGHT` outstanding: memory is bounded by
 the window, and the link never idles while the window is full.
 
-paramiko has no public call for a read without waiting for its answer. Its
-own ``SFTPFile`` uses ``SFTPClient._async_request`` (send, register who gets
-the answer), ``SFTPClient._read_response`` (read one answer and hand it to
-the ``_async_response`` of whoever asked) and ``SFTPClient._convert_status``
-(a status as an exception); these three calls live in the three small
-functions at the end of this module, and `SftpReader._async_response` is the
-name paramiko calls back.
+paramiko has no public call for a read without waiting for its answer; the
+calls its own ``SFTPFile`` makes for one are behind `seams.send_sftp_read`,
+`seams.read_sftp_answer` and `seams.raise_sftp_status`, and paramiko hands
+each answer to `SftpReader.answer` (see `seams.SftpAnswers`).
 """
 
 from __future__ import annotations
@@ -26,9 +23,16 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Deque, Dict, Tuple
 
-from paramiko import SFTPClient, SFTPFile
-from paramiko.message import Message
-from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, SFTPError, int64
+from paramiko import Message, SFTPClient, SFTPError, SFTPFile
+
+from .seams import (
+    SFTP_DATA,
+    SFTP_STATUS,
+    SftpAnswers,
+    raise_sftp_status,
+    read_sftp_answer,
+    send_sftp_read,
+)
 
 #: Bytes asked for by one read request. OpenSSH answers up to 255 KiB (64 KiB
 #: before 8.x); a server that answers less is asked again for the rest, and
@@ -42,7 +46,7 @@ IN_FLIGHT = 32
 MIN_REQUEST = 4 << 10
 
 
-class SftpReader:
+class SftpReader(SftpAnswers):
     """A host's file read in order, `IN_FLIGHT` requests ahead, up to ``size`` bytes.
 
     ``size`` is the file's size when the copy began: as with ``scp``, a file
@@ -85,9 +89,9 @@ class SftpReader:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _async_response(self, kind: int, msg: Message, num: int) -> None:
-        """paramiko hands us the answer to request ``num`` (see the module's note);
-        past the end, answers to requests still on their way are dropped."""
+    def answer(self, kind: int, msg: Message, num: int) -> None:
+        """paramiko hands us the answer to request ``num``; past the end,
+        answers to requests still on their way are dropped."""
         if not self._eof:
             self._answers[num] = (kind, msg)
 
@@ -101,15 +105,15 @@ class SftpReader:
             return b""
         num, offset, length = self._pending.popleft()
         while num not in self._answers:
-            _read_one_answer(self._sftp)
+            read_sftp_answer(self._sftp)
         kind, msg = self._answers.pop(num)
-        if kind == CMD_STATUS:
+        if kind == SFTP_STATUS:
             try:
-                _raise_status(self._sftp, msg)
+                raise_sftp_status(self._sftp, msg)
             except EOFError:  # the file is shorter than it was
                 self._eof = True
                 return b""
-        if kind != CMD_DATA:
+        if kind != SFTP_DATA:
             raise SFTPError(f"expected data from the host, got message type {kind}")
         data = msg.get_string()
         if not data:
@@ -117,31 +121,13 @@ class SftpReader:
         elif len(data) < length:  # the server answers less: ask for the rest first
             self._request = max(MIN_REQUEST, len(data))
             rest = (offset + len(data), length - len(data))
-            self._pending.appendleft((_send_read(self._sftp, self, self._remote, *rest), *rest))
+            self._pending.appendleft((send_sftp_read(self._remote, self, *rest), *rest))
         return data
 
     def _fill(self) -> None:
         while len(self._pending) < IN_FLIGHT and self._next < self._size:
             length = min(self._request, self._size - self._next)
-            num = _send_read(self._sftp, self, self._remote, self._next, length)
+            num = send_sftp_read(self._remote, self, self._next, length)
             self._pending.append((num, self._next, length))
             self._next += length
 
-
-# --------------------------------------------------------------------------- paramiko's own
-
-def _send_read(sftp: SFTPClient, reader: SftpReader, remote: SFTPFile, offset: int,
-               length: int) -> int:
-    """Ask for ``length`` bytes at ``offset``; the answer goes to ``reader``."""
-    return sftp._async_request(reader, CMD_READ, remote.handle, int64(offset), int(length))
-
-
-def _read_one_answer(sftp: SFTPClient) -> None:
-    """Wait for the next answer of the session and hand it to whoever asked."""
-    sftp._read_response()
-
-
-def _raise_status(sftp: SFTPClient, msg: Message) -> None:
-    """A status answer as paramiko raises it: EOFError at the end, OSError (with
-    errno where SFTP says which) for a failure."""
-    sftp._convert_status(msg)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import random
 import re
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -181,11 +183,15 @@ def only_on(cluster: Cluster, host: str) -> str:
 
 
 @contextmanager
-def extra_sshd(cluster: SandboxCluster, host: str, folder: Path,
-               settings: str) -> Iterator[Tuple[str, int]]:
+def extra_sshd(cluster: SandboxCluster, host: str, settings: str) -> Iterator[Tuple[str, int]]:
     """A second sshd of ``host`` on a port of its own, with no SFTP subsystem and
-    ``settings`` added; in the node's namespaces where it has its own (its hostname, its
-    view of the files); stopped by its PID."""
+    ``settings`` added; stopped by its PID.
+
+    Where nodes have namespaces of their own it runs in the node's (its hostname, its
+    view of the files, its processes: the sessions it forks are the node's), so its
+    config and log are kept in the node's state folder, which the node sees at the
+    same path as this machine (a folder under this machine's /tmp it does not).
+    """
     ip = cluster.addresses[host][0]
     with socket.socket() as probe:
         probe.bind((ip, 0))
@@ -193,10 +199,14 @@ def extra_sshd(cluster: SandboxCluster, host: str, folder: Path,
     config = (cluster.node_dir(host) / "sshd_config").read_text()
     config = re.sub(r"(?m)^(ListenAddress|PidFile|Subsystem) .*\n", "", config)
     config += f"ListenAddress {ip}:{port}\nPidFile none\n{settings}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"sshd-{port}-", dir=cluster.node_dir(host)))
     (folder / "sshd_config").write_text(config)
-    enter = (["nsenter", "--target", str(cluster.pid(host)), "--uts", "--mount", "--"]
-             if cluster.own_hostnames else [])
+    enter: List[str] = []
+    if cluster.own_hostnames:
+        enter = ["nsenter", "--target", str(cluster.pid(host)), "--uts", "--mount"]
+        # --no-fork: the daemon keeps the PID we start (and stop); what it forks is the node's.
+        enter += ["--pid", "--no-fork"] if cluster.own_processes else []
+        enter.append("--")
     daemon = subprocess.Popen([*enter, str(SSHD), "-D", "-f", str(folder / "sshd_config"),
                                "-E", str(folder / "sshd.log")])
     try:
@@ -209,3 +219,4 @@ def extra_sshd(cluster: SandboxCluster, host: str, folder: Path,
     finally:
         daemon.terminate()
         daemon.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)

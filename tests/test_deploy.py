@@ -14,12 +14,11 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import pwd
 import re
+import shlex
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import time
@@ -245,15 +244,32 @@ def both_users(cluster: sandbox.SandboxCluster, tmp_path: Path) -> Tuple[Target,
     return first, dataclasses.replace(first, ssh_config=config)
 
 
-def owner_and_mode(path: str) -> Tuple[str, str]:
-    found = os.stat(path)
-    return pwd.getpwuid(found.st_uid).pw_name, oct(stat.S_IMODE(found.st_mode))
+def owner_and_mode(cluster: sandbox.SandboxCluster, host: str, path: str) -> Tuple[str, str]:
+    """``path``'s owner and mode (``755``) on ``host``, as OpenSSH finds them there
+    (with sudo: a private folder is another user's)."""
+    done = openssh(cluster, host, f"sudo -n stat -c '%U %a' -- {shlex.quote(path)}")
+    assert done.returncode == 0, f"{host}: {done.stderr}"
+    owner, mode = done.stdout.split()
+    return owner, mode
+
+
+def holds(cluster: sandbox.SandboxCluster, host: str, folder: str) -> List[str]:
+    """What ``folder`` holds on ``host`` (``ls -A`` there, with sudo), sorted."""
+    done = openssh(cluster, host, f"sudo -n ls -A -- {shlex.quote(folder)}")
+    assert done.returncode == 0, f"{host}: {done.stderr}"
+    return sorted(done.stdout.split())
+
+
+def remove_everywhere(cluster: sandbox.SandboxCluster, path: str) -> None:
+    """``path`` removed on every node, whoever made it there (the login user's sudo)."""
+    on_every_host(cluster, lambda host: openssh(cluster, host,
+                                                f"sudo -n rm -rf -- {shlex.quote(path)}"))
 
 
 def test_two_users_push_to_the_same_nodes_one_after_the_other_and_at_once(
         cluster: sandbox.SandboxCluster, tmp_path: Path) -> None:
     """The root where deploys meet is shared as /tmp is; each deploy's folder is its
-    user's alone. (The nodes share this machine's files: checked here directly.)"""
+    user's alone. Checked on each node over OpenSSH: each has a /tmp of its own."""
     if cluster.password_user is None:
         pytest.skip("the sandbox has a second user only when started as root")
     targets = both_users(cluster, tmp_path)
@@ -265,17 +281,24 @@ def test_two_users_push_to_the_same_nodes_one_after_the_other_and_at_once(
         assert [deploy.push().failures() for deploy in after] == [{}, {}]
         with ThreadPoolExecutor(2) as pool:
             assert [step.failures() for step in pool.map(Deployment.push, together)] == [{}, {}]
-        for root in roots:
-            assert owner_and_mode(root)[1] == "0o1777"
-        for deploy, user in zip(after + together, users * 2):
-            assert owner_and_mode(deploy.base) == (user, "0o700")
-            assert owner_and_mode(deploy.folder("node1")) == (user, "0o700")
+        hosts = targets[0].hosts
+        for host in hosts:
+            for root in roots:
+                assert owner_and_mode(cluster, host, root)[1] == "1777", host
+            for deploy, user in zip(after + together, users * 2):
+                assert owner_and_mode(cluster, host, deploy.base) == (user, "700"), host
+                assert owner_and_mode(cluster, host, deploy.folder(host)) == (user, "700")
+                # each host holds its own folder (and the job's), not the others'
+                assert holds(cluster, host, deploy.base) == sorted([host, "job"])
     finally:
         for deploy in after + together:
             deploy.clean()
-    assert [os.listdir(root) for root in roots] == [[], []]
-    for root in roots:
-        os.rmdir(root)
+    try:
+        for host in hosts:
+            assert [holds(cluster, host, root) for root in roots] == [[], []], host
+    finally:
+        for root in roots:
+            remove_everywhere(cluster, root)
 
 
 def test_a_root_another_user_made_private_is_named_with_its_owner(
@@ -285,15 +308,16 @@ def test_a_root_another_user_made_private_is_named_with_its_owner(
         pytest.skip("the sandbox has a second user only when started as root")
     first, second = both_users(cluster, tmp_path)
     root = f"/tmp/fabexec-deploy-{uuid.uuid4().hex}"
-    os.mkdir(root, 0o755)
-    shutil.chown(root, cluster.user)
+    made = on_every_host(cluster, lambda host: openssh(cluster, host, f"mkdir -m 755 {root}"))
     try:
+        assert all(done.returncode == 0 for done in made.values()), made
         step = Deployment(second, remote_root=root, out=io.StringIO()).push()
     finally:
-        os.rmdir(root)
+        remove_everywhere(cluster, root)
     assert set(step.failures()) == {"node1", "node2"}
-    assert f"{root} belongs to {cluster.user}, mode 755, which {cluster.password_user} " \
-           "cannot write: give --remote-dir" in step.failures()["node1"]
+    for host in ("node1", "node2"):
+        assert f"{root} belongs to {cluster.user}, mode 755, which {cluster.password_user} " \
+               "cannot write: give --remote-dir" in step.failures()[host]
 
 
 @pytest.mark.timeout(DEPLOY_TIMEOUT + 30)
@@ -312,7 +336,7 @@ def test_inv_deploy_as_a_second_user_on_nodes_without_sftp_passes_every_step(
     with ExitStack() as daemons:
         blocks = []
         for host in cluster.hosts:
-            ip, port = daemons.enter_context(extra_sshd(cluster, host, tmp_path / host, ""))
+            ip, port = daemons.enter_context(extra_sshd(cluster, host, ""))
             blocks.append(f"Host {host}\n    HostName {ip}\n    Port {port}\n"
                           f"    UserKnownHostsFile {tmp_path / 'known_hosts'}\n"
                           "    StrictHostKeyChecking no\n")
@@ -329,9 +353,10 @@ def test_inv_deploy_as_a_second_user_on_nodes_without_sftp_passes_every_step(
         steps = ["push", "start", "ready", "mpi", "stop", "logs", "clean"]
         assert summary_rows(done.stdout) == {host: dict.fromkeys(steps, "OK")
                                              for host in cluster.hosts}
-        assert os.listdir(root) == []
+        assert on_every_host(cluster, lambda host: holds(cluster, host, root)) == \
+            dict.fromkeys(cluster.hosts, [])
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        remove_everywhere(cluster, root)
 
 
 # --------------------------------------------------------------------------- the service

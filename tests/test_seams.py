@@ -23,7 +23,8 @@ from typing import Any, Callable, Dict, Iterator, List, Set, Tuple
 import pytest
 from invoke.config import DataProxy
 from invoke.runners import Runner
-from paramiko import SFTPFile, SSHConfig, Transport
+from paramiko import Message, SFTPClient, SFTPFile, SSHConfig, Transport
+from paramiko.sftp import SFTP_EOF, SFTP_NO_SUCH_FILE, SFTP_OK
 
 import fabexec
 from fabexec import connections, seams
@@ -57,6 +58,22 @@ def listed() -> Dict[str, str]:
         for name in names:
             entries[name] = paragraph
     return entries
+
+
+def _status_raises(code: int, error: Any) -> bool:
+    """Whether paramiko's ``_convert_status`` raises ``error`` (None: nothing) at
+    a status answer of ``code``."""
+    msg = Message()
+    msg.add_int(code)
+    msg.add_string("a status")
+    msg.add_string("")
+    msg.rewind()
+    client = SFTPClient.__new__(SFTPClient)  # the method reads only the message
+    try:
+        client._convert_status(msg)  # type: ignore[attr-defined]
+    except Exception as raised:  # noqa: BLE001 - which one is the question
+        return error is not None and isinstance(raised, error)
+    return error is None
 
 
 def _probed_by_data_proxy(name: str) -> Callable[[], bool]:
@@ -97,10 +114,36 @@ CHECKS: Dict[str, Tuple[Callable[[], bool], str]] = {
         == "(self, match_list, target_hostname, canonical, final, options)"
         and "self._does_match(" in source(SSHConfig._lookup)),
         "_lookup asks _does_match(match_list, ...) of each block"),
-    "paramiko.SFTPFile._prefetch_thread": (lambda: (
-        parameters(SFTPFile._prefetch_thread) == "(self, chunks, max_concurrent_requests)"
-        and "target=self._prefetch_thread" in source(SFTPFile._start_prefetch)),
-        "prefetch starts the file's own _prefetch_thread(chunks, max_concurrent_requests)"),
+    "paramiko.SFTPClient._async_request": (lambda: (
+        parameters(SFTPClient._async_request) == "(self, fileobj, t, *args)"
+        and "self._expecting[num] = fileobj" in source(SFTPClient._async_request)
+        and "self.sftp._async_request(" in source(SFTPFile)),
+        "_async_request(fileobj, t, *args) sends a request and registers who gets its answer,"
+        " as SFTPFile does"),
+    "paramiko.SFTPClient._read_response": (lambda: (
+        parameters(SFTPClient._read_response) == "(self, waitfor=None)"
+        and "fileobj._async_response(t, msg, num)" in source(SFTPClient._read_response)),
+        "_read_response() reads one answer and hands it to _async_response(t, msg, num)"),
+    "paramiko.SFTPClient._convert_status": (lambda: (
+        parameters(SFTPClient._convert_status) == "(self, msg)"
+        and _status_raises(SFTP_EOF, EOFError) and _status_raises(SFTP_NO_SUCH_FILE, OSError)
+        and _status_raises(SFTP_OK, None)),
+        "_convert_status(msg) raises EOFError at the end, OSError for a failure"),
+    "paramiko.SFTPFile._async_response": (lambda: (
+        parameters(SFTPFile._async_response) == "(self, t, msg, num)"
+        and "fileobj._async_response(t, msg, num)" in source(SFTPClient._read_response)),
+        "the answer to an asynchronous request goes to the asker's _async_response(t, msg, num)"),
+    "paramiko.sftp.CMD_READ": (lambda: importlib.import_module("paramiko.sftp").CMD_READ == 5,
+                               "CMD_READ is SSH_FXP_READ (5)"),
+    "paramiko.sftp.CMD_DATA": (lambda: importlib.import_module("paramiko.sftp").CMD_DATA == 103,
+                               "CMD_DATA is SSH_FXP_DATA (103)"),
+    "paramiko.sftp.CMD_STATUS": (lambda: (
+        importlib.import_module("paramiko.sftp").CMD_STATUS == 101),
+        "CMD_STATUS is SSH_FXP_STATUS (101)"),
+    "paramiko.sftp.int64": (lambda: (
+        issubclass(importlib.import_module("paramiko.sftp").int64, int)
+        and "isinstance(item, int64)" in source(SFTPClient._async_request)),
+        "an int64 argument of _async_request is sent as 64 bits (a file offset)"),
     "invoke.config.DataProxy._root": (
         _probed_by_data_proxy("_root"), "DataProxy probes _root with hasattr/getattr"),
     "invoke.config.DataProxy._keypath": (

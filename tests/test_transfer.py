@@ -18,9 +18,9 @@ import shlex
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
 from collections import defaultdict
@@ -74,13 +74,16 @@ def remote_folder(cluster: Cluster) -> Iterator[str]:
         on_every_host(cluster, lambda host: openssh(cluster, host, f"rm -rf {folder}"))
 
 
+def names_on(cluster: Cluster, host: str, folder: str) -> List[str]:
+    """What ``folder`` holds on ``host`` (``ls -A`` there), sorted."""
+    done = openssh(cluster, host, f"ls -A {shlex.quote(folder)}")
+    assert done.returncode == 0, f"{host}: {done.stderr}"
+    return sorted(done.stdout.split())
+
+
 def remote_names(cluster: Cluster, folder: str) -> Dict[str, List[str]]:
-    """What ``folder`` holds on each node (``ls -A`` there), sorted."""
-    def names(host: str) -> List[str]:
-        done = openssh(cluster, host, f"ls -A {shlex.quote(folder)}")
-        assert done.returncode == 0, f"{host}: {done.stderr}"
-        return sorted(done.stdout.split())
-    return on_every_host(cluster, names)
+    """What ``folder`` holds on each node, sorted."""
+    return on_every_host(cluster, lambda host: names_on(cluster, host, folder))
 
 
 def remote_sha256(cluster: Cluster, host: str, path: str) -> str:
@@ -273,16 +276,19 @@ def test_scp_and_pscp_copy_paths_to_the_same_paths(any_cluster: Cluster,
         paired.write_text("paired\n")
         first = any_cluster.hosts[0]
         one = Scp(str(same), ssh_info(any_cluster, first))
-        # The sandbox's node sees our file itself there: nothing to copy.
-        shared = isinstance(any_cluster, SandboxCluster)
+        # A sandbox node without a /tmp of its own sees our file itself: nothing to copy.
+        shared = isinstance(any_cluster, SandboxCluster) and not any_cluster.own_folders
         assert (one.exit_codes, one.copied) == ({first: 0}, {first: [] if shared else [str(same)]})
         every = Pscp([(str(paired), f"{folder}/sub/paired.txt")], pssh_info(any_cluster))
         assert every.exit_codes == {h: 0 for h in any_cluster.hosts}, every.errors
         assert openssh(any_cluster, first, f"cat {same}").stdout == "same\n"
+        if not shared:  # Scp went to the first host only
+            for host in any_cluster.hosts[1:]:
+                assert "same.txt" not in names_on(any_cluster, host, folder), host
         for host in any_cluster.hosts:
             assert openssh(any_cluster, host, f"cat {folder}/sub/paired.txt").stdout == \
                 "paired\n"
-    shutil.rmtree(folder, ignore_errors=True)  # the local one, on the docker cluster
+    shutil.rmtree(folder, ignore_errors=True)  # the local one
 
 
 # --------------------------------------------------------------------------- arguments
@@ -537,7 +543,7 @@ def test_a_host_answering_less_than_asked_still_gives_the_whole_file(
 @pytest.fixture()
 def no_sftp(cluster: SandboxCluster, tmp_path: Path) -> Iterator[Tuple[str, int]]:
     """node2's files through an sshd that has no SFTP subsystem."""
-    with extra_sshd(cluster, "node2", tmp_path / "no-sftp", "") as address:
+    with extra_sshd(cluster, "node2", "") as address:
         yield address
 
 
@@ -559,8 +565,8 @@ def test_put_and_get_without_sftp_go_through_the_shell_byte_exact(
         sent = Put(tree, f"{folder}/", info)
         assert (sent.exit_code, sent.errors) == (0, {})
         assert len(sent.copied[ip]) == 6
-        assert remote_listing(cluster, "node1", folder) == local_listing(tmp_path / "src")
-        assert remote_sha256(cluster, "node1", f"{folder}/app/data.bin") == \
+        assert remote_listing(cluster, "node2", folder) == local_listing(tmp_path / "src")
+        assert remote_sha256(cluster, "node2", f"{folder}/app/data.bin") == \
             sha256(tree / "data.bin")
         back = Get(f"{folder}/app", tmp_path / "back", info)
         assert (back.exit_code, back.errors) == (0, {})
@@ -582,7 +588,9 @@ def test_pscp_reaches_hosts_with_and_without_sftp_alike(
         done = Pscp([(str(local), f"{folder}/one/x.bin")],
                     pssh_info(cluster, hosts=["nosftp", "node1"], ssh_config=config))
         assert done.exit_codes == {"nosftp": 0, "node1": 0}, done.errors
-        assert remote_sha256(cluster, "node3", f"{folder}/one/x.bin") == sha256(local)
+        for host in ("node2", "node1"):  # nosftp is node2's second sshd
+            assert remote_sha256(cluster, host, f"{folder}/one/x.bin") == sha256(local)
+        assert names_on(cluster, "node3", folder) == []
 
 
 def test_a_copy_through_the_shell_is_private_until_whole_and_an_interrupt_removes_it(
@@ -598,23 +606,27 @@ def test_a_copy_through_the_shell_is_private_until_whole_and_an_interrupt_remove
                   f"known_hosts={str(tmp_path / 'known_hosts')!r}))\n")
         proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE,
                                 text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+        def on_node2() -> List[str]:  # the copy goes to node2's own /tmp
+            return names_on(cluster, "node2", folder)
         try:
-            assert eventually(lambda: any(n.endswith(".part") for n in os.listdir(folder)),
-                              60, 0.01), "the copy never started"
-            part = next(Path(folder).glob("*.part"))
-            assert stat.S_IMODE(part.stat().st_mode) == 0o600
-            assert not (Path(folder) / "large.bin").exists()
+            assert eventually(lambda: any(n.endswith(".part") for n in on_node2()),
+                              60, 0.05), "the copy never started"
+            part = next(n for n in on_node2() if n.endswith(".part"))
+            mode = openssh(cluster, "node2", f"stat -c %a {shlex.quote(f'{folder}/{part}')}")
+            assert mode.stdout.strip() == "600", mode.stderr
+            assert "large.bin" not in on_node2()
             proc.send_signal(signal.SIGINT)
             _, stderr = proc.communicate(timeout=60)
         finally:
             proc.kill()
         assert "KeyboardInterrupt" in stderr
-        assert os.listdir(folder) == []
+        assert on_node2() == []
 
 
 def test_a_host_refusing_sftp_and_commands_fails_naming_both_ways(
         cluster: SandboxCluster, tmp_path: Path) -> None:
-    with extra_sshd(cluster, "node2", tmp_path / "closed", "ForceCommand /bin/false\n") as address:
+    with extra_sshd(cluster, "node2", "ForceCommand /bin/false\n") as address:
         local = tmp_path / "x.txt"
         local.write_text("x\n")
         done = Put(local, "/tmp/fabexec-never-written", no_sftp_info(cluster, address, tmp_path))
@@ -624,7 +636,8 @@ def test_a_host_refusing_sftp_and_commands_fails_naming_both_ways(
     assert isinstance(error, TransferFailedError)
     assert re.fullmatch(rf"{re.escape(ip)}: no SFTP session \(.+\), and no copy through the "
                         r"shell either \(.+\)", str(error)), str(error)
-    assert not Path("/tmp/fabexec-never-written").exists()
+    nothing = openssh(cluster, "node2", "test ! -e /tmp/fabexec-never-written")
+    assert nothing.returncode == 0, "written on node2"
 
 
 # --------------------------------------------------------------------------- shared nodes
@@ -637,7 +650,7 @@ def test_folders_a_copy_makes_are_private_to_the_user(cluster: SandboxCluster, t
     local = tmp_path / "x.txt"
     local.write_text("x\n")
     with remote_folder(cluster) as folder, \
-            extra_sshd(cluster, "node2", tmp_path / "sshd", "") as address:
+            extra_sshd(cluster, "node2", "") as address:
         info = ssh_info(cluster, "node2") if through == "sftp" else \
             no_sftp_info(cluster, address, tmp_path)
         done = Put(local, f"{folder}/a/b/c/", info)
@@ -698,21 +711,40 @@ def test_folder_get_copies_all_but_unreadable_files_and_names_each(
     assert not list((tmp_path / "back").rglob("*.part"))
 
 
+@pytest.fixture()
+def shared_folder(cluster: SandboxCluster) -> Iterator[Path]:
+    """A folder the nodes see as this machine does, owned by the login user.
+
+    Under /srv, which the sandbox's nodes share with this machine (their /tmp is their
+    own), as an NFS home would be; /tmp where only root may write /srv (nodes started
+    by another user share /tmp too).
+    """
+    shared = "/srv" if os.access("/srv", os.W_OK) else None
+    folder = Path(tempfile.mkdtemp(prefix="fabexec-shared-", dir=shared))
+    if os.geteuid() == 0:  # the files are the login user's here as there, as on NFS
+        os.chown(folder, *user_ids(cluster.user))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_pscp_of_a_folder_onto_itself_on_a_shared_filesystem_leaves_it_whole(
-        cluster: SandboxCluster) -> None:
-    """The sandbox's nodes see this machine's files, as nodes see an NFS home: every
+        cluster: SandboxCluster, shared_folder: Path) -> None:
+    """The sandbox's nodes see this machine's /srv, as nodes see an NFS home: every
     host finds its destination to be the source itself, and leaves it be."""
-    with remote_folder(cluster) as folder:
-        tree = make_tree(Path(folder))
-        if os.geteuid() == 0:  # the files are the login user's here as there, as on NFS
-            for path in [tree, *tree.rglob("*")]:
-                os.chown(path, *user_ids(cluster.user), follow_symlinks=False)
-        before = local_listing(tree)
-        done = Pscp(str(tree), pssh_info(cluster))
-        assert done.exit_codes == {h: 0 for h in cluster.hosts}, done.errors
-        assert done.copied == {h: [] for h in cluster.hosts}
-        assert local_listing(tree) == before
-        assert not [p for p in Path(folder).rglob("*") if "fabexec" in p.name]
+    tree = make_tree(shared_folder)
+    if os.geteuid() == 0:
+        for path in [tree, *tree.rglob("*")]:
+            os.chown(path, *user_ids(cluster.user), follow_symlinks=False)
+    before = local_listing(tree)
+    for host, names in remote_names(cluster, str(shared_folder)).items():
+        assert names == ["app"], f"{host} does not share {shared_folder}"
+    done = Pscp(str(tree), pssh_info(cluster))
+    assert done.exit_codes == {h: 0 for h in cluster.hosts}, done.errors
+    assert done.copied == {h: [] for h in cluster.hosts}
+    assert local_listing(tree) == before
+    assert not [p for p in shared_folder.rglob("*") if "fabexec" in p.name]
 
 
 def user_ids(user: str) -> Tuple[int, int]:
