@@ -378,7 +378,9 @@ def test_awkward_env_value_reaches_every_rank_exactly(launcher: tuple) -> None:
     job = MpiJob(
         "printenv FABEXEC_AWKWARD", nprocs=3, env={"FABEXEC_AWKWARD": AWKWARD}, mpiexec=path
     )
-    assert _run(flavor, job) == (AWKWARD + "\n") * 3
+    # Each rank prints two lines (the value holds a newline); launchers forward whole
+    # lines but may interleave ranks' lines (Open MPI does under load).
+    assert sorted(_run(flavor, job).splitlines()) == sorted(AWKWARD.splitlines() * 3)
 
 
 def test_hosts_by_name_with_slots(launcher: tuple) -> None:
