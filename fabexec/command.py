@@ -63,7 +63,7 @@ def shell_script(
     if env:
         lines.append("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()))
     if cwd is not None:
-        lines.append(f"cd -- {shlex.quote(os.fspath(cwd))} || exit 1")
+        lines.append(f"cd -- {cd_target(os.fspath(cwd))} || exit 1")
     lines.append(script_of(cmd))
     script = "\n".join(lines)
     if not sudo:
@@ -82,6 +82,20 @@ def shell_script(
     # the reaper could not find the command's processes.
     return f"{shlex.join(['sudo', *flags])} {TAG_VAR}=\"${TAG_VAR}\" " \
            f"{shlex.join(['bash', '-c', script])}"
+
+
+def cd_target(cwd: str) -> str:
+    """``cwd`` as ``cd`` should read it, quoted: on the host that runs the command.
+
+    ``~`` and ``~/...`` are that host's home, as `Put` and `Get` read them; a
+    relative folder starts with ``./``, so that ``-`` is a folder named ``-``
+    (not ``$OLDPWD``) and ``$CDPATH`` is not searched.
+    """
+    if cwd == "~" or cwd.startswith("~/"):
+        return '"$HOME"' + (shlex.quote(cwd[1:]) if len(cwd) > 1 else "")
+    if not cwd.startswith("/"):
+        cwd = "./" + cwd
+    return shlex.quote(cwd)
 
 
 def sudo_line(script: str, sudo_password: bool) -> str:

@@ -36,7 +36,7 @@ class LocalExecutor:
     def __init__(self, cmd: Command, info: ExecInfo, script: Optional[str] = None,
                  host: str = LOCALHOST, stdin: Optional[StdinSource] = None) -> None:
         self.info = info
-        if info.cwd is not None and not os.path.isdir(info.cwd):
+        if info.cwd is not None and not os.path.isdir(os.path.expanduser(info.cwd)):
             raise PathNotFoundError("cwd", os.fspath(info.cwd), "no such folder")
         self.cmd = script or shell_script(cmd, info.env, info.cwd, info.sudo, info.sudoenv,
                                           info.sudo_password is not None)

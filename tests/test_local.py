@@ -420,3 +420,11 @@ def test_async_commands_dropped_without_wait_are_reaped() -> None:
             left = f.read().split()
         return not left and len(os.listdir("/proc/self/fd")) <= before + 1
     assert eventually(settled)
+
+
+def test_cwd_tilde_is_the_home_and_dash_a_folder_named_dash(tmp_path: Path,
+                                                           monkeypatch: Any) -> None:
+    (tmp_path / "-").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert out("pwd", cwd="-") == f"{tmp_path}/-\n"
+    assert out("pwd", cwd="~") == f"{os.path.expanduser('~')}\n"

@@ -23,6 +23,7 @@ from fabexec.errors import HostfileError
 from fabexec.sandbox import Cluster
 from tests.clusters import (
     expected_hostname,
+    openssh,
     random_binary_command,
     remote_sha256,
     ssh_info,
@@ -248,3 +249,18 @@ def test_sudoenv_is_seen_by_its_effect_on_the_login_environment(cluster: Cluster
     reset = Exec(probe, ssh_info(cluster, host, sudo=True, sudoenv=False))
     assert (kept.stdout[host], reset.stdout[host]) == ("0 kept\n", "0 \n"), (kept.stderr,
                                                                             reset.stderr)
+
+
+def test_cwd_tilde_is_the_hosts_home_and_dash_a_folder_named_dash(cluster: Cluster) -> None:
+    host = cluster.hosts[0]
+    assert openssh(cluster, host, "mkdir -p ~/-/inner").returncode == 0
+    try:
+        home = Exec("pwd", ssh_info(cluster, host, cwd="~"))
+        dash = Exec("pwd", ssh_info(cluster, host, cwd="-"))
+        inner = Exec("pwd", ssh_info(cluster, host, cwd="~/-/inner"))
+        expected = openssh(cluster, host, "echo $HOME").stdout
+        assert home.stdout[host] == expected
+        assert dash.stdout[host] == expected.rstrip("\n") + "/-\n"
+        assert inner.stdout[host] == expected.rstrip("\n") + "/-/inner\n"
+    finally:
+        openssh(cluster, host, "rm -rf ~/-")
