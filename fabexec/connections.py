@@ -486,11 +486,6 @@ class ConnectionPool:
         for cxn in connections:
             cxn.close()
 
-    def __len__(self) -> int:
-        """How many connections the pool holds (open or not)."""
-        with self._lock:
-            return len(self._cache)
-
 
 #: The process's pool (``fabexec.connection_pool``).
 pool = ConnectionPool()
