@@ -23,7 +23,8 @@ from typing import Any, List, Set
 #: an async command the caller dropped is still running, and must still be
 #: ended on an interrupt.
 _running: Set[Any] = set()
-_lock = threading.Lock()
+#: Reentrant: the SIGTERM handler takes it in the main thread, which may hold it already.
+_lock = threading.RLock()
 _installed = False
 _interrupted = False
 
