@@ -28,15 +28,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence, Tuple
@@ -210,32 +209,14 @@ class Bench:
                     entry.unlink()
 
 
-def start_no_sftp_sshd(cluster: sandbox.SandboxCluster, folder: Path
-                       ) -> Tuple[subprocess.Popen, str]:
-    """node1's sshd again, on a port of its own, with no SFTP subsystem; an ssh_config
-    block ``nosftp`` that reaches it."""
-    host = cluster.hosts[0]
-    ip = cluster.addresses[host][0]
-    with socket.socket() as probe:
-        probe.bind((ip, 0))
-        port = probe.getsockname()[1]
-    config = (cluster.node_dir(host) / "sshd_config").read_text()
-    config = re.sub(r"(?m)^(ListenAddress|PidFile|Subsystem) .*\n", "", config)
-    (folder / "sshd_config").write_text(config + f"ListenAddress {ip}:{port}\nPidFile none\n")
-    daemon = subprocess.Popen([str(sandbox.SSHD), "-D", "-f", str(folder / "sshd_config"),
-                               "-E", str(folder / "sshd.log")])
-    for _ in range(500):
-        with socket.socket() as s:
-            if s.connect_ex((ip, port)) == 0:
-                break
-        if daemon.poll() is not None:
-            raise BenchError(f"the sshd without SFTP exited: {(folder / 'sshd.log').read_text()}")
-        time.sleep(0.02)
-    block = (f"Host nosftp\n    HostName {ip}\n    Port {port}\n    User {cluster.user}\n"
-             f"    IdentityFile {cluster.key}\n    IdentitiesOnly yes\n"
-             f"    UserKnownHostsFile {folder / 'known_hosts'}\n"
-             "    StrictHostKeyChecking no\n    KexAlgorithms curve25519-sha256\n\n")
-    return daemon, block
+def no_sftp_block(cluster: sandbox.SandboxCluster, address: Tuple[str, int], folder: Path
+                  ) -> str:
+    """An ssh_config block ``nosftp`` that reaches a second sshd of a node, without SFTP."""
+    ip, port = address
+    return (f"Host nosftp\n    HostName {ip}\n    Port {port}\n    User {cluster.user}\n"
+            f"    IdentityFile {cluster.key}\n    IdentitiesOnly yes\n"
+            f"    UserKnownHostsFile {folder / 'known_hosts'}\n"
+            "    StrictHostKeyChecking no\n    KexAlgorithms curve25519-sha256\n\n")
 
 
 def make_bench(cluster: sandbox.SandboxCluster, folder: Path, no_sftp_block: str) -> Bench:
@@ -322,14 +303,17 @@ HEADER = ["copy", "against", "fabexec s", "baseline s", "ratio", "fabexec peak M
 
 
 def main(sections: Sequence[str]) -> int:
-    folder = Path(tempfile.mkdtemp(prefix="fabexec-bench-transfer-"))
+    # Under /srv, which the sandbox's nodes share with this machine (their /tmp is their
+    # own): the sources they read and the folder they write are the same files here.
+    shared = "/srv" if os.access("/srv", os.W_OK) else None
+    folder = Path(tempfile.mkdtemp(prefix="fabexec-bench-transfer-", dir=shared))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` tears down
     started = time.monotonic()
-    daemon = None
+    daemons = ExitStack()
     try:
         cluster = sandbox.up(NODES, state_dir=folder / "sandbox")
-        daemon, block = start_no_sftp_sshd(cluster, folder)
-        bench = make_bench(cluster, folder, block)
+        address = daemons.enter_context(sandbox.second_sshd(cluster, cluster.hosts[0]))
+        bench = make_bench(cluster, folder, no_sftp_block(cluster, address, folder))
         print(f"fabexec copy benchmark: {NODES} sandbox nodes up in "
               f"{time.monotonic() - started:.1f} s; {os.cpu_count()} CPUs shared with the "
               f"daemons, load average {os.getloadavg()[0]:.1f} at start")
@@ -353,9 +337,7 @@ def main(sections: Sequence[str]) -> int:
         print(f"\nload average {os.getloadavg()[0]:.1f} at the end; "
               f"total {time.monotonic() - started:.0f} s")
     finally:
-        if daemon is not None:
-            daemon.terminate()
-            daemon.wait(10)
+        daemons.close()
         sandbox.down(folder / "sandbox")
         shutil.rmtree(folder, ignore_errors=True)
     return 0

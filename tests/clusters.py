@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import random
 import re
-import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
 from fabexec import PsshExecInfo, SshExecInfo
-from fabexec.sandbox import SSHD, Cluster, SandboxCluster
+from fabexec.sandbox import Cluster
 
 #: A loopback address the sandbox never gives a node (see `fabexec.sandbox.loopback_ips`):
 #: the tests' own fake hosts live there.
@@ -180,43 +177,3 @@ def only_on(cluster: Cluster, host: str) -> str:
     if cluster.own_hostnames:
         return f'[ "$(hostname)" = {host} ]'
     return f'( set -- $SSH_CONNECTION; [ "$3" = {cluster.addresses[host][0]} ] )'
-
-
-@contextmanager
-def extra_sshd(cluster: SandboxCluster, host: str, settings: str) -> Iterator[Tuple[str, int]]:
-    """A second sshd of ``host`` on a port of its own, with no SFTP subsystem and
-    ``settings`` added; stopped by its PID.
-
-    Where nodes have namespaces of their own it runs in the node's (its hostname, its
-    view of the files, its processes: the sessions it forks are the node's), so its
-    config and log are kept in the node's state folder, which the node sees at the
-    same path as this machine (a folder under this machine's /tmp it does not).
-    """
-    ip = cluster.addresses[host][0]
-    with socket.socket() as probe:
-        probe.bind((ip, 0))
-        port = probe.getsockname()[1]
-    config = (cluster.node_dir(host) / "sshd_config").read_text()
-    config = re.sub(r"(?m)^(ListenAddress|PidFile|Subsystem) .*\n", "", config)
-    config += f"ListenAddress {ip}:{port}\nPidFile none\n{settings}"
-    folder = Path(tempfile.mkdtemp(prefix=f"sshd-{port}-", dir=cluster.node_dir(host)))
-    (folder / "sshd_config").write_text(config)
-    enter: List[str] = []
-    if cluster.own_hostnames:
-        enter = ["nsenter", "--target", str(cluster.pid(host)), "--uts", "--mount"]
-        # --no-fork: the daemon keeps the PID we start (and stop); what it forks is the node's.
-        enter += ["--pid", "--no-fork"] if cluster.own_processes else []
-        enter.append("--")
-    daemon = subprocess.Popen([*enter, str(SSHD), "-D", "-f", str(folder / "sshd_config"),
-                               "-E", str(folder / "sshd.log")])
-    try:
-        def listening() -> bool:
-            assert daemon.poll() is None, (folder / "sshd.log").read_text()
-            with socket.socket() as s:
-                return s.connect_ex((ip, port)) == 0
-        assert eventually(listening, 10, 0.05), f"no sshd on {ip}:{port}"
-        yield ip, port
-    finally:
-        daemon.terminate()
-        daemon.wait(10)
-        shutil.rmtree(folder, ignore_errors=True)

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import socket
-import subprocess
-import time
 from pathlib import Path
 from typing import Iterator, Tuple
 
@@ -25,33 +21,11 @@ def test_connections_negotiate_aes_gcm(cluster: sandbox.SandboxCluster) -> None:
 
 
 @pytest.fixture()
-def ctr_only_sshd(cluster: sandbox.SandboxCluster, tmp_path: Path
-                  ) -> Iterator[Tuple[str, int]]:
+def ctr_only_sshd(cluster: sandbox.SandboxCluster) -> Iterator[Tuple[str, int]]:
     """A second sshd of node 1, on a port of its own, offering AES-CTR ciphers only."""
-    host = cluster.hosts[0]
-    ip = cluster.addresses[host][0]
-    with socket.socket() as probe:
-        probe.bind((ip, 0))
-        port = probe.getsockname()[1]
-    config = (cluster.node_dir(host) / "sshd_config").read_text()
-    config = re.sub(r"(?m)^(ListenAddress|PidFile) .*\n", "", config)
-    config += f"ListenAddress {ip}:{port}\nPidFile none\nCiphers aes128-ctr,aes256-ctr\n"
-    (tmp_path / "sshd_config").write_text(config)
-    daemon = subprocess.Popen([str(sandbox.SSHD), "-D", "-f", str(tmp_path / "sshd_config"),
-                               "-E", str(tmp_path / "sshd.log")])
-    try:
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex((ip, port)) == 0:
-                    break
-            assert daemon.poll() is None, (tmp_path / "sshd.log").read_text()
-            time.sleep(0.05)
-        else:
-            pytest.fail(f"the CTR-only sshd does not listen on {ip}:{port} after 5 s")
-        yield ip, port
-    finally:
-        daemon.terminate()
-        daemon.wait(10)
+    with sandbox.second_sshd(cluster, cluster.hosts[0], "Ciphers aes128-ctr,aes256-ctr\n") \
+            as address:
+        yield address
 
 
 def test_a_server_without_gcm_gets_ctr_with_hmac(cluster: sandbox.SandboxCluster,

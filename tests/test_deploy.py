@@ -33,8 +33,8 @@ import pytest
 from examples.kvstore.deploy import Deployment, Target
 from examples.kvstore.kvstore import Client
 from fabexec import sandbox
-from fabexec.sandbox import SandboxCluster
-from tests.clusters import extra_sshd, on_every_host, openssh
+from fabexec.sandbox import SandboxCluster, second_sshd
+from tests.clusters import on_every_host, openssh
 
 ROOT = Path(__file__).resolve().parent.parent
 KVSTORE = ROOT / "examples" / "kvstore"
@@ -336,7 +336,7 @@ def test_inv_deploy_as_a_second_user_on_nodes_without_sftp_passes_every_step(
     with ExitStack() as daemons:
         blocks = []
         for host in cluster.hosts:
-            ip, port = daemons.enter_context(extra_sshd(cluster, host, ""))
+            ip, port = daemons.enter_context(second_sshd(cluster, host, ""))
             blocks.append(f"Host {host}\n    HostName {ip}\n    Port {port}\n"
                           f"    UserKnownHostsFile {tmp_path / 'known_hosts'}\n"
                           "    StrictHostKeyChecking no\n")

@@ -39,12 +39,11 @@ from fabexec.errors import (
     TransferFailedError,
     UnreachableError,
 )
-from fabexec.sandbox import Cluster, SandboxCluster
+from fabexec.sandbox import Cluster, SandboxCluster, second_sshd
 from fabexec.transfer import Get, Pscp, Put, Scp
 from tests.clusters import (
     SPARE_IP,
     eventually,
-    extra_sshd,
     host_block,
     on_every_host,
     openssh,
@@ -543,7 +542,7 @@ def test_a_host_answering_less_than_asked_still_gives_the_whole_file(
 @pytest.fixture()
 def no_sftp(cluster: SandboxCluster, tmp_path: Path) -> Iterator[Tuple[str, int]]:
     """node2's files through an sshd that has no SFTP subsystem."""
-    with extra_sshd(cluster, "node2", "") as address:
+    with second_sshd(cluster, "node2", "") as address:
         yield address
 
 
@@ -626,7 +625,7 @@ def test_a_copy_through_the_shell_is_private_until_whole_and_an_interrupt_remove
 
 def test_a_host_refusing_sftp_and_commands_fails_naming_both_ways(
         cluster: SandboxCluster, tmp_path: Path) -> None:
-    with extra_sshd(cluster, "node2", "ForceCommand /bin/false\n") as address:
+    with second_sshd(cluster, "node2", "ForceCommand /bin/false\n") as address:
         local = tmp_path / "x.txt"
         local.write_text("x\n")
         done = Put(local, "/tmp/fabexec-never-written", no_sftp_info(cluster, address, tmp_path))
@@ -650,7 +649,7 @@ def test_folders_a_copy_makes_are_private_to_the_user(cluster: SandboxCluster, t
     local = tmp_path / "x.txt"
     local.write_text("x\n")
     with remote_folder(cluster) as folder, \
-            extra_sshd(cluster, "node2", "") as address:
+            second_sshd(cluster, "node2", "") as address:
         info = ssh_info(cluster, "node2") if through == "sftp" else \
             no_sftp_info(cluster, address, tmp_path)
         done = Put(local, f"{folder}/a/b/c/", info)

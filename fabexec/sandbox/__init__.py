@@ -41,6 +41,7 @@ from .nodes import (
     default_state_dir,
     down,
     loopback_ips,
+    second_sshd,
     up,
 )
 from .software import PASSWORD_FILE, PASSWORD_USER, SSHD, SUDO, SUDOERS_FILE, USER
@@ -63,5 +64,6 @@ __all__ = [
     "default_state_dir",
     "down",
     "loopback_ips",
+    "second_sshd",
     "up",
 ]

@@ -15,7 +15,9 @@ import shlex
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
+from contextlib import contextmanager
 from itertools import chain, islice
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -408,6 +410,46 @@ def _launch(cluster: SandboxCluster) -> Dict[str, int]:
     if len(pids) != len(cluster.hosts):
         raise SandboxError(f"started {len(pids)} of {len(cluster.hosts)} sshd daemons")
     return pids
+
+
+@contextmanager
+def second_sshd(cluster: SandboxCluster, host: str, settings: str = "",
+                timeout: float = START_TIMEOUT) -> Iterator[Tuple[str, int]]:
+    """A second sshd of ``host`` on a port of its own, without the SFTP subsystem and
+    with ``settings`` added (``Ciphers ...``, ``ForceCommand ...``); stopped by its PID.
+
+    Where nodes have namespaces of their own it runs in the node's (its hostname, its
+    files, its processes: the sessions it forks are the node's), so its config and
+    log are kept in the node's state folder, which the node sees at the same path.
+    """
+    ip = cluster.addresses[host][0]
+    port = _free_port(ip)
+    config = (cluster.node_dir(host) / "sshd_config").read_text()
+    config = re.sub(r"(?m)^(ListenAddress|PidFile|Subsystem) .*\n", "", config)
+    folder = Path(tempfile.mkdtemp(prefix=f"sshd-{port}-", dir=cluster.node_dir(host)))
+    (folder / "sshd_config").write_text(f"{config}ListenAddress {ip}:{port}\nPidFile none\n"
+                                        f"{settings}")
+    enter: List[str] = []
+    if cluster.own_hostnames:
+        enter = ["nsenter", "--target", str(cluster.pid(host)), "--uts", "--mount"]
+        # --no-fork: the daemon keeps the PID we start (and stop); what it forks is the node's.
+        enter += ["--pid", "--no-fork"] if cluster.own_processes else []
+        enter.append("--")
+    daemon = subprocess.Popen([*enter, str(SSHD), "-D", "-f", str(folder / "sshd_config"),
+                               "-E", str(folder / "sshd.log")])
+    try:
+        deadline = time.monotonic() + timeout
+        while not _accepts((ip, port)):
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                log = (folder / "sshd.log").read_text() if (folder / "sshd.log").exists() else ""
+                raise SandboxError(f"{host}: a second sshd on {ip}:{port} did not start: "
+                                   f"{log.strip() or 'no log'}")
+            time.sleep(0.05)
+        yield ip, port
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _accepts(address: Tuple[str, int]) -> bool:
