@@ -190,6 +190,7 @@ class Exec(HostResults):
             self._done = True
             raise
         self._dropped = weakref.finalize(self, self._run.finish_in_background)
+        self._dropped.atexit = False  # at exit, `interrupts` waits for it in the main thread
         if info.sleep_ms:
             time.sleep(info.sleep_ms / 1000)
         if not info.exec_async:

@@ -6,8 +6,14 @@ interpreter on the spot, leaving remote commands and open files behind, so a
 handler ends every running command first, from whichever thread they were
 started, then raises ``SystemExit(143)`` in the main thread. With nothing of
 ours running it does what the default would: the process dies of SIGTERM.
-Async commands nobody waits on are ended at exit when the exit comes from such
-an interrupt.
+
+At exit, an async command nobody waited for is waited for, as jarvis-util's
+interpreter does (its output threads are not daemons): it goes on to its end,
+its output still printed, collected or written to its files. Left to the
+interpreter's end, its output pipe or SSH channel would close under it and it
+would die of SIGPIPE on its next write. When the exit comes from an interrupt
+(Ctrl-C, SIGTERM, also one that lands during that wait) the commands are
+ended instead.
 """
 
 from __future__ import annotations
@@ -97,12 +103,32 @@ def _end(runs: List[Any], kill: Any) -> None:
 
 def _end_all_at_exit() -> None:
     if not (_interrupted or getattr(sys, "last_type", None) is KeyboardInterrupt):
-        return
+        try:
+            _finish_all()
+            return
+        except (KeyboardInterrupt, SystemExit):  # ^C or SIGTERM while waiting: end them
+            pass
     for run in list(_running):  # one by one: no new thread may start at shutdown
         try:
             run.kill()
         except BaseException:  # noqa: BLE001 - exiting anyway; end what we can
             pass
+
+
+def _finish_all() -> None:
+    """Wait for every run not yet waited for (see the module's docstring)."""
+    while True:
+        with _lock:
+            runs = [run for run in _running if hasattr(run, "finish")]
+        if not runs:
+            return
+        for run in runs:
+            try:
+                run.finish()
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:  # noqa: BLE001 - its output failed; the others go on
+                ended(run)
 
 
 _install()
