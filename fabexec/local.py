@@ -10,7 +10,7 @@ from invoke.exceptions import CommandTimedOut
 
 from .command import Command, new_tag, shell_script, tag_script
 from .errors import CommandTimeoutError, KillFailedError, PathNotFoundError, StdinReadError
-from .info import ExecInfo
+from .info import ExecInfo, ExecType
 from .results import LOCALHOST, HostResult
 from .runners import LocalRunner, local_context
 from .stdin import StdinSource
@@ -47,6 +47,9 @@ class LocalExecutor:
     def start(self, outputs: Outputs) -> None:
         tag = new_tag()
         self.runner = LocalRunner(local_context())
+        # The caller's stdin for a plain local command it waits for (see `fabexec.stdin`).
+        self.runner.inherit_stdin = (self.info.exec_type is ExecType.LOCAL
+                                     and not self.info.exec_async)
         self.runner.setup_io(outputs.tees[self.host], tag, self.stdin.reader(local=True),
                              self.info.watchers, self.info.sudo_password)
         self._ended = self._outcome(lambda: self.runner.run(

@@ -31,7 +31,7 @@ from paramiko.ssh_exception import SSHException
 from .command import SUDO_PROMPT, remote_line, sudo_line
 from .errors import HostError
 from .reaper import kill_local, remote_kill_script
-from .stdin import StdinReader
+from .stdin import StdinReader, callers_stdin
 from .tee import Tee, WatchWindow, Wiring
 
 #: Bytes per read. A pipe holds 64 KiB; asking for more costs nothing.
@@ -213,6 +213,9 @@ class LocalRunner(TeeRunner, Local):
     #: What `kill_local` could not end, if anything (see `RemoteRunner`).
     reap_error: Optional[str] = None
 
+    #: Given no stdin, the command reads ours (see `callers_stdin`), not an empty one.
+    inherit_stdin = False
+
     def stream_target(self, name: str) -> Any:
         """What the command gets as stream ``name``, as its Tee says it is wired."""
         tee = self.tees[name]
@@ -234,8 +237,10 @@ class LocalRunner(TeeRunner, Local):
                 handed, self.stdin_data = self.stdin_data, None  # the command reads it itself
             except (OSError, ValueError):
                 stdin = subprocess.PIPE
+        elif self.wants_stdin:
+            stdin = subprocess.PIPE
         else:
-            stdin = subprocess.PIPE if self.wants_stdin else subprocess.DEVNULL
+            stdin = callers_stdin() if self.inherit_stdin else subprocess.DEVNULL
         self.handed_over: Dict[Any, Tee] = {}
         out, err = self.stream_target("stdout"), self.stream_target("stderr")
         script = script_file(command) if len(command) > ARGUMENT_MAX // 4 else None

@@ -17,13 +17,22 @@ reader of its own over the same data:
   slow host never holds the data in memory. A run on one host reads the
   stream directly, as a shell's command would: what it leaves is the next
   reader's.
+
+Given no ``stdin``, a local command we wait for reads the caller's own
+(descriptor 0), as a bash script's commands do: ``read`` and prompts get what
+the caller's stdin holds. An async one and a remote one get an empty stdin:
+two readers of one stream (the caller and an async command, or hosts at once)
+would each get an unpredictable part of it, and a remote host reads nothing
+unless told, as ``ssh -n`` and pdsh do.
 """
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import stat
+import subprocess
 import tempfile
 import threading
 import weakref
@@ -175,6 +184,16 @@ def _regular_fd(stream: Any) -> Optional[int]:
         return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
         return None
+
+
+def callers_stdin() -> Any:
+    """Our descriptor 0 for a child to inherit (``None`` to `subprocess`), or
+    ``DEVNULL`` where it is closed or cannot be read (a CI job may start us so)."""
+    try:
+        flags = fcntl.fcntl(0, fcntl.F_GETFL)
+    except OSError:
+        return subprocess.DEVNULL
+    return None if (flags & os.O_ACCMODE) in (os.O_RDONLY, os.O_RDWR) else subprocess.DEVNULL
 
 
 class StdinSource:

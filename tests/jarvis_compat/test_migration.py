@@ -148,3 +148,19 @@ def test_row16_internals_give_way_to_the_exec_itself() -> None:
     node = LocalExec("echo x", quiet())
     assert not hasattr(node, "exec_") and isinstance(node.get_pid(), int)
     assert (node.stdout, node.exit_code, node.wait()) == ("x\n", 0, 0)
+
+
+def test_row17_only_a_local_command_waited_for_reads_the_callers_stdin(
+        nodes: SandboxCluster) -> None:
+    script = ("import sys\nfrom fabexec import Exec, LocalExecInfo, SshExecInfo\n"
+              "quiet = dict(collect_output=True, hide_output=True)\n"
+              "remote = SshExecInfo(hosts=sys.argv[1], ssh_config=sys.argv[2], **quiet)\n"
+              "print(repr(Exec('cat', remote).stdout))\n"
+              "print(repr(Exec('cat', LocalExecInfo(exec_async=True, **quiet)).wait()))\n"
+              "print(repr(Exec('cat', remote.mod(stdin=sys.stdin.buffer)).stdout))\n")
+    caller = subprocess.run([sys.executable, "-c", script, nodes.hosts[0], str(nodes.ssh_config)],
+                            input="fed\n", capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).parents[2])
+    host = nodes.hosts[0]
+    assert caller.stdout.splitlines() == [repr({host: ""}), "0", repr({host: "fed\n"})], \
+        caller.stderr
