@@ -36,7 +36,7 @@ RECEIVE = 1 << 20
 #: Seconds an abandoned write waits for its command to end.
 END_WAIT = 5.0
 #: What the host must have for a copy through its shell.
-TOOLS = ("cat", "chmod", "find", "ln", "mkdir", "mv", "readlink", "rm", "stat")
+TOOLS = ("cat", "chmod", "find", "ln", "mkdir", "mv", "readlink", "rm", "stat", "touch")
 
 _TYPES = {"f": stat.S_IFREG, "d": stat.S_IFDIR, "l": stat.S_IFLNK, "p": stat.S_IFIFO,
           "s": stat.S_IFSOCK, "c": stat.S_IFCHR, "b": stat.S_IFBLK}
@@ -49,6 +49,7 @@ class Attributes(NamedTuple):
     st_mode: int
     st_size: int
     st_mtime: float
+    st_atime: float
 
 
 class ShellFiles:
@@ -78,18 +79,20 @@ class ShellFiles:
         return (path[2:] or ".") if path.startswith("~/") else path
 
     def stat(self, path: str, follow: bool = False) -> Attributes:
-        found = self._run(f"stat {'-L ' if follow else ''}--printf '%f %s %Y' -- {_q(path)}")
-        mode, size, mtime = found.split()
-        return Attributes(int(mode, 16), int(size), float(mtime))
+        found = self._run(f"stat {'-L ' if follow else ''}--printf '%f %s %.9Y %.9X' -- "
+                          f"{_q(path)}")
+        mode, size, mtime, atime = found.split()
+        return Attributes(int(mode, 16), int(size), float(mtime), float(atime))
 
     def entries(self, path: str) -> List[Tuple[str, Attributes]]:
         listed = self._run(f"find {_q(_not_an_option(path))} -mindepth 1 -maxdepth 1 "
-                           "-printf '%y %m %s %T@ %f\\0'")
+                           "-printf '%y %m %s %T@ %A@ %f\\0'")
         found = []
         for entry in listed.split(b"\0")[:-1]:
-            kind, mode, size, mtime, name = entry.split(b" ", 4)
+            kind, mode, size, mtime, atime, name = entry.split(b" ", 5)
             found.append((os.fsdecode(name), Attributes(
-                _TYPES.get(kind.decode(), 0) | int(mode, 8), int(size), float(mtime))))
+                _TYPES.get(kind.decode(), 0) | int(mode, 8), int(size), float(mtime),
+                float(atime))))
         return sorted(found, key=lambda item: item[0])
 
     def mkdir(self, path: str) -> None:
@@ -100,6 +103,12 @@ class ShellFiles:
 
     def readlink(self, path: str) -> str:
         return os.fsdecode(self._run(f"readlink -- {_q(path)}")[:-1])  # its newline
+
+    def utime(self, path: str, attrs: Any) -> None:
+        """``attrs``' times, to the fraction of a second ``touch`` takes."""
+        atime, mtime = _seconds(attrs, "st_atime"), _seconds(attrs, "st_mtime")
+        self._run(f"touch -c -a -d @{atime} -- {_q(path)} && "
+                  f"touch -c -m -d @{mtime} -- {_q(path)}")
 
     def symlink(self, target: str, path: str) -> None:
         self._run(f"ln -s -T -- {_q(target)} {_q(path)}")
@@ -230,6 +239,12 @@ def _error(said: str, status: int) -> OSError:
     reason = line.rsplit(": ", 1)[-1]
     number: Optional[int] = _ERRNO_OF.get(reason)
     return OSError(errno.EIO if number is None else number, reason if number else line)
+
+
+def _seconds(attrs: Any, name: str) -> str:
+    """A time of ``attrs`` as ``touch -d @`` reads it, exact where nanoseconds are known."""
+    ns = getattr(attrs, f"{name}_ns", None)
+    return f"{getattr(attrs, name):.9f}" if ns is None else f"{ns // 10**9}.{ns % 10**9:09d}"
 
 
 def _q(path: str) -> str:

@@ -2,12 +2,15 @@
 host refuses SFTP, through its shell.
 
 `Put` and `Get` place what they copy the way ``cp -r`` does: inside ``dst`` when
-it is a folder (or ends in ``/``, or several sources are given), else as ``dst``
-itself; missing parent folders are made, private to the user (0700). Folders
-are copied recursively with their modes, and a symbolic link inside a folder
-stays a link. `Scp` and `Pscp` keep jarvis-util's signatures: each local path
-goes to the same path (or the one paired with it) on the first host, or on
-every host.
+it is a folder (or ends in ``/``, or several sources or a glob are given), else
+as ``dst`` itself; missing parent folders are made, private to the user (0700).
+Folders are copied recursively with their modes and modification times (as
+``rsync -a`` and ``scp -p`` keep them; whole seconds over SFTP), and a symbolic
+link inside a folder stays a link. Local sources are expanded as a shell
+expands them for ``scp``: ``~``, and globs into their matches (one that matches
+nothing is a `TransferError` naming it). `Scp` and `Pscp` keep jarvis-util's
+signatures: each local path goes to the same path (or the one paired with it)
+on the first host, or on every host.
 
 The results are shaped like `Exec`'s: per host an exit code (0 copied, 1 a copy
 failed, 255 the host could not be reached or stopped answering), the error, and
@@ -34,6 +37,7 @@ refuses the SFTP subsystem is copied to through commands of its shell
 
 from __future__ import annotations
 
+import glob
 import os
 import posixpath
 import secrets
@@ -119,6 +123,13 @@ class LocalFiles:
     def readlink(self, path: str) -> str:
         return os.readlink(path)
 
+    def utime(self, path: str, attrs: Any) -> None:
+        """``attrs``' access and modification times, to the nanosecond where known."""
+        if hasattr(attrs, "st_mtime_ns"):
+            os.utime(path, ns=(attrs.st_atime_ns, attrs.st_mtime_ns))
+        else:
+            os.utime(path, (attrs.st_atime, attrs.st_mtime))
+
     def symlink(self, target: str, path: str) -> None:
         os.symlink(target, path)
 
@@ -176,6 +187,10 @@ class SftpFiles:
 
     def readlink(self, path: str) -> str:
         return self.sftp.readlink(path) or ""
+
+    def utime(self, path: str, attrs: Any) -> None:
+        """``attrs``' times, in whole seconds: all SFTP version 3 carries (as ``scp -p``)."""
+        self.sftp.utime(path, (int(attrs.st_atime), int(attrs.st_mtime)))
 
     def symlink(self, target: str, path: str) -> None:
         self.sftp.symlink(target, path)
@@ -330,9 +345,12 @@ class _Copier:
                 self._tree(posixpath.join(src, name), posixpath.join(target, name), child)
             with self._skipping(src, f"cannot copy {src} to {target}"):
                 self.dest.chmod(target, stat.S_IMODE(mode))  # last: it may forbid writing
+                self.dest.utime(target, attrs)  # after its entries, which change it
         elif stat.S_ISREG(mode) or stat.S_ISLNK(mode):
             with self._skipping(src, f"cannot copy {src} to {target}"):
                 self._place(target, lambda tmp: self._fill(src, tmp, attrs, mode))
+                if stat.S_ISREG(mode):  # a link's times would be its target's
+                    self.dest.utime(target, attrs)
         else:
             kind = _KINDS.get(stat.S_IFMT(mode), "of an unknown kind")
             self.skipped.append((src, f"{src} is {kind}, not a regular file, folder or "
@@ -442,7 +460,9 @@ class Transfer(HostResults):
     host; ``exit_code``: 0 when every host succeeded. A host's
     failure never stops the others. Hosts are chosen as for `Exec` (see
     `fabexec.results`). Copies always complete before the constructor returns
-    (``exec_async`` does not apply).
+    (``exec_async`` does not apply; ``wait()`` gives ``exit_code``, for code
+    written for jarvis-util). ``stdout[host]`` is empty and ``stderr[host]``
+    holds a failed host's reason, as an `Exec`'s would.
     """
 
     def __init__(self, plan: Dict[str, List[Copy]], push: bool, exec_info: ExecInfo) -> None:
@@ -453,6 +473,13 @@ class Transfer(HostResults):
         self._plan = plan
         self._stop = threading.Event()
         self._settle(self._run())
+        self.stdout: Any = {h: "" for h in self.hosts}
+        self.stderr: Any = {h: f"fabexec: {self.errors[h]}\n" if h in self.errors else ""
+                            for h in self.hosts}
+
+    def wait(self) -> int:
+        """``exit_code``: the copy ended before the constructor returned."""
+        return self.exit_code  # type: ignore[return-value]
 
     def kill(self) -> None:
         """Stop copying (another thread, an interrupt): hosts drop their temporary files."""
@@ -538,10 +565,12 @@ class Put(Transfer):
 
     def __init__(self, src: Sources, dst: PathArg, exec_info: Optional[ExecInfo] = None) -> None:
         info = _checked_info(exec_info)
-        sources, target = _sources(src), _path(dst, "dst")
+        given, target = _sources(src), _path(dst, "dst")
+        sources = [match for source in given for match in _matches(source)]
         for source in sources:
             _check_local(source)
-        copies = [Copy(source, target, _into(sources, target)) for source in sources]
+        into = True if any(map(_globbed, given)) else _into(sources, target)
+        copies = [Copy(source, target, into) for source in sources]
         super().__init__({host: copies for host in run_hosts(info)}, True, info)
 
 
@@ -571,15 +600,30 @@ class Scp(Transfer):
 
     ``paths``: a path, a list of paths, or a list of ``(src, dst)`` pairs; a
     folder becomes ``dst`` itself (its contents replace what is there file by
-    file, nothing is deleted).
+    file, nothing is deleted). A source is expanded here as a shell would
+    (``~``, globs): each match of a glob goes to its own path on the host, or,
+    paired with a ``dst``, inside that folder. ``stdout`` and ``stderr`` are
+    strings, as jarvis-util's are (`Pscp`'s are keyed by host).
     """
+
+    _per_host = False
 
     def __init__(self, paths: Paths, exec_info: ExecInfo) -> None:
         info = _checked_info(exec_info)
-        copies = [Copy(src, dst, False) for src, dst in _pairs(paths)]
+        copies = []
+        for src, dst in _pairs(paths):
+            if not _globbed(src):
+                copies.append(Copy(src, dst, False))
+            elif src == dst:  # each match to its own path there
+                copies += [Copy(match, _as_given(match, src), False) for match in _matches(src)]
+            else:
+                copies += [Copy(match, dst, True) for match in _matches(src)]
         for copy in copies:
             _check_local(copy.src)
+        self.paths = paths
         super().__init__({host: copies for host in self._targets(info)}, True, info)
+        if not self._per_host:
+            self.stdout, self.stderr = self.stdout[self.hosts[0]], self.stderr[self.hosts[0]]
 
     @staticmethod
     def _targets(info: ExecInfo) -> List[str]:
@@ -588,6 +632,8 @@ class Scp(Transfer):
 
 class Pscp(Scp):
     """jarvis-util's Pscp: `Scp` to every host of ``exec_info``, ``max_parallel`` at once."""
+
+    _per_host = True
 
     @staticmethod
     def _targets(info: ExecInfo) -> List[str]:
@@ -631,6 +677,33 @@ def _pairs(paths: Paths) -> List[Tuple[str, str]]:
         src, dst = item if isinstance(item, (tuple, list)) and len(item) == 2 else (item, item)
         pairs.append((_path(src, "paths"), _path(dst, "paths")))
     return pairs
+
+
+def _globbed(path: str) -> bool:
+    """Whether ``path`` holds a shell glob (``*``, ``?``, ``[...]``)."""
+    return glob.escape(path) != path
+
+
+def _matches(pattern: str) -> List[str]:
+    """A local source as a shell gives it to ``scp`` or ``rsync``: ``~`` expanded, a
+    glob replaced by its matches, sorted; `TransferError` if it matches nothing
+    (unless a file has that very name, which bash would then pass on as it is)."""
+    path = os.path.expanduser(pattern)
+    if not _globbed(path):
+        return [path]
+    found = sorted(glob.glob(path))
+    if not found and not os.path.lexists(path):
+        raise TransferError(f"local source {pattern!r} matches no file")
+    return found or [path]
+
+
+def _as_given(match: str, pattern: str) -> str:
+    """``match``'s path on the host, for `Scp`'s one-path form: ``~/`` there where the
+    pattern said ``~/`` here (the host's home), else the same path."""
+    home = os.path.expanduser("~")
+    if pattern.startswith("~/") and match.startswith(home.rstrip("/") + "/"):
+        return "~/" + match[len(home.rstrip("/")) + 1:]
+    return match
 
 
 def _into(sources: List[str], dst: str) -> Optional[bool]:
