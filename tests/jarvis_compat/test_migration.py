@@ -23,10 +23,15 @@ from fabexec import (
     LocalExec,
     LocalExecInfo,
     PsshExecInfo,
+    Put,
+    Scp,
     SshExec,
+    SshExecInfo,
+    TransferError,
 )
 from fabexec.sandbox import SandboxCluster
-from tests.clusters import pssh_info, ssh_info
+from tests.clusters import openssh, pssh_info, ssh_info
+from tests.test_transfer import remote_folder
 
 AWKWARD = "two  words 'single' \"double\" $HOME `id` back\\slash"
 
@@ -164,3 +169,57 @@ def test_row17_only_a_local_command_waited_for_reads_the_callers_stdin(
     host = nodes.hosts[0]
     assert caller.stdout.splitlines() == [repr({host: ""}), "0", repr({host: "fed\n"})], \
         caller.stderr
+
+
+def here() -> SshExecInfo:
+    return SshExecInfo(hosts="localhost", hide_output=True)
+
+
+def test_row18_a_copy_that_succeeded_gives_0_and_is_over_when_scp_returns(
+        nodes: SandboxCluster, tmp_path: Path) -> None:
+    local = tmp_path / "x.txt"
+    local.write_text("x\n")
+    host = nodes.hosts[0]
+    with remote_folder(nodes) as folder:
+        node = Scp([(str(local), f"{folder}/x.txt")], ssh_info(nodes, host, exec_async=True))
+        assert openssh(nodes, host, f"cat {folder}/x.txt").stdout == "x\n"  # before wait()
+        assert (node.exit_code, node.failed(), node.wait(), node.stderr) == (0, False, 0, "")
+
+
+def test_row19_scp_to_localhost_copies_here(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("a\n")
+    assert Scp([(str(tmp_path / "a.txt"), str(tmp_path / "b.txt"))], here()).exit_code == 0
+    assert (tmp_path / "b.txt").read_text() == "a\n"
+
+
+def test_row20_the_matches_of_a_glob_go_inside_dst_even_when_one_matches(
+        tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("a\n")
+    assert Scp([(f"{tmp_path}/*.txt", str(tmp_path / "dst"))], here()).exit_code == 0
+    assert (tmp_path / "dst" / "a.txt").read_text() == "a\n"
+
+
+def test_row21_a_glob_that_matches_nothing_raises_before_any_host_is_contacted() -> None:
+    with pytest.raises(TransferError, match=r"'/nonexistent/\*\.txt' matches no file"):
+        Scp("/nonexistent/*.txt", PsshExecInfo(hosts=["never.invalid"]))
+
+
+def test_row22_a_folder_scp_to_the_same_path_there_becomes_that_folder(
+        tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f.txt").write_text("f\n")
+    (tmp_path / "dst").mkdir()  # rsync -a src dst would make dst/src
+    assert Scp([(str(tmp_path / "src"), str(tmp_path / "dst"))], here()).exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == ["f.txt"]
+
+
+def test_row23_sftp_keeps_modification_times_to_the_second(nodes: SandboxCluster,
+                                                          tmp_path: Path) -> None:
+    local = tmp_path / "old.txt"
+    local.write_text("old\n")
+    os.utime(local, (1_000_000_000.75, 1_000_000_000.75))
+    host = nodes.hosts[0]
+    with remote_folder(nodes) as folder:
+        assert Put(local, f"{folder}/", ssh_info(nodes, host)).exit_code == 0
+        assert openssh(nodes, host, f"stat -c %.9Y {folder}/old.txt").stdout == \
+            "1000000000.000000000\n"
