@@ -565,11 +565,12 @@ class Put(Transfer):
 
     def __init__(self, src: Sources, dst: PathArg, exec_info: Optional[ExecInfo] = None) -> None:
         info = _checked_info(exec_info)
-        given, target = _sources(src), _path(dst, "dst")
-        sources = [match for source in given for match in _matches(source)]
+        target = _path(dst, "dst")
+        expanded = [_expand(source) for source in _sources(src)]
+        sources = [match for matches, _ in expanded for match in matches]
         for source in sources:
             _check_local(source)
-        into = True if any(map(_globbed, given)) else _into(sources, target)
+        into = True if any(globbed for _, globbed in expanded) else _into(sources, target)
         copies = [Copy(source, target, into) for source in sources]
         super().__init__({host: copies for host in run_hosts(info)}, True, info)
 
@@ -612,12 +613,13 @@ class Scp(Transfer):
         info = _checked_info(exec_info)
         copies = []
         for src, dst in _pairs(paths):
-            if not _globbed(src):
+            matches, globbed = _expand(src)
+            if not globbed:
                 copies.append(Copy(src, dst, False))
             elif src == dst:  # each match to its own path there
-                copies += [Copy(match, _as_given(match, src), False) for match in _matches(src)]
+                copies += [Copy(match, _as_given(match, src), False) for match in matches]
             else:
-                copies += [Copy(match, dst, True) for match in _matches(src)]
+                copies += [Copy(match, dst, True) for match in matches]
         for copy in copies:
             _check_local(copy.src)
         self.paths = paths
@@ -679,22 +681,20 @@ def _pairs(paths: Paths) -> List[Tuple[str, str]]:
     return pairs
 
 
-def _globbed(path: str) -> bool:
-    """Whether ``path`` holds a shell glob (``*``, ``?``, ``[...]``)."""
-    return glob.escape(path) != path
-
-
-def _matches(pattern: str) -> List[str]:
-    """A local source as a shell gives it to ``scp`` or ``rsync``: ``~`` expanded, a
-    glob replaced by its matches, sorted; `TransferError` if it matches nothing
-    (unless a file has that very name, which bash would then pass on as it is)."""
+def _expand(pattern: str) -> Tuple[List[str], bool]:
+    """A local source as a shell gives it to ``scp`` or ``rsync``, and whether a glob
+    gave it: ``~`` expanded, a glob (``*``, ``?``, ``[...]``) replaced by its
+    matches, sorted. A glob that matches nothing is passed on as it is where a
+    file has that very name (as bash does), else it is a `TransferError`."""
     path = os.path.expanduser(pattern)
-    if not _globbed(path):
-        return [path]
+    if glob.escape(path) == path:
+        return [path], False
     found = sorted(glob.glob(path))
-    if not found and not os.path.lexists(path):
-        raise TransferError(f"local source {pattern!r} matches no file")
-    return found or [path]
+    if found:
+        return found, True
+    if os.path.lexists(path):
+        return [path], False
+    raise TransferError(f"local source {pattern!r} matches no file")
 
 
 def _as_given(match: str, pattern: str) -> str:

@@ -130,6 +130,8 @@ def test_put_here_expands_globs_and_keeps_a_name_that_only_looks_like_one(
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c.log", "odd[1].txt"]
     one = Put(f"~/{name}/a.*", tmp_path / "one", LocalExecInfo())  # a glob: always inside
     assert one.exit_code == 0 and (tmp_path / "one" / "a.txt").read_text() == "a.txt\n"
+    named = Put(str(data / "odd[1].txt"), tmp_path / "named", LocalExecInfo())  # not a glob
+    assert named.exit_code == 0 and (tmp_path / "named").read_text() == "odd\n"
 
 
 # --------------------------------------------------------------------------- times
