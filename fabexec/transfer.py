@@ -345,12 +345,12 @@ class _Copier:
                 self._tree(posixpath.join(src, name), posixpath.join(target, name), child)
             with self._skipping(src, f"cannot copy {src} to {target}"):
                 self.dest.chmod(target, stat.S_IMODE(mode))  # last: it may forbid writing
-                self.dest.utime(target, attrs)  # after its entries, which change it
+                self._keep_times(target, attrs)  # after its entries, which change it
         elif stat.S_ISREG(mode) or stat.S_ISLNK(mode):
             with self._skipping(src, f"cannot copy {src} to {target}"):
                 self._place(target, lambda tmp: self._fill(src, tmp, attrs, mode))
                 if stat.S_ISREG(mode):  # a link's times would be its target's
-                    self.dest.utime(target, attrs)
+                    self._keep_times(target, attrs)
         else:
             kind = _KINDS.get(stat.S_IFMT(mode), "of an unknown kind")
             self.skipped.append((src, f"{src} is {kind}, not a regular file, folder or "
@@ -363,6 +363,12 @@ class _Copier:
         with self.source.reader(src, attrs.st_size) as reader, \
                 self.dest.writer(tmp, stat.S_IMODE(mode)) as writer:
             _pump(reader, writer, self.stop)
+
+    def _keep_times(self, target: str, attrs: Any) -> None:
+        """The source's times on ``target``, as ``rsync -a`` keeps them (where known:
+        an SFTP server may leave them out)."""
+        if attrs.st_mtime is not None and attrs.st_atime is not None:
+            self.dest.utime(target, attrs)
 
     def _place(self, target: str, fill: Callable[[str], None]) -> None:
         """Fill a temporary name next to ``target``, then rename it: whole or absent."""
