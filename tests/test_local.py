@@ -241,9 +241,18 @@ def test_a_stdin_whose_read_raises_ends_the_commands_input_and_is_its_error() ->
     assert node.failed()
 
 
-def test_without_stdin_a_read_gets_end_of_file_at_once() -> None:
-    assert out('read -r line; echo "read exit $?"') == "read exit 1\n"
-    assert out("cat") == ""
+def test_without_stdin_a_read_gets_the_callers_here_empty() -> None:
+    """The caller's stdin, as in a bash script (tests/jarvis_compat/test_stdin_inherited.py);
+    /dev/null here, as pytest makes it, also under ``pytest -s`` at a terminal."""
+    saved = os.dup(0)
+    try:
+        with open(os.devnull) as null:
+            os.dup2(null.fileno(), 0)
+        assert out('read -r line; echo "read exit $?"') == "read exit 1\n"
+        assert out("cat") == ""
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
 
 
 def test_stdin_the_command_never_reads_does_not_block_it() -> None:
