@@ -43,7 +43,13 @@ from pathlib import Path
 from typing import IO, Dict, List, Optional, Tuple
 
 from .command import Command, shell_script
-from .errors import CommandTimeoutError, ExecInfoError, SchedulerError, SlurmStepError
+from .errors import (
+    CommandTimeoutError,
+    ExecInfoError,
+    HostStoppedAnsweringError,
+    SchedulerError,
+    SlurmStepError,
+)
 from .hostfile import expand, fold
 from .info import ExecInfo, SlurmExecInfo
 from .results import LOCALHOST, HostResult
@@ -54,6 +60,8 @@ _MARK = b"\x1efabexec "
 _RC = b"\x1efabexec-rc "
 _LABEL = re.compile(rb"^\s*(\d+): ")
 _TASK_ERROR = re.compile(rb"^srun: error: (\S+): tasks? [\d,-]+: (.*)$")
+#: The controller declared a node DOWN (its slurmd stopped answering) and aborted the step.
+_NODE_FAILURE = re.compile(rb"^srun: error: Node failure on (\S+)$")
 #: Each task: its node on both streams, the command, its status last on stderr. The
 #: command runs in a subshell of the same bash (not a second ``bash -c``: 8 ms a step).
 _WRAPPER = (r'printf "\036fabexec %s %s.%s\n" "$SLURMD_NODENAME" "$SLURM_JOB_ID" '
@@ -159,6 +167,7 @@ class StepExecutor:
         self.node_of: Dict[int, str] = {}  # task -> node, from its markers
         self.codes: Dict[int, int] = {}  # task -> exit status
         self.reasons: Dict[str, List[str]] = {}  # node -> what srun said of it
+        self.failed_nodes: List[str] = []  # nodes Slurm declared failed mid-step
         self.messages: List[str] = []  # srun's other words
         self.step: Optional[str] = None
         self.killed = self.timed_out = False
@@ -201,6 +210,10 @@ class StepExecutor:
                 self.outputs.tees[host][stream].write(text)
 
     def _srun_said(self, line: bytes) -> None:
+        failure = _NODE_FAILURE.match(line.rstrip(b"\n"))
+        if failure is not None:
+            self.failed_nodes += expand(failure[1].decode(errors="replace"))  # n[2-3] too
+            return
         task_error = _TASK_ERROR.match(line.rstrip(b"\n"))
         if task_error is not None:
             node, what = (w.decode(errors="replace") for w in task_error.groups())
@@ -242,6 +255,10 @@ class StepExecutor:
             return HostResult.of(CommandTimeoutError(host, f"timed out after "
                                                      f"{self.info.timeout} s; the step was "
                                                      "cancelled (scancel)"))
+        if node in self.failed_nodes:  # as PSSH's host that stops answering: 255
+            return HostResult.of(HostStoppedAnsweringError(
+                host, f"Slurm declared {node} failed mid-step (its slurmd stopped answering "
+                "the controller: `srun: error: Node failure`); the step was aborted"))
         why = self.reasons.get(node) or self.messages or [f"srun exited {self.proc.returncode}"]
         if self.killed:
             why = ["ended by kill() (scancel)", *why]

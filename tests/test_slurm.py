@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from fabexec import CommandTimeoutError, Exec, SchedulerError, SlurmExecInfo, SlurmStepError
+from fabexec import (
+    CommandTimeoutError,
+    Exec,
+    HostStoppedAnsweringError,
+    SchedulerError,
+    SlurmExecInfo,
+    SlurmStepError,
+)
 from fabexec.errors import ExecInfoError
 from tests.proctree import eventually, sleeping
 
@@ -91,6 +98,23 @@ def test_timeout_cancels_the_step_on_every_node(allocation, slurm, tag):
     assert all(isinstance(e, CommandTimeoutError) for e in run.errors.values())
     assert eventually(lambda: sleeping(tag) == [], 15)
     assert eventually(lambda: no_step_but_the_allocation(slurm), 15)
+
+
+def test_node_whose_slurmd_dies_mid_step_ends_255_with_the_reason_others_keep_output(
+        allocation, slurm, tag):
+    run = Exec(f'echo out-$SLURMD_NODENAME; [ "$SLURMD_NODENAME" != n2 ] || sleep {tag}',
+               SlurmExecInfo(exec_async=True, **QUIET))
+    try:
+        assert eventually(lambda: len(sleeping(tag)) == 1 and run.progress()[0] == 2)
+        slurm.kill_slurmd("n2")  # the controller declares n2 DOWN and kills the job
+        run.wait()
+    finally:
+        slurm.start_slurmd("n2")  # and has it end the orphaned step's processes
+    assert run.stdout == {h: f"out-{h}\n" for h in ("n1", "n2", "n3")}
+    assert run.exit_codes == {"n1": 0, "n2": 255, "n3": 0}
+    assert isinstance(run.errors["n2"], HostStoppedAnsweringError)
+    assert "Node failure" in str(run.errors["n2"]) and list(run.errors) == ["n2"]
+    assert eventually(lambda: sleeping(tag) == [], 15)
 
 
 # ---- a batch job outside any allocation -----------------------------------------
