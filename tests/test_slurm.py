@@ -47,6 +47,13 @@ def test_each_node_keeps_its_own_exit_code(allocation):
     assert run.exit_code == 3 and run.errors == {}
 
 
+@pytest.mark.parametrize("ending", ["exec bash -c 'exit 3'", "trap 'echo bye' EXIT; exit 3"])
+def test_a_command_that_execs_or_sets_its_own_exit_trap_keeps_its_exit_code(allocation,
+                                                                           ending):
+    run = Exec(f'[ "$SLURMD_NODENAME" = n2 ] || exit 0; {ending}', SlurmExecInfo(**QUIET))
+    assert run.exit_codes == {"n1": 0, "n2": 3, "n3": 0} and run.errors == {}
+
+
 def test_tasks_of_one_node_go_under_that_node(allocation):
     run = Exec("echo task-$SLURM_PROCID", SlurmExecInfo(ppn=2, num_nodes=2, **QUIET))
     assert run.hosts == ["n1", "n2"]
