@@ -259,7 +259,13 @@ class StepExecutor:
             reader.join()
         if self.timer is not None:
             self.timer.cancel()
-        return {self.host_of[node]: self._result(node) for node in self.nodes}
+        self.results = {self.host_of[node]: self._result(node) for node in self.nodes}
+        return self.results
+
+    def ended(self) -> Dict[str, HostResult]:
+        """Every node once the step ended (srun may still pass on a node's output after
+        its task's status), none before."""
+        return dict(getattr(self, "results", {}))
 
     def _result(self, node: str) -> HostResult:
         host = self.host_of[node]
@@ -423,19 +429,26 @@ class BatchExecutor:
             pass
         shutil.rmtree(self.folder, ignore_errors=True)
         if self.timed_out:
-            return {self.host: HostResult.of(CommandTimeoutError(
+            result = HostResult.of(CommandTimeoutError(
                 self.host, f"job {self.job_id} timed out after {self.info.timeout} s and was "
-                "cancelled (scancel)"))}
-        if self.killed:
-            return {self.host: HostResult(code or 1, SlurmStepError(
-                self.host, f"job {self.job_id} ended by kill() (scancel)"))}
-        return {self.host: HostResult(code)}
+                "cancelled (scancel)"))
+        elif self.killed:
+            result = HostResult(code or 1, SlurmStepError(
+                self.host, f"job {self.job_id} ended by kill() (scancel)"))
+        else:
+            result = HostResult(code)
+        self.results = {self.host: result}
+        return self.results
 
     def progress(self) -> Tuple[int, int, int]:
         proc = getattr(self, "proc", None)
         if proc is None or proc.poll() is None:
             return 0, 0, 1
         return 1, int(bool(proc.returncode)), 1
+
+    def ended(self) -> Dict[str, HostResult]:
+        """The job's result once its output files were read (after `wait`)."""
+        return dict(getattr(self, "results", {}))
 
 
 # --- shared -------------------------------------------------------------------------------

@@ -92,6 +92,7 @@ def test_more_nodes_than_the_allocation_is_refused_up_front(allocation):
 def test_kill_cancels_the_step_and_its_processes(allocation, slurm, tag):
     run = Exec(f"sleep {tag} & sleep {tag}", SlurmExecInfo(exec_async=True, **QUIET))
     assert eventually(lambda: len(sleeping(tag)) == 6)
+    assert run.ended() == {} and run.progress() == (0, 0, 3)
     run.kill()
     assert all(code for code in run.exit_codes.values())
     assert all(isinstance(e, SlurmStepError) for e in run.errors.values())
@@ -140,6 +141,7 @@ def test_async_batch_job_killed_leaves_no_job(slurm, tag):
     run = Exec(f"sleep {tag}", SlurmExecInfo(exec_async=True, **QUIET))
     assert run.job_id is not None
     assert eventually(lambda: len(sleeping(tag)) == 1)
+    assert run.ended() == {}
     run.kill()
     assert run.exit_code != 0 and isinstance(run.errors["localhost"], SlurmStepError)
     assert eventually(lambda: sleeping(tag) == [], 15)
