@@ -17,6 +17,15 @@ command. What runs on other hosts (Hydra's proxies, Open MPI's daemons, and
 Open MPI's ranks, which get only ``-x`` variables) carries no tag: the
 launcher's own clean-up ends it. Measured on the sandbox with ranks that had
 dropped the tag: none was left once ``kill()`` returned, under both launchers.
+
+Inside a Slurm job (``SLURM_JOB_ID`` and its node list set, as under
+``salloc`` or in a batch script), no hosts means the job's nodes: Hydra and
+Open MPI detect Slurm and start their proxies with ``srun`` (measured for
+Hydra on the Slurm sandbox: one rank per node, each on its own node). Hosts
+given there are still started through ``srun``, so with Hydra they must be
+nodes of the job: others are refused before anything runs, where Hydra would
+wait forever for the step ``srun`` was refused (unless ``mpi_args`` picks a
+``-launcher``); hosts that all name this machine run here (``-launcher fork``).
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from typing import Any, Dict, List, Optional
 
 from .command import Command, script_of, shell_script
 from .errors import CommandError, ExecInfoError, MpiError
-from .hostfile import Hostfile
+from .hostfile import Hostfile, expand, fold
 from .info import ExecInfo, ExecType
 from .local import LocalExecutor
 from .mpi_flavors import Flavor, MpiJob, build_line, detect_flavor, find_launcher
@@ -93,12 +102,14 @@ def mpi_jobs(cmd: Command, info: ExecInfo, flavor: Flavor) -> List[MpiJob]:
             raise CommandError(f"an MPI program is one line, not {program!r}; give a list "
                                "of commands to run several jobs one after another")
     agent = ssh_agent(info, flavor)
+    mpi_args = list(info.mpi_args or [])
+    mpi_args += slurm_launcher(info, flavor, mpi_args)
     options: Dict[str, Any] = dict(
         nprocs=info.nprocs,
         ppn=info.ppn,
         env=dict(info.env or {}),
         mpiexec=info.mpiexec,
-        mpi_args=list(info.mpi_args or []),
+        mpi_args=mpi_args,
         do_dbg=info.do_dbg,
         dbg_port=info.dbg_port,
         launcher_exec=agent,
@@ -128,6 +139,33 @@ def placement(hostfile: Optional[Hostfile], flavor: Flavor) -> Dict[str, Any]:
     if path is not None or sum(len(line) + 1 for line in lines) > MAX_HOSTS_ARG:
         return {"hostfile": _scratch_file("hosts", "".join(f"{x}\n" for x in lines))}
     return {"hosts": list(hostfile.hosts), "slots": dict(hostfile.slots)}
+
+
+def slurm_launcher(info: ExecInfo, flavor: Flavor, mpi_args: List[str]) -> List[str]:
+    """Hydra's extra options inside a Slurm job, where it starts its proxies with ``srun``.
+
+    None without hosts (the job's nodes) or outside a job; ``-launcher fork``
+    when the hosts all name this machine; `ExecInfoError('hosts')` for hosts
+    outside the job, which ``srun`` refuses while Hydra waits on.
+    """
+    job = os.environ.get("SLURM_JOB_ID")
+    listed = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST")
+    hostfile = info.hostfile if info.hostfile is not None else Hostfile()
+    given = info.hosts is not None or hostfile != Hostfile()  # not jarvis-util's default
+    if (not job or not listed or not given
+            or flavor not in (Flavor.MPICH, Flavor.INTEL_MPI)
+            or any(arg.lstrip("-") in ("launcher", "bootstrap") for arg in mpi_args)):
+        return []
+    if hostfile.is_local():
+        return ["-launcher", "fork"]
+    nodes = expand(listed)
+    outside = [host for host in hostfile.hosts if host not in nodes]
+    if outside:
+        raise ExecInfoError("hosts", f"{fold(outside)} not in Slurm job {job}'s nodes "
+                            f"{fold(nodes)}: inside a job Hydra starts ranks through srun, "
+                            "which reaches only the job's nodes (mpi_args=['-launcher', "
+                            "'ssh'] to use SSH instead)")
+    return []
 
 
 def hostfile_lines(hostfile: Hostfile, flavor: Flavor) -> List[str]:

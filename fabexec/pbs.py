@@ -63,7 +63,7 @@ class PbsExecutor:
                 self.options += [flag, getattr(info, key)]
         self.job_id: Optional[str] = None
         self.killed = self.timed_out = False
-        self.ended = threading.Event()
+        self.finished = threading.Event()
 
     def start(self, outputs: Outputs) -> None:
         self.outputs = outputs
@@ -90,7 +90,7 @@ class PbsExecutor:
             if self.killed or rc.exists() or time.monotonic() - last > POLL:
                 last = time.monotonic()
                 if not self._queued():
-                    self.ended.set()
+                    self.finished.set()
                     return
             time.sleep(0.05)
 
@@ -105,14 +105,14 @@ class PbsExecutor:
         self.kill()
 
     def kill(self) -> None:
-        if self.job_id is None or self.ended.is_set():
+        if self.job_id is None or self.finished.is_set():
             return
         self.killed = True
         run_client("qdel", self.job_id)
 
     def wait(self) -> Dict[str, HostResult]:
         try:
-            self.ended.wait()
+            self.finished.wait()
         except BaseException:
             self.kill()
             raise
@@ -127,17 +127,23 @@ class PbsExecutor:
         code = int(status.read_text()) if status.exists() else None
         shutil.rmtree(self.folder, ignore_errors=True)
         if self.timed_out:
-            return {self.host: HostResult.of(CommandTimeoutError(
+            result = HostResult.of(CommandTimeoutError(
                 self.host, f"job {self.job_id} timed out after {self.info.timeout} s and was "
-                "deleted (qdel)"))}
-        if code is None:
+                "deleted (qdel)"))
+        elif code is None:
             why = "deleted by kill() (qdel)" if self.killed else "ended without a status"
-            return {self.host: HostResult(1, SchedulerJobError(self.host,
-                                                               f"job {self.job_id} {why}"))}
-        return {self.host: HostResult(code)}
+            result = HostResult(1, SchedulerJobError(self.host, f"job {self.job_id} {why}"))
+        else:
+            result = HostResult(code)
+        self.results = {self.host: result}
+        return self.results
 
     def progress(self) -> Tuple[int, int, int]:
-        return (1, 0, 1) if self.ended.is_set() else (0, 0, 1)
+        return (1, 0, 1) if self.finished.is_set() else (0, 0, 1)
+
+    def ended(self) -> Dict[str, HostResult]:
+        """The job's result once its output files were read (after `wait`)."""
+        return dict(getattr(self, "results", {}))
 
 
 def _slurm_said(output: str) -> str:

@@ -27,6 +27,7 @@ def test_job_runs_on_its_nodes_and_gives_output_and_exit_code(slurm):
 def test_async_job_killed_is_deleted_with_its_processes(slurm, tag):
     run = Exec(f"sleep {tag}", PbsExecInfo(exec_async=True, **QUIET))
     assert eventually(lambda: len(sleeping(tag)) == 1)
+    assert run.ended() == {}
     run.kill()
     assert run.exit_code == 1 and isinstance(run.errors["localhost"], SchedulerJobError)
     assert eventually(lambda: sleeping(tag) == [], 15)

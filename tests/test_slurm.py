@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from fabexec import CommandTimeoutError, Exec, SchedulerError, SlurmExecInfo, SlurmStepError
+from fabexec import (
+    CommandTimeoutError,
+    Exec,
+    HostStoppedAnsweringError,
+    SchedulerError,
+    SlurmExecInfo,
+    SlurmStepError,
+)
 from fabexec.errors import ExecInfoError
 from tests.proctree import eventually, sleeping
 
@@ -38,6 +45,13 @@ def test_each_node_keeps_its_own_exit_code(allocation):
     run = Exec('[ "$SLURMD_NODENAME" = n2 ] && exit 3; exit 0', SlurmExecInfo(**QUIET))
     assert run.exit_codes == {"n1": 0, "n2": 3, "n3": 0}
     assert run.exit_code == 3 and run.errors == {}
+
+
+@pytest.mark.parametrize("ending", ["exec bash -c 'exit 3'", "trap 'echo bye' EXIT; exit 3"])
+def test_a_command_that_execs_or_sets_its_own_exit_trap_keeps_its_exit_code(allocation,
+                                                                           ending):
+    run = Exec(f'[ "$SLURMD_NODENAME" = n2 ] || exit 0; {ending}', SlurmExecInfo(**QUIET))
+    assert run.exit_codes == {"n1": 0, "n2": 3, "n3": 0} and run.errors == {}
 
 
 def test_tasks_of_one_node_go_under_that_node(allocation):
@@ -78,6 +92,7 @@ def test_more_nodes_than_the_allocation_is_refused_up_front(allocation):
 def test_kill_cancels_the_step_and_its_processes(allocation, slurm, tag):
     run = Exec(f"sleep {tag} & sleep {tag}", SlurmExecInfo(exec_async=True, **QUIET))
     assert eventually(lambda: len(sleeping(tag)) == 6)
+    assert run.ended() == {} and run.progress() == (0, 0, 3)
     run.kill()
     assert all(code for code in run.exit_codes.values())
     assert all(isinstance(e, SlurmStepError) for e in run.errors.values())
@@ -91,6 +106,23 @@ def test_timeout_cancels_the_step_on_every_node(allocation, slurm, tag):
     assert all(isinstance(e, CommandTimeoutError) for e in run.errors.values())
     assert eventually(lambda: sleeping(tag) == [], 15)
     assert eventually(lambda: no_step_but_the_allocation(slurm), 15)
+
+
+def test_node_whose_slurmd_dies_mid_step_ends_255_with_the_reason_others_keep_output(
+        allocation, slurm, tag):
+    run = Exec(f'echo out-$SLURMD_NODENAME; [ "$SLURMD_NODENAME" != n2 ] || sleep {tag}',
+               SlurmExecInfo(exec_async=True, **QUIET))
+    try:
+        assert eventually(lambda: len(sleeping(tag)) == 1 and run.progress()[0] == 2)
+        slurm.kill_slurmd("n2")  # the controller declares n2 DOWN and kills the job
+        run.wait()
+    finally:
+        slurm.start_slurmd("n2")  # and has it end the orphaned step's processes
+    assert run.stdout == {h: f"out-{h}\n" for h in ("n1", "n2", "n3")}
+    assert run.exit_codes == {"n1": 0, "n2": 255, "n3": 0}
+    assert isinstance(run.errors["n2"], HostStoppedAnsweringError)
+    assert "Node failure" in str(run.errors["n2"]) and list(run.errors) == ["n2"]
+    assert eventually(lambda: sleeping(tag) == [], 15)
 
 
 # ---- a batch job outside any allocation -----------------------------------------
@@ -109,6 +141,7 @@ def test_async_batch_job_killed_leaves_no_job(slurm, tag):
     run = Exec(f"sleep {tag}", SlurmExecInfo(exec_async=True, **QUIET))
     assert run.job_id is not None
     assert eventually(lambda: len(sleeping(tag)) == 1)
+    assert run.ended() == {}
     run.kill()
     assert run.exit_code != 0 and isinstance(run.errors["localhost"], SlurmStepError)
     assert eventually(lambda: sleeping(tag) == [], 15)

@@ -41,3 +41,22 @@ def test_down_leaves_no_process_of_the_namespace(tag):
     assert slurm_sandbox._pids_in(cluster.netns) == []
     assert not cluster.alive()
     slurm_sandbox.down(cluster.state_dir)  # twice is harmless
+
+
+def test_two_clusters_of_different_folders_run_side_by_side(slurm):
+    """Another engineer's sandbox (another folder): its own namespace, munge socket, nodes
+    and queue; starting and stopping it leaves this one running."""
+    state = slurm_state_dir()
+    other = slurm_sandbox.up(2, state.with_name(state.name + "-other"))
+    try:
+        assert other.netns != slurm.netns
+        assert slurm_sandbox.socket_dir(other.state_dir) != slurm_sandbox.socket_dir(
+            slurm.state_dir)
+        other.run("sbatch", "--output=/dev/null", "--wrap", "sleep 30")
+        assert other.run("squeue", "-h", "-o", "%i").stdout.split() != []
+        assert slurm.run("squeue", "-h", "-o", "%i").stdout.split() == []
+        assert sorted(other.run("sinfo", "-h", "-N", "-o", "%N").stdout.split()) == ["n1", "n2"]
+    finally:
+        other.down()
+    out = slurm.run("srun", "-N4", "--label", "bash", "-c", "echo $SLURMD_NODENAME").stdout
+    assert sorted(out.split("\n")[:-1]) == ["0: n1", "1: n2", "2: n3", "3: n4"]
