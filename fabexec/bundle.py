@@ -6,11 +6,13 @@ hash of its files) with its dependencies. If it can, the gateway runs that one.
 If not, the client's own packages (fabexec and the installed closure of its
 requirements, found through `importlib.metadata`) travel as a gzipped tar ahead
 of the frames on the gateway's stdin (`STAGE2`), are unpacked into a folder of
-``mktemp -d``'s kind (0700), put first on ``sys.path`` of a ``python3 -I``, and
-removed when the gateway ends, whatever ends it but SIGKILL (the client then
-removes it, see `fabexec.tree`). Compiled packages (cryptography, bcrypt, ...)
-travel only to a Python of the client's implementation, minor version and
-platform; otherwise `GatewayUnusableError` says which and why.
+``mktemp -d``'s kind (0700; under /dev/shm where it may hold programs, since a
+disk's /tmp takes seconds to write 20 MB of small files to), put first on
+``sys.path`` of a ``python3 -I``, and removed when the gateway ends, whatever
+ends it but SIGKILL (the client then removes it, see `fabexec.tree`).
+Compiled packages (cryptography, bcrypt, ...) travel only to a Python of the
+client's implementation, minor version and platform; otherwise
+`GatewayUnusableError` says which and why.
 """
 
 from __future__ import annotations
@@ -99,7 +101,15 @@ def take(n):
             sys.exit(3)
         data += chunk
     return bytes(data)
-folder = tempfile.mkdtemp(prefix="fabexec-gw-")
+def where():
+    try:  # memory, when it can hold programs: a disk's tmp costs seconds to unpack to
+        flags = os.statvfs("/dev/shm").f_flag
+        if os.access("/dev/shm", os.W_OK) and not flags & (os.ST_NOEXEC | os.ST_RDONLY):
+            return "/dev/shm"
+    except (OSError, AttributeError):
+        pass
+    return None
+folder = tempfile.mkdtemp(prefix="fabexec-gw-", dir=where())
 code = 1
 try:
     size, = struct.unpack(">Q", take(8))
