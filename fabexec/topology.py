@@ -3,7 +3,8 @@
 The ``[routes]`` section names, on each line, gateways and the hosts behind
 them, in our host syntax (``gw[1-2]: node[1-64]``; ``=`` works as ``:``, ``#``
 and ``;`` start comments). The line whose gateways name this machine
-(``admin: gw[1-2]``) is the root's own and says nothing more than the others.
+(``admin: gw[1-2]``), or a first line that leads only to gateways, is the
+root's own and says nothing more than the others.
 One level of gateways is supported: a gateway behind another one is refused by
 line, not half-served. A target on no line is reached directly.
 """
@@ -37,7 +38,7 @@ class Route:
     targets: List[str]
 
 
-_LINE = re.compile(r"^(?P<left>[^:=]+)[:=](?P<right>.*)$")
+_LINE = re.compile(r"^(?P<left>[^:=]*)[:=](?P<right>.*)$")
 
 
 def load(path: str) -> List[Route]:
@@ -86,14 +87,21 @@ def _here(name: str) -> bool:
 
 
 def _one_level(path: str, numbered: List[Tuple[int, Route]]) -> List[Route]:
-    """The routes but the root's own; a gateway behind a gateway is refused."""
-    routes = [(n, r) for n, r in numbered if not any(_here(g) for g in r.gateways)]
-    behind = {t for _, r in routes for t in r.targets}
+    """The routes but the root's own; a gateway behind a gateway is refused.
+
+    The root's line names this machine, or is the first line and leads only to
+    gateways of other lines (``admin: gw[1-4]`` written on another machine).
+    """
+    gateways = {g for _, r in numbered for g in r.gateways}
+    routes = [(n, r) for k, (n, r) in enumerate(numbered)
+              if not (any(_here(g) for g in r.gateways)
+                      or (k == 0 and all(t in gateways for t in r.targets)))]
+    ours = {g for _, r in routes for g in r.gateways}
     for number, route in routes:
-        nested = [g for g in route.gateways if g in behind]
+        nested = [t for t in route.targets if t in ours]
         if nested:
-            raise TopologyError(path, number, f"gateway {nested[0]} is itself behind a gateway:"
-                                " fabexec runs one level of gateways")
+            raise TopologyError(path, number, f"{nested[0]} is a gateway of another line: "
+                                "fabexec runs one level of gateways")
     return [r for _, r in routes]
 
 
