@@ -17,6 +17,7 @@ live in its temporary folder, which goes with it.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -102,8 +103,11 @@ class ReportingFanOut(FanOut):
 class GatewayExecutor(PsshExecutor):
     """`PsshExecutor` that says when each target's command is sent and how it ended."""
 
-    def __init__(self, cmd: Any, info: ExecInfo, hosts: List[str], writer: Writer) -> None:
+    def __init__(self, cmd: Any, info: ExecInfo, hosts: List[str], writer: Writer,
+                 tag: str) -> None:
         super().__init__(cmd, info, hosts)
+        # The client's: should this gateway die, it ends these commands through another.
+        self.tag = tag
         self.writer = writer
         self.fanout = ReportingFanOut(hosts, info, writer)
 
@@ -160,7 +164,11 @@ def serve(folder: str) -> int:
         if job.kind != "job" or job.header.get("protocol") != PROTOCOL:
             raise FrameError(f"expected a job of protocol {PROTOCOL}, got {job.header!r:.200}")
         info = job_info(job, folder)
-        executor = GatewayExecutor(job.header["cmd"], info, list(job.header["targets"]), writer)
+        tag = str(job.header["tag"])
+        if not re.fullmatch(r"[0-9a-z-]+", tag):
+            raise FrameError(f"a job's tag is letters, digits and '-', not {tag!r:.80}")
+        executor = GatewayExecutor(job.header["cmd"], info, list(job.header["targets"]), writer,
+                                   tag)
     except (FabexecError, KeyError, TypeError, ValueError) as e:
         writer.send({"kind": "fatal", "message": f"{type(e).__name__}: {e}"})
         return 1

@@ -11,7 +11,9 @@ Faults. A gateway that cannot be reached or cannot run fabexec, or whose link
 breaks or whose keepalives go unanswered mid-run, hands its targets whose
 command was not sent yet to a peer gateway still alive (its topology line, or
 any of the list); a target whose command was sent is not run twice (it may
-have done part of its work): it ends with 255 and a `GatewayError` naming the
+have done part of its work): what the lost gateway started there is ended
+through a live peer (the reaper, looking for the tag the client gave that
+gateway's commands), and it ends with 255 and a `GatewayError` naming the
 gateway, as does a target no live gateway is left for. ``kill()``, a timeout's
 kill and Ctrl-C send each gateway a ``kill`` frame (closing the channel does
 the same); the gateway ends its targets' commands through the usual reaper and
@@ -44,6 +46,7 @@ from .fanout import LINK_ERRORS
 from .frames import MAX_PAYLOAD, PROTOCOL, Frame, FrameError, Parser, encode
 from .gateway import SETTINGS
 from .info import ExecInfo
+from .reaper import remote_kill_script
 from .results import HostResult
 from .runners import CHUNK, KILL_TIMEOUT
 from .stdin import StdinSource
@@ -114,12 +117,17 @@ class TreeExecutor:
             if len(self.results) == len(self.hosts):
                 self._all_ended.set()
 
+    def live_peers(self, gateway: str) -> List[str]:
+        """The gateways that may stand in for ``gateway`` and have not failed."""
+        with self._lock:
+            return [g for g in self.plan.peers.get(gateway, []) if g not in self.failed]
+
     def hand_over(self, gateway: str, why: str, targets: List[str]) -> None:
         """``gateway`` failed (``why``) before sending these targets' commands."""
         with self._lock:
             self.failed[gateway] = why
-            peers = [g for g in self.plan.peers.get(gateway, []) if g not in self.failed]
             stopping = self.stopping
+        peers = self.live_peers(gateway)
         if not targets:
             return
         if stopping or not peers:
@@ -144,6 +152,12 @@ class TreeExecutor:
         # In slices, so that ^C and SIGTERM reach this thread at once.
         while not self._all_ended.wait(1.0):
             pass
+        # Then the gateways' own end (connections closed, folder removed), bounded:
+        # a gateway that reported every target is done with them.
+        with self._lock:
+            sessions = list(self.sessions)
+        for session in sessions:
+            session.finished.wait(KILL_TIMEOUT)
         return self.ended()
 
     def kill(self) -> None:
@@ -174,8 +188,16 @@ class Session:
         self.done = False
         self._lock = threading.Lock()
         self._killed = False
+        #: Set once the gateway's program has ended (or could not start).
+        self.finished = threading.Event()
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self.finished.set()
+
+    def _run(self) -> None:
         info = self.tree.info
         cxn = pool.connection(self.gateway, info)
         pool.hold(cxn)
@@ -251,6 +273,7 @@ class Session:
             files.append(("stdin", tree.stdin))
         payload = b"".join(data for _, data in files)
         return encode({"kind": "job", "protocol": PROTOCOL, "cmd": tree.cmd_given,
+                       "tag": self.tag,
                        "targets": self.targets, "settings": settings,
                        "files": {name: len(data) for name, data in files}}, payload)
 
@@ -267,6 +290,7 @@ class Session:
             for frame in parser.feed(data):
                 self._handle(frame, tees)
         parser.close()
+        channel.status_event.wait(KILL_TIMEOUT)  # the gateway's program has ended
         if not self.done:
             why = cxn.dead_reason or (stderr.decode(errors="replace").strip()[-300:]
                                       or "connection lost")
@@ -300,13 +324,39 @@ class Session:
         if dead:
             pool.drop(cxn)
             self._clean(cxn)
+        with self.tree._lock:
+            self.tree.failed[self.gateway] = why
         ended = self.tree.ended()
         unsent = [h for h in self.targets if h not in ended and h not in self.sent]
-        for host in self.targets:
-            if host not in ended and host in self.sent:
+        started = [h for h in self.targets if h not in ended and h in self.sent]
+        if started:
+            how = self._reap(started)
+            for host in started:
                 self.tree.end(host, HostResult.of(GatewayError(
-                    host, self.gateway, f"{why}; the command may have run there in part")))
+                    host, self.gateway, f"{why}; the command may have run there in part, "
+                    f"{how.get(host, 'and may still run')}")))
         self.tree.hand_over(self.gateway, why, unsent)
+
+    def _reap(self, hosts: List[str]) -> Dict[str, str]:
+        """End, through a live peer, what this gateway started on ``hosts``; how it went.
+
+        The reaper looks for this session's tag at any position (it reads the tag as
+        an extended regular expression), run as the command was (sudo included).
+        """
+        peers = self.tree.live_peers(self.gateway)
+        if not peers:
+            return {}
+        peer = peers[0]
+        info = self.tree.info.mod(
+            hosts=hosts, gateways=[peer], topology=None, env={}, forward_env=False, cwd=None,
+            stdin=None, timeout=None, collect_output=True, hide_output=True, pipe_stdout=None,
+            pipe_stderr=None, exec_async=False, sleep_ms=0, watchers=None)
+        from .exec import Exec
+        reap = Exec(remote_kill_script(f"{self.tag}-[0-9]+"), info)
+        return {host: f"ended through gateway {peer}" if not code
+                else f"and could not be ended through gateway {peer}: "
+                     f"{reap.errors.get(host) or reap.stderr[host].strip() or code}"
+                for host, code in reap.exit_codes.items()}
 
     def _clean(self, cxn: HostConnection) -> None:
         """Remove the temporary folder of a gateway that could not (SIGKILLed), if it is

@@ -161,7 +161,7 @@ def _only(cluster: SandboxCluster, host: str) -> str:
     return f'[ "$(hostname)" = {host} ]'
 
 
-def test_gateway_killed_mid_run_ends_its_started_targets_with_255_and_keeps_the_others(
+def test_gateway_killed_mid_run_ends_its_started_targets_through_a_peer_with_255(
         cluster: SandboxCluster, tmp_path: Path) -> None:
     seconds = unique_seconds()
     command = (f'if {_only(cluster, "node3")}; then echo started; sleep {seconds}; '
@@ -176,6 +176,8 @@ def test_gateway_killed_mid_run_ends_its_started_targets_with_255_and_keeps_the_
         assert node.exit_codes == {"node3": 255, "node4": 0}
         error = node.errors["node3"]
         assert isinstance(error, GatewayError) and error.gateway == "node1"
+        assert "ended through gateway node2" in str(error)
+        assert sleeping(cluster, "node3", seconds) == []
         assert node.stdout["node4"] == "quick\n"
         assert gateway_leftovers(cluster, ["node1"]) == {}
     finally:
