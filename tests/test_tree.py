@@ -112,6 +112,54 @@ def test_tree_of_4_gateways_and_64_targets_gives_the_results_of_direct_pssh(
     assert gateway_leftovers(big, gateways) == {}
 
 
+@pytest.mark.parametrize("settings", [
+    {"env": {"GREETING": "it's \"$5\""}, "cwd": "/usr", "sudo": True,
+     "sudo_password": "cluster's", "user": "password user"},
+    {"stdin": b"line 1\nline 2", "max_parallel": 1, "forward_env": ["PATH"]},
+], ids=["env-cwd-sudo-password", "stdin-max-parallel"])
+def test_run_keywords_act_on_the_targets_as_directly(cluster: SandboxCluster,
+                                                    settings: Dict[str, Any]) -> None:
+    if settings.get("sudo"):
+        if cluster.password_user is None:
+            pytest.skip("no user whose sudo asks for a password")
+        settings = {**settings, "user": cluster.password_user,
+                    "sudo_password": cluster.sudo_password}
+    command = 'echo "$GREETING"; pwd; id -un; head -c 100'
+    hosts = ["node2", "node3", "node4"]
+    direct = Exec(command, pssh_info(cluster, hosts=hosts, **settings))
+    tree = Exec(command, pssh_info(cluster, hosts=hosts, gateways="node1", **settings))
+    assert results(tree) == results(direct)
+    assert direct.exit_codes == {h: 0 for h in hosts}
+    first = direct.stdout["node2"].splitlines()
+    assert first[:3] == ([settings["env"]["GREETING"], "/usr", "root"] if "env" in settings
+                         else ["", f"/home/{cluster.user}", cluster.user])
+
+
+def test_ctrl_c_on_the_client_ends_every_command_through_the_gateways(
+        cluster: SandboxCluster) -> None:
+    import signal
+    import subprocess
+    import sys
+    seconds = unique_seconds()
+    hosts = ["node2", "node3"]
+    client = subprocess.Popen(
+        [sys.executable, "-m", "fabexec", "run", "-F", str(cluster.ssh_config), "-H",
+         "node[2-3]", "--gateways", "node1", "--", escaping_tree(seconds)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    try:
+        assert eventually(lambda: all(len(sleeping(cluster, h, seconds)) == TREE_SIZE
+                                      for h in hosts))
+        client.send_signal(signal.SIGINT)
+        assert client.wait(120) == 130
+        assert {h: sleeping(cluster, h, seconds) for h in hosts} == {h: [] for h in hosts}
+        assert gateway_leftovers(cluster, ["node1"]) == {}
+    finally:
+        if client.poll() is None:
+            client.kill()
+        end_sleeping(cluster, seconds)
+
+
 def test_gateway_whose_python_lacks_fabexec_gets_it_for_the_run_only(
         cluster: SandboxCluster) -> None:
     lacking = openssh(cluster, "node1", "command -v python3; python3 -c 'import paramiko'")
