@@ -48,7 +48,13 @@ from paramiko.ssh_exception import SSHException
 
 from . import interrupts
 from .connections import HostConnection
-from .errors import HostError, PartialCopyError, TransferError, TransferFailedError
+from .errors import (
+    ExecInfoError,
+    HostError,
+    PartialCopyError,
+    TransferError,
+    TransferFailedError,
+)
 from .fanout import LINK_ERRORS, FanOut
 from .info import ExecInfo, ExecType, LocalExecInfo
 from .results import HostResult, HostResults, every_host, run_hosts, split_local
@@ -446,6 +452,10 @@ class Transfer(HostResults):
     """
 
     def __init__(self, plan: Dict[str, List[Copy]], push: bool, exec_info: ExecInfo) -> None:
+        if exec_info.gateways or exec_info.topology:  # not silently around them
+            raise ExecInfoError("gateways" if exec_info.gateways else "topology",
+                                "copies do not go through gateways yet: give the "
+                                "copy an ExecInfo without them")
         super().__init__(list(plan))
         self.exec_info = exec_info
         self.push = push

@@ -351,6 +351,14 @@ def test_wrong_gateways_keyword_is_named(changes: Dict[str, Any], field: str) ->
     assert caught.value.field == field
 
 
+def test_copies_refuse_gateways_rather_than_go_around_them(tmp_path: Path) -> None:
+    from fabexec import Put
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ExecInfoError) as caught:
+        Put(str(tmp_path / "f"), "/tmp/", pssh_info_without_cluster(gateways="gw1"))
+    assert caught.value.field == "gateways"
+
+
 def test_frames_round_trip_in_chunks_of_any_size() -> None:
     stream = encode({"kind": "out", "h": 3}, b"\x00\xff raw") + encode({"kind": "done"})
     parser, frames = Parser(), []
