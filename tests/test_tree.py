@@ -21,6 +21,7 @@ from fabexec.errors import (
     CommandTimeoutError,
     ExecInfoError,
     GatewayError,
+    HostStoppedAnsweringError,
     UnreachableError,
 )
 from fabexec.frames import HEAD, MAGIC, MAX_HEADER, FrameError, Parser, encode
@@ -255,6 +256,30 @@ def test_frozen_gateway_is_noticed_by_its_keepalives(cluster: SandboxCluster,
         # Thawed, the gateway finds its client gone: it ends its command and leaves.
         assert eventually(lambda: not sleeping(cluster, "node3", seconds))
         assert eventually(lambda: gateway_leftovers(cluster, ["node1"]) == {})
+    finally:
+        end_sleeping(cluster, seconds)
+
+
+@pytest.mark.timeout(40)  # the default keepalives (15 s x 3) would not notice in time
+def test_target_frozen_behind_a_gateway_is_noticed_by_the_gateways_keepalives(
+        cluster: SandboxCluster, tmp_path: Path) -> None:
+    seconds = unique_seconds()
+    command = (f'if {_only(cluster, "node3")}; then echo started; sleep {seconds}; '
+               'else echo quick; fi')
+    try:
+        node = Exec(command, pssh_info(cluster, hosts=["node3", "node4"], exec_async=True,
+                                       gateways="node1", keepalive_interval=0.5,
+                                       keepalive_count=2,
+                                       pipe_stdout=str(tmp_path / "{host}.out")))
+        assert eventually(lambda: (tmp_path / "node3.out").read_bytes() == b"started\n")
+        cluster.freeze("node3")
+        try:
+            node.wait()
+        finally:
+            cluster.thaw("node3")
+        assert node.exit_codes == {"node3": 255, "node4": 0}
+        assert type(node.errors["node3"]) is HostStoppedAnsweringError
+        assert "stopped answering" in str(node.errors["node3"])
     finally:
         end_sleeping(cluster, seconds)
 
