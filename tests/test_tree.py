@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
+import sysconfig
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from fabexec import Exec, sandbox
+from fabexec import Exec, bundle, sandbox
 from fabexec.errors import (
     CommandTimeoutError,
     ExecInfoError,
@@ -284,6 +286,16 @@ def test_target_frozen_behind_a_gateway_is_noticed_by_the_gateways_keepalives(
         end_sleeping(cluster, seconds)
 
 
+def test_gateway_without_python3_ends_targets_with_255_saying_why(
+        cluster: SandboxCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bundle, "GATEWAY_PYTHON", "/nonexistent/python3")
+    node = Exec("hostname", pssh_info(cluster, hosts=["node2", "node3"], gateways="node1"))
+    assert node.exit_codes == {"node2": 255, "node3": 255}
+    for error in node.errors.values():
+        assert isinstance(error, GatewayError) and error.gateway == "node1"
+        assert "/nonexistent/python3" in str(error)
+
+
 def test_kill_ends_every_command_on_every_target_and_leaves_no_gateway(
         cluster: SandboxCluster) -> None:
     seconds = unique_seconds()
@@ -382,6 +394,28 @@ def test_copies_refuse_gateways_rather_than_go_around_them(tmp_path: Path) -> No
     with pytest.raises(ExecInfoError) as caught:
         Put(str(tmp_path / "f"), "/tmp/", pssh_info_without_cluster(gateways="gw1"))
     assert caught.value.field == "gateways"
+
+
+@pytest.mark.parametrize(("probe", "words"), [
+    ({"python": [3, 8, 10], "impl": "cpython", "platform": "linux-x86_64"}, "3.8.10"),
+    ({"python": [3, 10, 1], "impl": "cpython", "platform": sysconfig.get_platform()},
+     "compiled packages"),
+    ({"python": [*sys.version_info[:3]], "impl": "cpython", "platform": "linux-aarch64"},
+     "linux-aarch64"),
+])
+def test_gateway_python_that_cannot_take_our_packages_is_named(probe: Dict[str, Any],
+                                                               words: str) -> None:
+    if sys.version_info[:2] == (3, 10) and "compiled" in words:
+        pytest.skip("this client is 3.10 itself")
+    with pytest.raises(bundle.GatewayUnusableError) as caught:
+        bundle.check_python("gw1", probe)
+    assert caught.value.host == "gw1" and words in str(caught.value)
+
+
+def test_gateway_python_like_ours_takes_our_packages() -> None:
+    bundle.check_python("gw1", {"python": [*sys.version_info[:3]],
+                                "impl": sys.implementation.name,
+                                "platform": sysconfig.get_platform()})
 
 
 def test_frames_round_trip_in_chunks_of_any_size() -> None:
