@@ -20,9 +20,10 @@ import os
 import re
 import signal
 import sys
+import tarfile
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .connections import HostConnection, close_connections
 from .errors import FabexecError, HostError
@@ -183,18 +184,16 @@ def job_info(job: Frame, folder: str) -> ExecInfo:
                         collect_output=False, hide_output=True, **settings)
 
 
-def read_frames(parser: Parser) -> Optional[Frame]:
-    """The next frame on stdin, None at its end."""
+def first_frame(parser: Parser) -> Tuple[Optional[Frame], List[Frame]]:
+    """The first frame on stdin (None at its end), and those that came with it."""
     while True:
         chunk = os.read(0, CHUNK)
         if not chunk:
             parser.close()
-            return None
+            return None, []
         frames = parser.feed(chunk)
         if frames:
-            if len(frames) > 1:
-                raise FrameError("a second frame came before the job started")
-            return frames[0]
+            return frames[0], frames[1:]
 
 
 def serve(folder: str) -> int:
@@ -204,7 +203,7 @@ def serve(folder: str) -> int:
     writer.flush()
     parser = Parser()
     try:
-        job = read_frames(parser)
+        job, early = first_frame(parser)
         if job is None:
             return 0  # the client left before sending work
         if job.kind != "job" or job.header.get("protocol") != PROTOCOL:
@@ -213,6 +212,12 @@ def serve(folder: str) -> int:
         tag = str(job.header["tag"])
         if not re.fullmatch(r"[0-9a-z-]+", tag):
             raise FrameError(f"a job's tag is letters, digits and '-', not {tag!r:.80}")
+        copies = job.header.get("copies")
+        if copies is not None:
+            return _serve_put(list(job.header["targets"]), info, copies, early, parser,
+                              writer, folder)
+        if early:
+            raise FrameError("a second frame came before the job started")
         executor = GatewayExecutor(job.header["cmd"], info, list(job.header["targets"]), writer,
                                    tag)
     except (FabexecError, KeyError, TypeError, ValueError) as e:
@@ -240,6 +245,93 @@ def serve(folder: str) -> int:
     finally:
         close_connections()
     return 0
+
+
+def _serve_put(targets: List[str], info: ExecInfo, copies: List[Dict[str, Any]],
+               early: List[Frame], parser: Parser, writer: Writer, folder: str) -> int:
+    """A `Put` to the targets: the sources come as a tar stream in ``data`` frames,
+    are unpacked into ``folder`` and copied from there by the ordinary `Put`."""
+    from .transfer import Copy, Transfer
+    sources = os.path.join(folder, "src")
+    os.mkdir(sources, 0o700)
+    read_end, write_end = os.pipe()
+    running: Dict[str, Any] = {}
+
+    def stop() -> None:
+        transfer = running.get("transfer")
+        running["stopped"] = True
+        if transfer is not None:
+            transfer.kill()
+
+    threading.Thread(target=_feed_sources, args=(early, parser, write_end, stop),
+                     daemon=True, name="fabexec-gw-stdin").start()
+    try:
+        with os.fdopen(read_end, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            if hasattr(tarfile, "tar_filter"):
+                tar.extractall(sources, filter="tar")
+            else:
+                tar.extractall(sources)
+    except (tarfile.TarError, OSError) as e:
+        writer.send({"kind": "fatal", "message": f"the sources did not arrive whole: {e}"})
+        writer.flush()
+        return 1
+
+    class Reachable(Transfer):
+        """The ordinary copy, which a ``kill`` frame reaches while it runs."""
+
+        def _run(self) -> Dict[str, HostResult]:
+            running["transfer"] = self
+            if running.get("stopped"):
+                self.kill()
+            return super()._run()
+
+    paths = [os.path.join(sources, str(k), c["name"]) + ("/" if c["slash"] else "")
+             for k, c in enumerate(copies)]
+    plan = {host: [Copy(path, str(c["dst"]), c["into"]) for path, c in zip(paths, copies)]
+            for host in targets}
+    try:
+        done = Reachable(plan, True, info)
+        for k, host in enumerate(targets):
+            writer.send({"kind": "end", "h": k, "code": done.exit_codes[host],
+                         "error": error_fields(done.errors.get(host)),
+                         "copied": done.copied[host]})
+        writer.send({"kind": "done"})
+        writer.flush()
+    except OSError:
+        pass  # the client is gone
+    finally:
+        close_connections()
+    return 0
+
+
+def _feed_sources(early: List[Frame], parser: Parser, pipe: int, stop: Any) -> None:
+    """``data`` frames into ``pipe`` until ``data-end``; a ``kill`` or stdin's end stops."""
+    ended = False
+
+    def take(frames: List[Frame]) -> None:
+        nonlocal ended
+        for frame in frames:
+            if frame.kind == "data" and not ended:
+                data = memoryview(frame.payload)
+                while data:
+                    data = data[os.write(pipe, data):]
+            elif frame.kind == "data-end" and not ended:
+                ended = True
+                os.close(pipe)
+            elif frame.kind == "kill":
+                stop()
+    try:
+        take(early)
+        while True:
+            chunk = os.read(0, CHUNK)
+            if not chunk:
+                break
+            take(parser.feed(chunk))
+    except (OSError, FrameError):
+        pass
+    if not ended:
+        os.close(pipe)  # cut short: the unpacking fails
+    stop()
 
 
 def _listen(parser: Parser, end_all: Any) -> None:

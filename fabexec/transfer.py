@@ -48,13 +48,7 @@ from paramiko.ssh_exception import SSHException
 
 from . import interrupts
 from .connections import HostConnection
-from .errors import (
-    ExecInfoError,
-    HostError,
-    PartialCopyError,
-    TransferError,
-    TransferFailedError,
-)
+from .errors import HostError, PartialCopyError, TransferError, TransferFailedError
 from .fanout import LINK_ERRORS, FanOut
 from .info import ExecInfo, ExecType, LocalExecInfo
 from .results import HostResult, HostResults, every_host, run_hosts, split_local
@@ -452,16 +446,16 @@ class Transfer(HostResults):
     """
 
     def __init__(self, plan: Dict[str, List[Copy]], push: bool, exec_info: ExecInfo) -> None:
-        if exec_info.gateways or exec_info.topology:  # not silently around them
-            raise ExecInfoError("gateways" if exec_info.gateways else "topology",
-                                "copies do not go through gateways yet: give the "
-                                "copy an ExecInfo without them")
         super().__init__(list(plan))
         self.exec_info = exec_info
         self.push = push
         self.copied: Dict[str, List[str]] = {h: [] for h in self.hosts}
         self._plan = plan
         self._stop = threading.Event()
+        if exec_info.gateways or exec_info.topology:  # through them, never around them
+            from .tree import copy_through
+            self._settle(copy_through(self))
+            return
         self._settle(self._run())
 
     def kill(self) -> None:

@@ -26,6 +26,8 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import sys
+import tarfile
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -59,6 +61,9 @@ PROBE_TIMEOUT = 30.0
 #: A temporary folder of a gateway, as `fabexec.bundle.STAGE2` names it.
 GATEWAY_FOLDER = re.compile(r"^/[A-Za-z0-9_./-]*/fabexec-gw-[A-Za-z0-9_]+$")
 
+#: Bytes of a copy's sources per ``data`` frame.
+DATA_CHUNK = 1 << 20
+
 #: Most bytes of stdin sent through gateways (the job frame carries it whole).
 MAX_STDIN = MAX_PAYLOAD // 2
 
@@ -73,14 +78,18 @@ class Lost(Exception):
 class TreeExecutor:
     """One command on ``hosts``, each through the gateway the plan gives it."""
 
-    def __init__(self, cmd: Command, info: ExecInfo, hosts: List[str], plan: Plan,
-                 stdin: StdinSource) -> None:
+    def __init__(self, cmd: Optional[Command], info: ExecInfo, hosts: List[str], plan: Plan,
+                 stdin: StdinSource, copies: Optional[List[Any]] = None) -> None:
         if info.watchers:
             raise ExecInfoError("watchers", "cannot answer a command's output through gateways")
         self.info, self.hosts, self.plan = info, hosts, plan
         self.cmd_given = cmd
-        self.cmd = shell_script(cmd, info.env, info.cwd, info.sudo, info.sudoenv,
-                                info.sudo_password is not None)
+        self.cmd = "" if cmd is None else shell_script(
+            cmd, info.env, info.cwd, info.sudo, info.sudoenv, info.sudo_password is not None)
+        #: A `Put`'s copies (`fabexec.transfer.Copy`), the same for every host, instead
+        #: of a command; what each host got lands in ``copied``.
+        self.copies = copies
+        self.copied: Dict[str, List[str]] = {}
         reader = stdin.reader()
         self.stdin = None if reader is None else _read_all(reader)
         if self.stdin is not None and len(self.stdin) > MAX_STDIN:
@@ -233,7 +242,18 @@ class Session:
         channel.sendall(script)
         channel.sendall(preamble(data))
         channel.sendall(self._job())
+        if self.tree.copies is not None:
+            self._send_sources(channel)
         self._read(channel, cxn)
+
+    def _send_sources(self, channel: Any) -> None:
+        """The copies' sources as a tar stream in ``data`` frames, then ``data-end``."""
+        stream = FrameStream(channel)
+        with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for number, copy in enumerate(self.tree.copies or []):
+                tar.add(copy.src, arcname=f"{number}/{_name(copy.src)}")
+        stream.flush()
+        channel.sendall(encode({"kind": "data-end"}))
 
     def _probe(self, cxn: HostConnection) -> Dict[str, Any]:
         channel = cxn.create_session()
@@ -272,8 +292,11 @@ class Session:
         if tree.stdin is not None:
             files.append(("stdin", tree.stdin))
         payload = b"".join(data for _, data in files)
+        copies = None if tree.copies is None else [
+            {"name": _name(c.src), "slash": c.src.endswith("/"), "dst": c.dst, "into": c.into}
+            for c in tree.copies]
         return encode({"kind": "job", "protocol": PROTOCOL, "cmd": tree.cmd_given,
-                       "tag": self.tag,
+                       "tag": self.tag, "copies": copies,
                        "targets": self.targets, "settings": settings,
                        "files": {name: len(data) for name, data in files}}, payload)
 
@@ -305,6 +328,8 @@ class Session:
             self.sent.add(self.targets[header["h"]])
         elif kind == "end":
             host = self.targets[header["h"]]
+            if isinstance(header.get("copied"), list):
+                self.tree.copied[host] = [str(path) for path in header["copied"]]
             self.tree.end(host, HostResult(int(header["code"]),
                                            _rebuild(host, header.get("error"))))
         elif kind == "ready":
@@ -382,6 +407,63 @@ class Session:
                 channel.sendall(encode({"kind": "kill"}))
             except LINK_ERRORS:
                 pass
+
+
+class FrameStream:
+    """A file to write a tar stream to, sent as ``data`` frames of `DATA_CHUNK` bytes."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel, self._pending = channel, bytearray()
+
+    def write(self, data: bytes) -> int:
+        self._pending += data
+        while len(self._pending) >= DATA_CHUNK:
+            self.channel.sendall(encode({"kind": "data"}, bytes(self._pending[:DATA_CHUNK])))
+            del self._pending[:DATA_CHUNK]
+        return len(data)
+
+    def flush(self) -> None:
+        if self._pending:
+            self.channel.sendall(encode({"kind": "data"}, bytes(self._pending)))
+            self._pending = bytearray()
+
+
+def _name(path: str) -> str:
+    """A source's name as a copy keeps it (``cp``'s: the last part, slashes aside)."""
+    return os.path.basename(os.path.normpath(path)) or "root"
+
+
+def copy_through(transfer: Any) -> Dict[str, HostResult]:
+    """A `Put` (``transfer``) through the gateways of its info: the sources go once to
+    each gateway, which copies them to its targets with the ordinary `Put`."""
+    info = transfer.exec_info
+    field = "gateways" if info.gateways else "topology"
+    if not transfer.push:
+        raise ExecInfoError(field, "Get does not go through gateways yet: give it an "
+                            "ExecInfo without them")
+    copies = list(transfer._plan.values())[0] if transfer._plan else []
+    if any(plan != copies for plan in transfer._plan.values()):
+        raise ExecInfoError(field, "through gateways every host gets the same copies")
+    from .results import split_local
+    from .topology import plan as make_plan
+    here, remote = split_local(transfer.hosts, info)
+    plan = make_plan(remote, info.gateways or (), info.topology)
+    if here or plan.direct:
+        raise ExecInfoError(field, f"{(here + plan.direct)[0]} is on no gateway's route: a "
+                            "copy through gateways reaches every host through one")
+    tree = TreeExecutor(None, info, remote, plan, StdinSource(None, len(remote)), copies)
+    outputs = Outputs(remote, collect=False, hide=True, pipe_stdout=None, pipe_stderr=None,
+                      stdout=sys.stdout, stderr=sys.stderr)
+    tree.start(outputs)
+    try:
+        results = tree.wait()
+    except BaseException:
+        tree.kill()
+        raise
+    finally:
+        outputs.close()
+    transfer.copied.update(tree.copied)
+    return results
 
 
 def _rebuild(host: str, fields: Any) -> Optional[HostError]:

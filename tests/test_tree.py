@@ -186,6 +186,32 @@ def test_cli_runs_through_gateways_with_json_lines(cluster: SandboxCluster) -> N
         "node2": ("node2\n", 0), "node3": ("node3\n", 0)}
 
 
+def test_put_through_gateways_places_what_a_direct_put_places(cluster: SandboxCluster,
+                                                              tmp_path: Path) -> None:
+    from fabexec import Put
+    app = tmp_path / "app"
+    (app / "sub").mkdir(parents=True)
+    (app / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (app / "run.sh").chmod(0o750)
+    (app / "sub" / "data").write_bytes(os.urandom(3 << 20))
+    (app / "link").symlink_to("run.sh")
+    (tmp_path / "single.txt").write_text("single\n")
+    hosts, sources = ["node2", "node3"], [str(app), str(tmp_path / "single.txt")]
+    folder = f"/tmp/put-{unique_seconds()}"
+    direct = Put(sources, f"{folder}/direct/", pssh_info(cluster, hosts=hosts))
+    tree = Put(sources, f"{folder}/tree/", pssh_info(cluster, hosts=hosts, gateways="node1"))
+    assert tree.exit_codes == direct.exit_codes == {h: 0 for h in hosts}
+    assert {h: [p.replace("/tree/", "/direct/") for p in tree.copied[h]] for h in hosts} == \
+        direct.copied
+    listing = ("cd {} && find . -printf '%P %m %y %l %s\\n' | sort && "
+               "md5sum app/sub/data | cut -c-32")
+    for host in hosts:
+        seen = [openssh(cluster, host, listing.format(f"{folder}/{way}")).stdout
+                for way in ("direct", "tree")]
+        assert seen[0] == seen[1] and "run.sh 750 f" in seen[0]
+    assert gateway_leftovers(cluster, ["node1"]) == {}
+
+
 # --- faults ------------------------------------------------------------------------------
 
 
@@ -388,11 +414,10 @@ def test_wrong_gateways_keyword_is_named(changes: Dict[str, Any], field: str) ->
     assert caught.value.field == field
 
 
-def test_copies_refuse_gateways_rather_than_go_around_them(tmp_path: Path) -> None:
-    from fabexec import Put
-    (tmp_path / "f").write_text("x")
+def test_get_refuses_gateways_rather_than_go_around_them(tmp_path: Path) -> None:
+    from fabexec import Get
     with pytest.raises(ExecInfoError) as caught:
-        Put(str(tmp_path / "f"), "/tmp/", pssh_info_without_cluster(gateways="gw1"))
+        Get("/etc/hostname", str(tmp_path), pssh_info_without_cluster(gateways="gw1"))
     assert caught.value.field == "gateways"
 
 
