@@ -458,6 +458,11 @@ class Transfer(HostResults):
             return
         self._settle(self._run())
 
+    @property
+    def plan(self) -> Dict[str, List[Copy]]:
+        """What goes where, per host."""
+        return self._plan
+
     def kill(self) -> None:
         """Stop copying (another thread, an interrupt): hosts drop their temporary files."""
         self._stop.set()

@@ -111,8 +111,8 @@ class TreeExecutor:
             self._launch(gateway, targets)
 
     def _launch(self, gateway: str, targets: List[str]) -> None:
-        session = Session(self, gateway, targets, len(self.sessions))
-        with self._lock:
+        with self._lock:  # numbered under the lock: each session's tag is its own
+            session = Session(self, gateway, targets, len(self.sessions))
             self.sessions.append(session)
         threading.Thread(target=session.run, daemon=True, name=f"fabexec-gw-{gateway}").start()
 
@@ -131,10 +131,15 @@ class TreeExecutor:
         with self._lock:
             return [g for g in self.plan.peers.get(gateway, []) if g not in self.failed]
 
-    def hand_over(self, gateway: str, why: str, targets: List[str]) -> None:
-        """``gateway`` failed (``why``) before sending these targets' commands."""
+    def mark_failed(self, gateway: str, why: str) -> None:
+        """No more work goes to ``gateway`` in this run."""
         with self._lock:
             self.failed[gateway] = why
+
+    def hand_over(self, gateway: str, why: str, targets: List[str]) -> None:
+        """``gateway`` failed (``why``) before sending these targets' commands."""
+        self.mark_failed(gateway, why)
+        with self._lock:
             stopping = self.stopping
         peers = self.live_peers(gateway)
         if not targets:
@@ -349,8 +354,7 @@ class Session:
         if dead:
             pool.drop(cxn)
             self._clean(cxn)
-        with self.tree._lock:
-            self.tree.failed[self.gateway] = why
+        self.tree.mark_failed(self.gateway, why)
         ended = self.tree.ended()
         unsent = [h for h in self.targets if h not in ended and h not in self.sent]
         started = [h for h in self.targets if h not in ended and h in self.sent]
@@ -441,8 +445,9 @@ def copy_through(transfer: Any) -> Dict[str, HostResult]:
     if not transfer.push:
         raise ExecInfoError(field, "Get does not go through gateways yet: give it an "
                             "ExecInfo without them")
-    copies = list(transfer._plan.values())[0] if transfer._plan else []
-    if any(plan != copies for plan in transfer._plan.values()):
+    plans = list(transfer.plan.values())
+    copies = plans[0] if plans else []
+    if any(plan != copies for plan in plans):
         raise ExecInfoError(field, "through gateways every host gets the same copies")
     from .results import split_local
     from .topology import plan as make_plan
