@@ -314,7 +314,7 @@ def test_target_frozen_behind_a_gateway_is_noticed_by_the_gateways_keepalives(
 
 def test_gateway_without_python3_ends_targets_with_255_saying_why(
         cluster: SandboxCluster, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bundle, "GATEWAY_PYTHON", "/nonexistent/python3")
+    monkeypatch.setenv(bundle.PYTHON_VAR, "/nonexistent/python3")
     node = Exec("hostname", pssh_info(cluster, hosts=["node2", "node3"], gateways="node1"))
     assert node.exit_codes == {"node2": 255, "node3": 255}
     for error in node.errors.values():
