@@ -104,7 +104,7 @@ def test_tree_of_4_gateways_and_64_targets_gives_the_results_of_direct_pssh(
         folder.mkdir()
         runs[way] = Exec(command, pssh_info(big, hosts=[*targets, "ghost"], ssh_config=config,
                                             pipe_stdout=str(folder / "{host}.out"),
-                                            connect_timeout=5, **more))
+                                            connect_timeout=30, **more))
     direct, tree = runs["direct"], runs["tree"]
     assert results(tree) == results(direct)
     assert {h: tree.stdout[h] for h in targets} == {h: f"out {h}\n" for h in targets}
