@@ -217,7 +217,7 @@ def test_put_through_gateways_places_what_a_direct_put_places(cluster: SandboxCl
 
 def test_refused_gateway_hands_its_targets_to_another(cluster: SandboxCluster,
                                                       ghost_config: Path) -> None:
-    node = Exec("hostname", pssh_info(cluster, ssh_config=ghost_config, connect_timeout=5,
+    node = Exec("hostname", pssh_info(cluster, ssh_config=ghost_config, connect_timeout=30,
                                       gateways=["ghost", "node1"]))
     assert node.stdout == {h: f"{h}\n" for h in cluster.hosts}
     assert node.errors == {}
@@ -225,7 +225,7 @@ def test_refused_gateway_hands_its_targets_to_another(cluster: SandboxCluster,
 
 def test_no_gateway_left_ends_targets_with_255_naming_the_gateway(
         cluster: SandboxCluster, ghost_config: Path) -> None:
-    node = Exec("hostname", pssh_info(cluster, ssh_config=ghost_config, connect_timeout=5,
+    node = Exec("hostname", pssh_info(cluster, ssh_config=ghost_config, connect_timeout=30,
                                       gateways="ghost"))
     assert set(node.exit_codes.values()) == {255}
     for host in cluster.hosts:
