@@ -288,7 +288,6 @@ def test_frozen_gateway_is_noticed_by_its_keepalives(cluster: SandboxCluster,
         end_sleeping(cluster, seconds)
 
 
-@pytest.mark.timeout(40)  # the default keepalives (15 s x 3) would not notice in time
 def test_target_frozen_behind_a_gateway_is_noticed_by_the_gateways_keepalives(
         cluster: SandboxCluster, tmp_path: Path) -> None:
     seconds = unique_seconds()
@@ -307,7 +306,8 @@ def test_target_frozen_behind_a_gateway_is_noticed_by_the_gateways_keepalives(
             cluster.thaw("node3")
         assert node.exit_codes == {"node3": 255, "node4": 0}
         assert type(node.errors["node3"]) is HostStoppedAnsweringError
-        assert "stopped answering" in str(node.errors["node3"])
+        # The gateway's keepalives are this run's, not its defaults (15 s x 3).
+        assert "2 keepalives unanswered over 1 s" in str(node.errors["node3"])
     finally:
         end_sleeping(cluster, seconds)
 
