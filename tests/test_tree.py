@@ -75,6 +75,12 @@ def ghost_config(cluster: SandboxCluster, tmp_path: Path) -> Path:
                            {"ghost": (SPARE_IP, free_port(SPARE_IP))})
 
 
+def tree_info(cluster: SandboxCluster, **changes: Any) -> Any:
+    """`pssh_info` whose handshakes may take 30 s: a gateway's many at once on a machine
+    at load 100 and more outlast the default 10 s (a refused host is refused at once)."""
+    return pssh_info(cluster, **{"connect_timeout": 30, **changes})
+
+
 def results(node: Exec) -> Dict[str, Any]:
     return {"stdout": node.stdout, "stderr": node.stderr, "exit_codes": node.exit_codes,
             "errors": {h: (type(e), str(e)) for h, e in node.errors.items()}}
@@ -102,9 +108,9 @@ def test_tree_of_4_gateways_and_64_targets_gives_the_results_of_direct_pssh(
     for way, more in (("direct", {}), ("tree", {"gateways": gateways})):
         folder = tmp_path / way
         folder.mkdir()
-        runs[way] = Exec(command, pssh_info(big, hosts=[*targets, "ghost"], ssh_config=config,
+        runs[way] = Exec(command, tree_info(big, hosts=[*targets, "ghost"], ssh_config=config,
                                             pipe_stdout=str(folder / "{host}.out"),
-                                            connect_timeout=30, **more))
+                                            **more))
     direct, tree = runs["direct"], runs["tree"]
     assert results(tree) == results(direct)
     assert {h: tree.stdout[h] for h in targets} == {h: f"out {h}\n" for h in targets}
@@ -129,8 +135,8 @@ def test_run_keywords_act_on_the_targets_as_directly(cluster: SandboxCluster,
                     "sudo_password": cluster.sudo_password}
     command = 'echo "$GREETING"; pwd; id -un; head -c 100'
     hosts = ["node2", "node3", "node4"]
-    direct = Exec(command, pssh_info(cluster, hosts=hosts, **settings))
-    tree = Exec(command, pssh_info(cluster, hosts=hosts, gateways="node1", **settings))
+    direct = Exec(command, tree_info(cluster, hosts=hosts, **settings))
+    tree = Exec(command, tree_info(cluster, hosts=hosts, gateways="node1", **settings))
     assert results(tree) == results(direct)
     assert direct.exit_codes == {h: 0 for h in hosts}
     first = direct.stdout["node2"].splitlines()
@@ -147,7 +153,8 @@ def test_ctrl_c_on_the_client_ends_every_command_through_the_gateways(
     hosts = ["node2", "node3"]
     client = subprocess.Popen(
         [sys.executable, "-m", "fabexec", "run", "-F", str(cluster.ssh_config), "-H",
-         "node[2-3]", "--gateways", "node1", "--", escaping_tree(seconds)],
+         "node[2-3]", "--gateways", "node1", "--connect-timeout", "30", "--",
+         escaping_tree(seconds)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     try:
@@ -167,7 +174,7 @@ def test_gateway_whose_python_lacks_fabexec_gets_it_for_the_run_only(
         cluster: SandboxCluster) -> None:
     lacking = openssh(cluster, "node1", "command -v python3; python3 -c 'import paramiko'")
     assert lacking.stdout.strip() == "/usr/bin/python3" and lacking.returncode != 0
-    node = Exec("hostname", pssh_info(cluster, hosts=["node2", "node3"], gateways="node1"))
+    node = Exec("hostname", tree_info(cluster, hosts=["node2", "node3"], gateways="node1"))
     assert node.stdout == {"node2": "node2\n", "node3": "node3\n"}
     assert gateway_leftovers(cluster, ["node1"]) == {}
 
@@ -177,7 +184,7 @@ def test_cli_runs_through_gateways_with_json_lines(cluster: SandboxCluster) -> N
     import sys
     done = subprocess.run(
         [sys.executable, "-m", "fabexec", "run", "-F", str(cluster.ssh_config), "-H",
-         "node[2-3]", "--gateways", "node1", "--json", "--", "hostname"],
+         "node[2-3]", "--gateways", "node1", "--connect-timeout", "30", "--json", "--", "hostname"],
         capture_output=True, text=True, timeout=120, check=False,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     lines = {o["host"]: o for o in map(json.loads, done.stdout.splitlines())}
@@ -198,8 +205,8 @@ def test_put_through_gateways_places_what_a_direct_put_places(cluster: SandboxCl
     (tmp_path / "single.txt").write_text("single\n")
     hosts, sources = ["node2", "node3"], [str(app), str(tmp_path / "single.txt")]
     folder = f"/tmp/put-{unique_seconds()}"
-    direct = Put(sources, f"{folder}/direct/", pssh_info(cluster, hosts=hosts))
-    tree = Put(sources, f"{folder}/tree/", pssh_info(cluster, hosts=hosts, gateways="node1"))
+    direct = Put(sources, f"{folder}/direct/", tree_info(cluster, hosts=hosts))
+    tree = Put(sources, f"{folder}/tree/", tree_info(cluster, hosts=hosts, gateways="node1"))
     assert tree.exit_codes == direct.exit_codes == {h: 0 for h in hosts}
     assert {h: [p.replace("/tree/", "/direct/") for p in tree.copied[h]] for h in hosts} == \
         direct.copied
@@ -217,7 +224,7 @@ def test_put_through_gateways_places_what_a_direct_put_places(cluster: SandboxCl
 
 def test_refused_gateway_hands_its_targets_to_another(cluster: SandboxCluster,
                                                       ghost_config: Path) -> None:
-    node = Exec("hostname", pssh_info(cluster, ssh_config=ghost_config, connect_timeout=30,
+    node = Exec("hostname", tree_info(cluster, ssh_config=ghost_config,
                                       gateways=["ghost", "node1"]))
     assert node.stdout == {h: f"{h}\n" for h in cluster.hosts}
     assert node.errors == {}
@@ -225,7 +232,7 @@ def test_refused_gateway_hands_its_targets_to_another(cluster: SandboxCluster,
 
 def test_no_gateway_left_ends_targets_with_255_naming_the_gateway(
         cluster: SandboxCluster, ghost_config: Path) -> None:
-    node = Exec("hostname", pssh_info(cluster, ssh_config=ghost_config, connect_timeout=30,
+    node = Exec("hostname", tree_info(cluster, ssh_config=ghost_config,
                                       gateways="ghost"))
     assert set(node.exit_codes.values()) == {255}
     for host in cluster.hosts:
@@ -244,7 +251,7 @@ def test_gateway_killed_mid_run_ends_its_started_targets_through_a_peer_with_255
     command = (f'if {_only(cluster, "node3")}; then echo started; sleep {seconds}; '
                'else echo quick; fi')
     try:
-        node = Exec(command, pssh_info(cluster, hosts=["node3", "node4"], exec_async=True,
+        node = Exec(command, tree_info(cluster, hosts=["node3", "node4"], exec_async=True,
                                        gateways=["node1", "node2"],
                                        pipe_stdout=str(tmp_path / "{host}.out")))
         assert eventually(lambda: (tmp_path / "node3.out").read_bytes() == b"started\n")
@@ -267,7 +274,7 @@ def test_frozen_gateway_is_noticed_by_its_keepalives(cluster: SandboxCluster,
     command = (f'if {_only(cluster, "node3")}; then echo started; sleep {seconds}; '
                'else echo quick; fi')
     try:
-        node = Exec(command, pssh_info(cluster, hosts=["node3", "node4"], exec_async=True,
+        node = Exec(command, tree_info(cluster, hosts=["node3", "node4"], exec_async=True,
                                        gateways=["node1", "node2"], keepalive_interval=0.5,
                                        keepalive_count=2,
                                        pipe_stdout=str(tmp_path / "{host}.out")))
@@ -294,7 +301,7 @@ def test_target_frozen_behind_a_gateway_is_noticed_by_the_gateways_keepalives(
     command = (f'if {_only(cluster, "node3")}; then echo started; sleep {seconds}; '
                'else echo quick; fi')
     try:
-        node = Exec(command, pssh_info(cluster, hosts=["node3", "node4"], exec_async=True,
+        node = Exec(command, tree_info(cluster, hosts=["node3", "node4"], exec_async=True,
                                        gateways="node1", keepalive_interval=0.5,
                                        keepalive_count=2,
                                        pipe_stdout=str(tmp_path / "{host}.out")))
@@ -315,7 +322,7 @@ def test_target_frozen_behind_a_gateway_is_noticed_by_the_gateways_keepalives(
 def test_gateway_without_python3_ends_targets_with_255_saying_why(
         cluster: SandboxCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(bundle.PYTHON_VAR, "/nonexistent/python3")
-    node = Exec("hostname", pssh_info(cluster, hosts=["node2", "node3"], gateways="node1"))
+    node = Exec("hostname", tree_info(cluster, hosts=["node2", "node3"], gateways="node1"))
     assert node.exit_codes == {"node2": 255, "node3": 255}
     for error in node.errors.values():
         assert isinstance(error, GatewayError) and error.gateway == "node1"
@@ -326,7 +333,7 @@ def test_kill_ends_every_command_on_every_target_and_leaves_no_gateway(
         cluster: SandboxCluster) -> None:
     seconds = unique_seconds()
     try:
-        node = Exec(escaping_tree(seconds), pssh_info(cluster, exec_async=True,
+        node = Exec(escaping_tree(seconds), tree_info(cluster, exec_async=True,
                                                      gateways=["node1", "node2"]))
         assert eventually(lambda: all(len(sleeping(cluster, h, seconds)) == TREE_SIZE
                                       for h in cluster.hosts))
@@ -342,8 +349,8 @@ def test_kill_ends_every_command_on_every_target_and_leaves_no_gateway(
 def test_timeout_ends_every_command_through_the_gateways(cluster: SandboxCluster) -> None:
     seconds = unique_seconds()
     try:
-        node = Exec(escaping_tree(seconds), pssh_info(cluster, timeout=3, gateways="node1"))
-        assert set(node.exit_codes.values()) == {124}
+        node = Exec(escaping_tree(seconds), tree_info(cluster, timeout=3, gateways="node1"))
+        assert set(node.exit_codes.values()) == {124}, node.errors
         assert all(isinstance(e, CommandTimeoutError) for e in node.errors.values())
         assert on_every_host(cluster, lambda h: sleeping(cluster, h, seconds)) == \
             {h: [] for h in cluster.hosts}
@@ -356,7 +363,7 @@ def test_topology_routes_targets_and_reaches_unrouted_ones_directly(
         cluster: SandboxCluster, tmp_path: Path) -> None:
     topology = tmp_path / "topology.conf"
     topology.write_text(f"[routes]\n{socket.gethostname()}: node1\nnode1: node[2-3]\n")
-    node = Exec("hostname", pssh_info(cluster, topology=str(topology)))
+    node = Exec("hostname", tree_info(cluster, topology=str(topology)))
     assert node.stdout == {h: f"{h}\n" for h in cluster.hosts}
 
 
