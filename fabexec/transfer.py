@@ -478,6 +478,10 @@ class Transfer(HostResults):
         self.copied: Dict[str, List[str]] = {h: [] for h in self.hosts}
         self._plan = plan
         self._stop = threading.Event()
+        if exec_info.gateways or exec_info.topology:  # through them, never around them
+            from .tree import copy_through
+            self._settle(copy_through(self))
+            return
         self._settle(self._run())
         self.stdout: Any = {h: "" for h in self.hosts}
         self.stderr: Any = {h: f"fabexec: {self.errors[h]}\n" if h in self.errors else ""
@@ -486,6 +490,11 @@ class Transfer(HostResults):
     def wait(self) -> int:
         """``exit_code``: the copy ended before the constructor returned."""
         return self.exit_code  # type: ignore[return-value]
+
+    @property
+    def plan(self) -> Dict[str, List[Copy]]:
+        """What goes where, per host."""
+        return self._plan
 
     def kill(self) -> None:
         """Stop copying (another thread, an interrupt): hosts drop their temporary files."""
