@@ -33,6 +33,9 @@ class LocalExecutor:
     which a list of hosts named this machine.
     """
 
+    #: The command is a launcher that ends its job elsewhere itself (see `kill_local`).
+    launcher = False
+
     def __init__(self, cmd: Command, info: ExecInfo, script: Optional[str] = None,
                  host: str = LOCALHOST, stdin: Optional[StdinSource] = None) -> None:
         self.info = info
@@ -47,6 +50,7 @@ class LocalExecutor:
     def start(self, outputs: Outputs) -> None:
         tag = new_tag()
         self.runner = LocalRunner(local_context())
+        self.runner.launcher = self.launcher
         self.runner.setup_io(outputs.tees[self.host], tag, self.stdin.reader(local=True),
                              self.info.watchers, self.info.sudo_password)
         self._ended = self._outcome(lambda: self.runner.run(

@@ -212,6 +212,8 @@ class LocalRunner(TeeRunner, Local):
 
     #: What `kill_local` could not end, if anything (see `RemoteRunner`).
     reap_error: Optional[str] = None
+    #: The command is a launcher that ends its job elsewhere itself (see `kill_local`).
+    launcher: bool = False
 
     def stream_target(self, name: str) -> Any:
         """What the command gets as stream ``name``, as its Tee says it is wired."""
@@ -327,7 +329,7 @@ class LocalRunner(TeeRunner, Local):
             return  # it never started (start() raised): nothing to end
         # Once reaped, the group's number may belong to someone else: tag only.
         pgid = self.process.pid if self.process.returncode is None else None
-        left = kill_local(pgid, self.tag, reap=self.process.poll)
+        left = kill_local(pgid, self.tag, reap=self.process.poll, launcher=self.launcher)
         if left:
             self.reap_error = "still running after SIGKILL: " + " ".join(map(str, left))
 

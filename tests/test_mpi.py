@@ -332,12 +332,13 @@ def test_env_reaches_the_ranks_on_other_hosts(nodes: SandboxCluster, launcher: s
 def test_kill_ends_the_ranks_on_every_host(nodes: SandboxCluster, launcher: str,
                                            tag: str) -> None:
     # Without the tag the local reaper cannot see the remote ranks (this machine's
-    # /proc shows the sandbox nodes' processes): only the launcher's own clean-up can end them.
+    # /proc shows the sandbox nodes' processes): only the launcher's own clean-up can end
+    # them, and kill() returns once the launcher, and so its clean-up, is over.
     info = cluster_info(nodes, launcher, exec_async=True, timeout=None)
     node = Exec(f"env -u FABEXEC_TAG sleep {tag}", info)
     assert eventually(lambda: len(sleeping(tag)) == RANKS), "the ranks never started"
     node.kill()
-    assert eventually(lambda: sleeping(tag) == [], seconds=10)
+    assert sleeping(tag) == []
 
 
 # --- the same login as fabexec's own connections ------------------------------------------
