@@ -11,7 +11,7 @@ import random
 import signal
 import subprocess
 import time
-from typing import Callable, List, TypeVar
+from typing import Callable, List, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -65,13 +65,14 @@ def eventually(condition: Callable[[], bool], seconds: float = 30) -> bool:
 GROWING_TIMEOUTS = (2.0, 8.0, 30.0)
 
 
-def once_started(run: Callable[[float], T], started: Callable[[T], bool]) -> T:
-    """``run(timeout)`` for each of `GROWING_TIMEOUTS` until ``started(outcome)``; that outcome.
+def once_started(run: Callable[[float], T], started: Callable[[T], bool],
+                 timeouts: Sequence[float] = GROWING_TIMEOUTS) -> T:
+    """``run(timeout)`` for each of ``timeouts`` until ``started(outcome)``; that outcome.
 
     The order of events is what the test checks (the command was up, then the timeout
     fired), never how long starting took.
     """
-    for timeout in GROWING_TIMEOUTS:
+    for timeout in timeouts:
         outcome = run(timeout)
         if started(outcome):
             return outcome
