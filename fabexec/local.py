@@ -33,6 +33,9 @@ class LocalExecutor:
     which a list of hosts named this machine.
     """
 
+    #: The command is a launcher that ends its job elsewhere itself (see `kill_local`).
+    launcher = False
+
     def __init__(self, cmd: Command, info: ExecInfo, script: Optional[str] = None,
                  host: str = LOCALHOST, stdin: Optional[StdinSource] = None) -> None:
         self.info = info
@@ -50,6 +53,7 @@ class LocalExecutor:
         # The caller's stdin for a plain local command it waits for (see `fabexec.stdin`).
         self.runner.inherit_stdin = (self.info.exec_type is ExecType.LOCAL
                                      and not self.info.exec_async)
+        self.runner.launcher = self.launcher
         self.runner.setup_io(outputs.tees[self.host], tag, self.stdin.reader(local=True),
                              self.info.watchers, self.info.sudo_password)
         self._ended = self._outcome(lambda: self.runner.run(

@@ -15,8 +15,10 @@ command's ``FABEXEC_TAG`` (both Hydra and Open MPI start local ranks with the
 launcher's environment), so ``timeout`` and ``kill()`` end them like any local
 command. What runs on other hosts (Hydra's proxies, Open MPI's daemons, and
 Open MPI's ranks, which get only ``-x`` variables) carries no tag: the
-launcher's own clean-up ends it. Measured on the sandbox with ranks that had
-dropped the tag: none was left once ``kill()`` returned, under both launchers.
+launcher's own clean-up ends it, so the launcher gets SIGTERM alone first, and
+time to end its job (see `fabexec.reaper.kill_local`): with ranks that had dropped
+the tag, none is left once ``kill()`` returned, under both launchers
+(tests/test_mpi.py).
 
 Inside a Slurm job (``SLURM_JOB_ID`` and its node list set, as under
 ``salloc`` or in a batch script), no hosts means the job's nodes: Hydra and
@@ -71,6 +73,8 @@ MAX_HOSTS_ARG = 64 * 1024
 
 class MpiExecutor(LocalExecutor):
     """``cmd`` as one MPI job per command, launched from a local bash."""
+
+    launcher = True  # it ends the ranks on other hosts: SIGTERM to it alone first
 
     def __init__(self, cmd: Command, info: ExecInfo) -> None:
         self.flavor = flavor_of(info)

@@ -15,12 +15,15 @@ import os
 import shlex
 import signal
 import time
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, Iterable, List, Optional, Tuple
 
 from .command import TAG_VAR
 
 #: How long processes get to exit after SIGTERM before SIGKILL.
 GRACE_SECONDS = 1.0
+
+#: How long a launcher (see `kill_local`) gets to end its job after SIGTERM.
+LAUNCHER_GRACE_SECONDS = 15.0
 
 #: SIGKILL passes before `kill_local` gives up, and how long each waits.
 KILL_ROUNDS = 20
@@ -86,6 +89,39 @@ def group_members(pgid: Optional[int]) -> List[int]:
     return found
 
 
+def _state(pid: int) -> Tuple[str, int]:
+    """A process's state letter and parent PID; ``("", 0)`` once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return "", 0
+    fields = stat[stat.rfind(b")") + 2:].split()  # state, ppid, ...
+    return fields[0].decode(), int(fields[1])
+
+
+def children_of(pid: int) -> List[int]:
+    """PIDs of the live children of ``pid``."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            state, parent = _state(int(entry.name))
+            if parent == pid and state not in ("", "Z"):
+                found.append(int(entry.name))
+    return found
+
+
+def _gone(pids: List[int], seconds: float, reap: Optional[Callable[[], object]]) -> None:
+    """Wait until none of ``pids`` is alive (zombies have ended), at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if reap is not None:
+            reap()
+        if all(_state(pid)[0] in ("", "Z") for pid in pids):
+            return
+        time.sleep(0.02)
+
+
 def _ended(pgid: Optional[int], tag: str, seconds: float,
            reap: Optional[Callable[[], object]]) -> bool:
     """Whether the group and the tag are empty within ``seconds`` (polled)."""
@@ -101,7 +137,8 @@ def _ended(pgid: Optional[int], tag: str, seconds: float,
 
 
 def kill_local(pgid: Optional[int], tag: str, grace: float = GRACE_SECONDS,
-               reap: Optional[Callable[[], object]] = None) -> List[int]:
+               reap: Optional[Callable[[], object]] = None,
+               launcher: bool = False) -> List[int]:
     """End process group ``pgid`` and every process tagged ``tag``; return when gone.
 
     ``reap`` collects the group leader if it is our child: until then it is a
@@ -109,7 +146,17 @@ def kill_local(pgid: Optional[int], tag: str, grace: float = GRACE_SECONDS,
     while anything is left: a process that ignores SIGTERM may start others
     between our look at /proc and its own end (a supervisor respawning its
     children). What still runs after `KILL_ROUNDS` is returned (PIDs).
+
+    A ``launcher`` (mpiexec) ends its job on other hosts itself, through its own
+    children (``ssh``): the group's leader and its children get SIGTERM alone
+    first, and up to `LAUNCHER_GRACE_SECONDS` to end. Signalled with the rest,
+    Open MPI's launcher lost its ``ssh`` at once and quit in 0.2 s, its remote
+    ranks still running; alone, it ended them all before exiting.
     """
+    if launcher and pgid is not None:
+        heads = [pgid, *children_of(pgid)]
+        _signal_all(None, heads, signal.SIGTERM)
+        _gone(heads, LAUNCHER_GRACE_SECONDS, reap)
     _signal_all(pgid, tagged_pids(tag), signal.SIGTERM)
     if _ended(pgid, tag, grace, reap):
         return []

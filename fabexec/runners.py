@@ -212,6 +212,8 @@ class LocalRunner(TeeRunner, Local):
 
     #: What `kill_local` could not end, if anything (see `RemoteRunner`).
     reap_error: Optional[str] = None
+    #: The command is a launcher that ends its job elsewhere itself (see `kill_local`).
+    launcher: bool = False
 
     #: Given no stdin, the command reads ours (see `callers_stdin`), not an empty one.
     inherit_stdin = False
@@ -332,7 +334,7 @@ class LocalRunner(TeeRunner, Local):
             return  # it never started (start() raised): nothing to end
         # Once reaped, the group's number may belong to someone else: tag only.
         pgid = self.process.pid if self.process.returncode is None else None
-        left = kill_local(pgid, self.tag, reap=self.process.poll)
+        left = kill_local(pgid, self.tag, reap=self.process.poll, launcher=self.launcher)
         if left:
             self.reap_error = "still running after SIGKILL: " + " ".join(map(str, left))
 

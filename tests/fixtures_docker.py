@@ -6,7 +6,8 @@ pytest-docker to docker/docker-compose.yml and hands tests the same
 `fabexec.sandbox.Cluster` the sandbox gives, so one SSH test can run on either.
 docker/engine.sh starts an engine and builds the image; where no engine answers or
 the image is missing, ``docker_cluster`` skips and says why, since a machine
-without docker is not a failure of fabexec.
+without docker is not a failure of fabexec; in CI (``CI=true``), whose setup installs
+the engine (README), it fails instead, so that the docker runs cannot vanish unseen.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NoReturn, Optional, Tuple
 
 import pytest
 
@@ -60,6 +61,13 @@ def unavailable_reason() -> Optional[str]:
     if not public.is_file() or label.stdout.strip() != public.read_text().strip():
         return f"image {NODE_IMAGE} does not trust {CLIENT_KEY}; {REBUILD}"
     return None
+
+
+def absent(reason: str) -> NoReturn:
+    """Skip the docker tests, saying why; fail them in CI, where the engine must be."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true, yet the docker cluster cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -155,7 +163,7 @@ def docker_cluster(request: pytest.FixtureRequest,
     """The compose nodes, up and answering SSH; skips where docker cannot run."""
     reason = unavailable_reason()
     if reason:
-        pytest.skip(reason)
+        absent(reason)
     services = request.getfixturevalue("docker_services")  # `up` now, `down -v` at session end
     hosts = _compose_services()
     addresses = {alias: (LOOPBACK, services.port_for(alias, 22)) for alias in hosts}

@@ -11,7 +11,9 @@ import random
 import signal
 import subprocess
 import time
-from typing import Callable, List
+from typing import Callable, List, Sequence, TypeVar
+
+T = TypeVar("T")
 
 
 def unique_seconds() -> str:
@@ -55,6 +57,26 @@ def eventually(condition: Callable[[], bool], seconds: float = 30) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
+
+
+#: The timeouts a test tries in turn (seconds), until its command got to its own "started"
+#: mark before the timeout fired: a run ended before its tree was up proves nothing, and
+#: on a loaded machine a tree may take seconds to start.
+GROWING_TIMEOUTS = (2.0, 8.0, 30.0)
+
+
+def once_started(run: Callable[[float], T], started: Callable[[T], bool],
+                 timeouts: Sequence[float] = GROWING_TIMEOUTS) -> T:
+    """``run(timeout)`` for each of ``timeouts`` until ``started(outcome)``; that outcome.
+
+    The order of events is what the test checks (the command was up, then the timeout
+    fired), never how long starting took.
+    """
+    for timeout in timeouts:
+        outcome = run(timeout)
+        if started(outcome):
+            return outcome
+    raise AssertionError(f"the command never got to its start mark within {timeout:g} s")
 
 
 def end_leftovers(tag: str) -> None:

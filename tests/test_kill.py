@@ -21,6 +21,7 @@ from tests.proctree import (
     TREE_SIZE,
     escaping_tree,
     eventually,
+    once_started,
     sleeping,
 )
 
@@ -80,8 +81,10 @@ def test_kill_after_the_command_finished_keeps_its_exit_code() -> None:
 
 def test_timeout_ends_every_process_the_command_started(tag: str, tmp_path: Path) -> None:
     marker = tmp_path / "started"
-    node = Exec(escaping_tree(tag, str(marker)), LocalExecInfo(timeout=3, hide_output=True))
-    assert marker.exists(), "the tree never started: the test would prove nothing"
+    node = once_started(
+        lambda timeout: Exec(escaping_tree(tag, str(marker)),
+                             LocalExecInfo(timeout=timeout, hide_output=True)),
+        lambda node: marker.exists())
     assert sleeping(tag) == []
     assert node.exit_code == 124
 
@@ -94,16 +97,29 @@ def test_timeout_records_a_command_timeout_error_for_localhost(tag: str) -> None
     assert node.failed()
 
 
-def test_timeout_of_an_async_command_fires_without_wait_being_called(tag: str) -> None:
-    node = Exec(f"sleep {tag}", LocalExecInfo(exec_async=True, timeout=0.5, hide_output=True))
-    assert eventually(lambda: not sleeping(tag)), "the timeout never ended the command"
+def test_timeout_of_an_async_command_fires_without_wait_being_called(tag: str,
+                                                                    tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+
+    def run(timeout: float) -> Exec:
+        node = Exec(f"touch {marker}; sleep {tag}",
+                    LocalExecInfo(exec_async=True, timeout=timeout, hide_output=True))
+        eventually(lambda: marker.exists() and not sleeping(tag))
+        return node
+
+    node = once_started(run, lambda node: marker.exists())
+    assert sleeping(tag) == [], "the timeout never ended the command"
     assert node.wait() == 124
     assert isinstance(node.errors["localhost"], CommandTimeoutError)
 
 
-def test_timeout_keeps_the_output_produced_before_it(tag: str) -> None:
-    node = Exec(f"echo before\nsleep {tag}",
-                LocalExecInfo(timeout=0.5, hide_output=True, collect_output=True))
+def test_timeout_keeps_the_output_produced_before_it(tag: str, tmp_path: Path) -> None:
+    said = tmp_path / "said"
+    node = once_started(
+        lambda timeout: Exec(f"echo before\ntouch {said}\nsleep {tag}",
+                             LocalExecInfo(timeout=timeout, hide_output=True,
+                                           collect_output=True)),
+        lambda node: said.exists())
     assert node.stdout["localhost"] == "before\n"
 
 
@@ -147,8 +163,12 @@ def test_a_timeout_ends_a_child_that_ignores_sigterm_even_if_the_program_exits_a
     """The 124 comes once the kill is over: nothing is left for a daemon thread to finish."""
     program = textwrap.dedent(f"""
         from fabexec import Exec, LocalExecInfo
-        node = Exec('(trap "" TERM; exec sleep {tag}) & wait',
-                    LocalExecInfo(timeout=1, hide_output=True))
+        from tests.proctree import once_started
+        node = once_started(
+            lambda timeout: Exec('(trap "" TERM; echo ignoring; exec sleep {tag}) & wait',
+                                 LocalExecInfo(timeout=timeout, hide_output=True,
+                                               collect_output=True)),
+            lambda node: node.stdout["localhost"] == "ignoring\\n")
         print(node.exit_code)
     """)
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,

@@ -10,7 +10,6 @@ import errno
 import gc
 import io
 import os
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,6 +26,8 @@ from fabexec import (
     PathNotFoundError,
     StdinReadError,
 )
+from fabexec.sandbox import Cluster
+from tests.client import logged_in
 from tests.proctree import eventually, sleeping
 
 
@@ -299,15 +300,51 @@ def test_sudo_runs_the_script_under_non_interactive_sudo_keeping_the_environment
     assert node.cmd.startswith('sudo -n -E FABEXEC_TAG="$FABEXEC_TAG" bash -c ')
 
 
-def test_sudo_without_sudoenv_does_not_keep_the_environment() -> None:
-    node = run("true", sudo=True, sudoenv=False)
-    assert node.cmd.startswith('sudo -n FABEXEC_TAG="$FABEXEC_TAG" bash -c ')
+# Run as root, a command that ignored ``sudo`` would still run as root: these run their
+# `Exec` as a login user of a sandbox node (not root; sudo as the sandbox's rules give it).
+
+SUDO_PROBE = """
+import os
+from fabexec import Exec, LocalExecInfo
+os.environ["FABEXEC_CALLER"] = "here"
+runs = {name: Exec('echo "$(id -u) $FABEXEC_V ${FABEXEC_CALLER:-reset}"',
+                   LocalExecInfo(collect_output=True, hide_output=True, env={"FABEXEC_V": "a b"},
+                                 **info))
+        for name, info in values["infos"].items()}
+result({"uid": os.getuid(), **{name: [node.exit_code, node.stdout["localhost"]]
+                              for name, node in runs.items()}})
+"""
 
 
-@pytest.mark.skipif(shutil.which("sudo") is None, reason="sudo is not installed here")
-def test_sudo_runs_the_command_as_root_with_its_env() -> None:
-    node = run('echo "$(id -u) $FABEXEC_V"', sudo=True, env={"FABEXEC_V": "a b"})
-    assert (node.exit_code, node.stdout["localhost"]) == (0, "0 a b\n")
+@pytest.fixture
+def sudo_cluster(cluster: Cluster) -> Cluster:
+    if not cluster.sudo:
+        pytest.skip(f"{cluster.user} has no sudo on this sandbox (not started as root)")
+    return cluster
+
+
+def test_sudo_runs_the_command_as_root_keeping_the_callers_environment_unless_told(
+        sudo_cluster: Cluster) -> None:
+    seen = logged_in(sudo_cluster, sudo_cluster.hosts[0], sudo_cluster.user, SUDO_PROBE,
+                     infos={"plain": {}, "sudo": {"sudo": True},
+                            "reset": {"sudo": True, "sudoenv": False}})
+    assert seen["uid"] != 0
+    assert seen["plain"] == [0, f"{seen['uid']} a b here\n"]
+    assert seen["sudo"] == [0, "0 a b here\n"]
+    assert seen["reset"] == [0, "0 a b reset\n"]  # env is the command's own: still there
+
+
+def test_sudo_of_a_user_with_a_password_runs_with_sudo_password_and_fails_without_it(
+        sudo_cluster: Cluster) -> None:
+    user, password = sudo_cluster.password_user, sudo_cluster.sudo_password
+    if user is None or password is None:
+        pytest.skip("this sandbox has no user whose sudo asks for a password")
+    seen = logged_in(sudo_cluster, sudo_cluster.hosts[0], user, SUDO_PROBE,
+                     infos={"given": {"sudo": True, "sudo_password": password},
+                            "none": {"sudo": True}})
+    assert seen["uid"] != 0
+    assert seen["given"] == [0, "0 a b here\n"]
+    assert seen["none"][0] != 0 and seen["none"][1] == ""
 
 
 # ---- async, sleep_ms -------------------------------------------------------

@@ -32,7 +32,7 @@ from fabexec.mpi import MAX_HOSTS_ARG, placement, ssh_agent
 from fabexec.mpi_flavors import Flavor, detect_flavor
 from fabexec.sandbox import SandboxCluster
 from tests.agents import new_key, running_agent
-from tests.proctree import eventually, sleeping
+from tests.proctree import eventually, once_started, sleeping
 
 OPENMPI = "/usr/bin/mpiexec.openmpi"  # Debian's openmpi-bin
 AWKWARD = "two  words 'single' \"double\" $HOME `id` back\\slash"
@@ -162,10 +162,15 @@ def test_nprocs_is_required_when_the_job_runs() -> None:
 
 
 def test_timeout_ends_the_launcher_and_every_rank(launcher: str, tag: str) -> None:
-    node = Exec(f"sleep {tag}", MpiExecInfo(nprocs=RANKS, mpiexec=launcher, timeout=10,
-                                            exec_async=True, hide_output=True))
-    assert eventually(lambda: len(sleeping(tag)) == RANKS), "the ranks never started"
-    assert node.wait() == 124
+    """Every rank said it runs before the timeout fired (else a longer one is tried)."""
+    node = once_started(
+        lambda timeout: Exec(f"sh -c 'echo started; exec sleep {tag}'",
+                             MpiExecInfo(nprocs=RANKS, mpiexec=launcher, timeout=timeout,
+                                         collect_output=True, hide_output=True)),
+        # Then Hydra reports the ranks' end: BAD TERMINATION...
+        lambda node: node.stdout["localhost"].startswith("started\n" * RANKS),
+        timeouts=(8.0, 30.0))
+    assert node.exit_code == 124
     assert isinstance(node.errors["localhost"], CommandTimeoutError)
     assert running(tag) == []
 
@@ -332,12 +337,13 @@ def test_env_reaches_the_ranks_on_other_hosts(nodes: SandboxCluster, launcher: s
 def test_kill_ends_the_ranks_on_every_host(nodes: SandboxCluster, launcher: str,
                                            tag: str) -> None:
     # Without the tag the local reaper cannot see the remote ranks (this machine's
-    # /proc shows the sandbox nodes' processes): only the launcher's own clean-up can end them.
+    # /proc shows the sandbox nodes' processes): only the launcher's own clean-up can end
+    # them, and kill() returns once the launcher, and so its clean-up, is over.
     info = cluster_info(nodes, launcher, exec_async=True, timeout=None)
     node = Exec(f"env -u FABEXEC_TAG sleep {tag}", info)
     assert eventually(lambda: len(sleeping(tag)) == RANKS), "the ranks never started"
     node.kill()
-    assert eventually(lambda: sleeping(tag) == [], seconds=10)
+    assert sleeping(tag) == []
 
 
 # --- the same login as fabexec's own connections ------------------------------------------

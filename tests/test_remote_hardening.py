@@ -3,15 +3,15 @@
 Issue 17's repros, on the sandbox: commands quoted once and of any size, checked before
 anything is sent; a secret of ``env`` in no output and no ``ps`` line; children that drop
 their environment still ended; ``kill()`` reconnecting when the connection went; a timeout
-never racing the reader.
+never racing the reader. The tests that kill run their client in a PID namespace of its own
+(`tests.client`), where only the reaper on each node can end the nodes' processes.
 """
 
 from __future__ import annotations
 
 import gc
 import os
-import threading
-from typing import Iterator
+from typing import Iterator, List, Optional
 
 import pytest
 
@@ -20,9 +20,9 @@ from fabexec import (
     CommandTimeoutError,
     Exec,
     ExecInfoError,
-    close_connections,
 )
 from fabexec.sandbox import Cluster
+from tests.client import isolated, run_isolated
 from tests.clusters import end_sleeping, eventually, openssh, pssh_info, sleeping, unique_seconds
 
 
@@ -75,10 +75,21 @@ def test_fabexecs_tag_cannot_be_set_through_env(cluster: Cluster) -> None:
 def test_a_secret_in_env_is_in_no_output_when_the_command_must_be_killed(
         cluster: Cluster, seconds: str) -> None:
     secret = "sekrit-5f1d2"
-    info = pssh_info(cluster, env={"API_TOKEN": secret}, timeout=2)
-    node = Exec(f"trap '' TERM; echo started; sleep {seconds}", info)
-    assert node.exit_codes == {h: CommandTimeoutError.exit_code for h in cluster.hosts}
-    assert not any(secret in text for text in [*node.stdout.values(), *node.stderr.values()])
+    node = run_isolated("""
+from fabexec import Exec
+from tests.clusters import pssh_info
+from tests.proctree import once_started
+node = once_started(
+    lambda timeout: Exec(f"trap '' TERM; echo started; sleep {values['seconds']}",
+                         pssh_info(cluster, env={"API_TOKEN": values["secret"]},
+                                   timeout=timeout)),
+    lambda node: all(out == "started\\n" for out in node.stdout.values()))
+result({"exit_codes": node.exit_codes, "texts": [*node.stdout.values(), *node.stderr.values()],
+        "errors": [repr(error) for error in node.errors.values()]})
+""", cluster, seconds=seconds, secret=secret)
+    assert node["exit_codes"] == {h: CommandTimeoutError.exit_code for h in cluster.hosts}
+    assert not any(secret in text for text in [*node["texts"], *node["errors"]])
+    assert left(cluster, seconds) == {}
 
 
 def test_a_secret_in_env_is_in_no_process_listing_on_the_host(cluster: Cluster,
@@ -95,50 +106,83 @@ def test_a_secret_in_env_is_in_no_process_listing_on_the_host(cluster: Cluster,
         node.kill()
 
 
+#: A client's part: ``values["command"]`` started async on ``values["hosts"]``, ended by
+#: ``values["killers"]`` concurrent ``kill()`` calls once the test says so (the connections
+#: closed first if ``values["reconnect"]``); hands back each host's status and error.
+KILLED = """
+import threading
+from fabexec import Exec, close_connections
+from tests.clusters import pssh_info
+node = Exec(values["command"], pssh_info(cluster, hosts=values["hosts"], exec_async=True,
+                                         max_parallel=values["max_parallel"]))
+step("started")
+if values["reconnect"]:
+    close_connections()
+killers = [threading.Thread(target=node.kill) for _ in range(values["killers"])]
+for killer in killers:
+    killer.start()
+for killer in killers:
+    killer.join(timeout=60)
+result({"exit_codes": node.exit_codes,
+        "errors": {host: repr(error) for host, error in node.errors.items()}})
+"""
+
+
+def killed(cluster: Cluster, seconds: str, command: str, hosts: Optional[List[str]] = None,
+           killers: int = 1, reconnect: bool = False, max_parallel: int = 64) -> dict:
+    """What `KILLED` handed back, once ``sleep {seconds}`` ran on every host."""
+    hosts = hosts or cluster.hosts
+    with isolated(KILLED, cluster, command=command, hosts=hosts, killers=killers,
+                  reconnect=reconnect, max_parallel=max_parallel) as client:
+        client.reached("started")
+        assert eventually(lambda: all(sleeping(cluster, h, seconds) for h in hosts)), \
+            "the command never started"
+        client.go()
+        return client.result()
+
+
 def test_kill_ends_children_that_dropped_their_environment(cluster: Cluster,
                                                            seconds: str) -> None:
-    node = Exec(f"env -i sleep {seconds} & echo started; wait",
-                pssh_info(cluster, exec_async=True))
-    assert eventually(lambda: all(sleeping(cluster, h, seconds) for h in cluster.hosts))
-    node.kill()
+    node = killed(cluster, seconds, f"env -i sleep {seconds} & echo started; wait")
     assert left(cluster, seconds) == {}
-    assert node.errors == {}
+    assert node["errors"] == {}
 
 
 def test_kill_reconnects_when_the_connection_went_meanwhile(cluster: Cluster,
                                                             seconds: str) -> None:
-    hosts = cluster.hosts[:2]
     daemon = f"setsid sleep {seconds} </dev/null >/dev/null 2>&1 &"
-    node = Exec(daemon, pssh_info(cluster, hosts=hosts, max_parallel=1))
-    assert node.exit_codes == {h: 0 for h in hosts}
-    assert eventually(lambda: all(sleeping(cluster, h, seconds) for h in hosts))
-    close_connections()
-    node.kill()
+    node = killed(cluster, seconds, daemon, hosts=cluster.hosts[:2], reconnect=True,
+                  max_parallel=1)
+    assert node["exit_codes"] == {h: 0 for h in cluster.hosts[:2]}
     assert left(cluster, seconds) == {}
 
 
 def test_a_timeout_never_races_the_reader(cluster: Cluster, seconds: str) -> None:
     """Children that ignore SIGTERM make the reaper work while the reader waits on the
     channel: every host of every round must end as a timeout, never a lost connection."""
-    for _ in range(3):
-        node = Exec(f"trap '' TERM; (trap '' TERM; sleep {seconds}) & echo started; wait",
-                    pssh_info(cluster, timeout=1))
-        assert node.exit_codes == {h: CommandTimeoutError.exit_code for h in cluster.hosts}, \
-            node.errors
-        assert all(isinstance(e, CommandTimeoutError) for e in node.errors.values())
+    rounds = run_isolated("""
+from fabexec import Exec
+from tests.clusters import pssh_info
+rounds = []
+for _ in range(3):
+    node = Exec(f"trap '' TERM; (trap '' TERM; sleep {values['seconds']}) & echo started; wait",
+                pssh_info(cluster, timeout=1))
+    rounds.append({"exit_codes": node.exit_codes,
+                   "errors": {host: type(error).__name__ for host, error in node.errors.items()}})
+result(rounds)
+""", cluster, seconds=seconds)
+    for node in rounds:
+        assert node["exit_codes"] == {h: CommandTimeoutError.exit_code for h in cluster.hosts}, \
+            node["errors"]
+        assert node["errors"] == {h: "CommandTimeoutError" for h in cluster.hosts}
     assert left(cluster, seconds) == {}
 
 
 def test_concurrent_kills_run_one_reaper_and_leave_nothing(cluster: Cluster,
                                                            seconds: str) -> None:
-    node = Exec(f"echo started; sleep {seconds}", pssh_info(cluster, exec_async=True))
-    assert eventually(lambda: all(sleeping(cluster, h, seconds) for h in cluster.hosts))
-    killers = [threading.Thread(target=node.kill) for _ in range(3)]
-    for killer in killers:
-        killer.start()
-    for killer in killers:
-        killer.join(timeout=60)
+    node = killed(cluster, seconds, f"echo started; sleep {seconds}", killers=3)
     assert left(cluster, seconds) == {}
+    assert node["errors"] == {}
 
 
 def open_descriptors() -> int:

@@ -4,34 +4,33 @@ Closing an SSH channel alone leaves the remote command running; these tests look
 for leftovers with ``pgrep`` over OpenSSH on every node. The docker cluster's nodes each
 have a process table of their own, and so do the sandbox's where this machine allows it
 (`Cluster.own_processes`); elsewhere every sandbox node sees the whole machine's.
+
+The client runs in a PID namespace of its own (`tests.client.isolated`): it can neither
+see nor signal the nodes' processes, so only the reaper on each node can end them.
 """
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, Iterator, List
 
 import pytest
 
-from fabexec import Exec
 from fabexec.errors import CommandTimeoutError
 from fabexec.sandbox import Cluster
+from tests import proctree
+from tests.client import isolated, isolation_refused, python_isolated, run_isolated
 from tests.clusters import (
     TREE_SIZE,
     end_sleeping,
     escaping_tree,
     eventually,
     on_every_host,
-    pssh_info,
+    openssh,
     sleeping,
     unique_seconds,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -64,46 +63,102 @@ def all_started(cluster: Cluster, tag: str, outputs: Path) -> bool:
     return min(counts) >= TREE_SIZE
 
 
-def start_async(cluster: Cluster, tag: str, outputs: Path) -> Exec:
-    """`escaping_tree` on every host, returned once it runs there."""
-    node = Exec(escaping_tree(tag), pssh_info(cluster, exec_async=True,
-                                              pipe_stdout=outputs / "{host}.out"))
-    assert eventually(lambda: all_started(cluster, tag, outputs)), "tree never started"
-    return node
+#: A client's part: a tree of `escaping_tree` on every host (``timeout`` s at most, grown
+#: until the tree was up before it fired); hands back each host's output, status and error.
+TIMED_OUT = """
+from fabexec import Exec
+from tests.clusters import escaping_tree, pssh_info
+from tests.proctree import once_started
+node = once_started(
+    lambda timeout: Exec(values["prefix"] + escaping_tree(values["seconds"]),
+                         pssh_info(cluster, timeout=timeout, sudo=values["sudo"])),
+    lambda node: all(out.endswith("started\\n") for out in node.stdout.values()))
+result({"stdout": node.stdout, "exit_codes": node.exit_codes,
+        "errors": {host: type(error).__name__ for host, error in node.errors.items()}})
+"""
+
+#: A client's part: the tree started async on every host, ``kill()`` once the test says
+#: so; hands back each host's status and error.
+KILLED = """
+from fabexec import Exec
+from tests.clusters import escaping_tree, pssh_info
+node = Exec(escaping_tree(values["seconds"]),
+            pssh_info(cluster, exec_async=True, pipe_stdout=values["outputs"] + "/{host}.out"))
+step("started")
+node.kill()
+result({"exit_codes": node.exit_codes,
+        "errors": {host: type(error).__name__ for host, error in node.errors.items()}})
+"""
+
+
+def killed(cluster: Cluster, tag: str, outputs: Path) -> dict:
+    """What `KILLED` handed back, the kill sent once the tree ran on every host."""
+    with isolated(KILLED, cluster, seconds=tag, outputs=str(outputs)) as client:
+        client.reached("started")
+        assert eventually(lambda: all_started(cluster, tag, outputs)), "tree never started"
+        client.go()
+        return client.result()
+
+
+def test_the_client_sees_and_signals_none_of_the_nodes_processes(cluster: Cluster,
+                                                                 seconds: str) -> None:
+    """What makes the tests below prove the reaping remote: the client's /proc holds no
+    process of a node, and a node's PID means nothing there."""
+    refused = isolation_refused()
+    if refused:
+        pytest.skip(refused)
+    host = cluster.hosts[0]
+    assert openssh(cluster, host, f"setsid sleep {seconds} </dev/null >/dev/null 2>&1 &"
+                   ).returncode == 0
+    assert eventually(lambda: bool(sleeping(cluster, host, seconds)))
+    [pid] = proctree.sleeping(seconds)  # as this machine sees it
+    seen = run_isolated("""
+import os
+from tests.proctree import sleeping
+try:
+    os.kill(values["pid"], 0)
+    signalled = True
+except ProcessLookupError:
+    signalled = False
+result({"seen": sleeping(values["seconds"]), "signalled": signalled})
+""", seconds=seconds, pid=pid)
+    assert seen == {"seen": [], "signalled": False}
+    assert sleeping(cluster, host, seconds) != []
 
 
 def test_timeout_ends_the_command_and_everything_it_started_on_every_host(
         any_cluster: Cluster, seconds: str) -> None:
-    node = Exec(escaping_tree(seconds), pssh_info(any_cluster, timeout=3))
-    assert node.stdout == {h: "started\n" for h in any_cluster.hosts}, "tree never started"
-    assert node.exit_codes == {h: CommandTimeoutError.exit_code for h in any_cluster.hosts}
-    assert all(isinstance(node.errors[h], CommandTimeoutError) for h in any_cluster.hosts)
+    node = run_isolated(TIMED_OUT, any_cluster, seconds=seconds, prefix="", sudo=False)
+    assert node["stdout"] == {h: "started\n" for h in any_cluster.hosts}
+    assert node["exit_codes"] == {h: CommandTimeoutError.exit_code for h in any_cluster.hosts}
+    assert node["errors"] == {h: "CommandTimeoutError" for h in any_cluster.hosts}
     assert left_running(any_cluster, seconds) == {}
 
 
 def test_kill_ends_an_async_command_and_everything_it_started_on_every_host(
         any_cluster: Cluster, seconds: str, tmp_path: Path) -> None:
-    node = start_async(any_cluster, seconds, tmp_path)
-    node.kill()
+    killed(any_cluster, seconds, tmp_path)
     assert left_running(any_cluster, seconds) == {}
 
 
 def test_killed_command_ends_with_sigterms_status_not_a_lost_connection(
         any_cluster: Cluster, seconds: str, tmp_path: Path) -> None:
     """Like a local command: 128 + SIGTERM, and no error."""
-    node = start_async(any_cluster, seconds, tmp_path)
-    node.kill()
-    assert node.errors == {}
-    assert node.exit_codes == {h: 128 + signal.SIGTERM for h in any_cluster.hosts}
+    node = killed(any_cluster, seconds, tmp_path)
+    assert node["errors"] == {}
+    assert node["exit_codes"] == {h: 128 + signal.SIGTERM for h in any_cluster.hosts}
 
 
 def test_timeout_ends_a_sudo_command_and_everything_it_started(cluster: Cluster) -> None:
+    """The tree runs as root (so ignoring ``sudo`` fails), and root's processes are ended."""
     if not cluster.sudo:
         pytest.skip(f"{cluster.user} has no sudo on this cluster")
     seconds = unique_seconds()
     try:
-        node = Exec(escaping_tree(seconds), pssh_info(cluster, sudo=True, timeout=3))
-        assert node.stdout == {h: "started\n" for h in cluster.hosts}, "tree never started"
+        node = run_isolated(TIMED_OUT, cluster, seconds=seconds, prefix='echo "uid=$(id -u)"\n',
+                            sudo=True)
+        assert node["stdout"] == {h: "uid=0\nstarted\n" for h in cluster.hosts}
+        assert node["errors"] == {h: "CommandTimeoutError" for h in cluster.hosts}
         assert left_running(cluster, seconds) == {}
     finally:
         end_sleeping(cluster, seconds)
@@ -119,19 +174,11 @@ Exec(sys.argv[1], PsshExecInfo(hostfile=sys.argv[2], ssh_config=sys.argv[3], hid
 
 def test_ctrl_c_in_the_caller_ends_the_remote_commands(any_cluster: Cluster, seconds: str,
                                                        tmp_path: Path) -> None:
-    caller = subprocess.Popen(
-        [sys.executable, "-c", CALLER, escaping_tree(seconds), str(any_cluster.hostfile),
-         str(any_cluster.ssh_config), str(tmp_path / "{host}.out")],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
+    with python_isolated(["-c", CALLER, escaping_tree(seconds), str(any_cluster.hostfile),
+                          str(any_cluster.ssh_config), str(tmp_path / "{host}.out")]) as caller:
         assert eventually(lambda: all_started(any_cluster, seconds, tmp_path)), \
             "tree never started"
         caller.send_signal(signal.SIGINT)
-        _, err = caller.communicate(timeout=60)
-    finally:
-        if caller.poll() is None:
-            caller.kill()
-            caller.wait(timeout=30)
-    assert "KeyboardInterrupt" in err
+        caller.wait()
+        assert "KeyboardInterrupt" in caller.stderr()
     assert left_running(any_cluster, seconds) == {}

@@ -7,29 +7,37 @@ so only keepalives that want a reply notice it, as OpenSSH's ServerAlive does.
 from __future__ import annotations
 
 import random
+import uuid
 from pathlib import Path
 from typing import Any
 
 from fabexec import Exec, HostStoppedAnsweringError
 from fabexec.sandbox import SandboxCluster
-from tests.clusters import expected_hostname, pssh_info, ssh_info
+from tests.clusters import expected_hostname, on_every_host, openssh, pssh_info, ssh_info
 from tests.faults.breaking import Breaker
 from tests.proctree import sleeping
 
 FROZEN = "node3"
 
 
-def three_seconds() -> str:
-    """A ``sleep`` of about 3 s whose argument no other process uses."""
-    return f"3.{random.randrange(10**8, 10**9)}"
-
-
 def run_and_freeze(cluster: SandboxCluster, **changes: Any) -> Exec:
-    """``sleep 3; echo done`` on every node, `FROZEN` frozen once all the sleeps run."""
-    seconds = three_seconds()
-    breaker = Breaker(lambda: len(sleeping(seconds)) == len(cluster.hosts),
-                      lambda: cluster.freeze(FROZEN))
-    node = Exec(f"sleep {seconds}; echo done", pssh_info(cluster, **changes))
+    """A command on every node that says ``done`` once told to, `FROZEN` frozen first.
+
+    Each node sleeps in rounds (a ``sleep`` whose argument no other process uses) until
+    a file appears in its own /tmp; once every node runs the command, `FROZEN` is frozen
+    and the file made on the others, so no node can finish before the freeze.
+    """
+    seconds = f"0.{random.randrange(10**8, 10**9)}"
+    go = f"/tmp/fabexec-go-{uuid.uuid4().hex}"
+    live = [host for host in cluster.hosts if host != FROZEN]
+
+    def freeze_then_go() -> None:
+        cluster.freeze(FROZEN)
+        on_every_host(cluster, lambda host: host in live and openssh(cluster, host, f"touch {go}"))
+
+    breaker = Breaker(lambda: len(sleeping(seconds)) == len(cluster.hosts), freeze_then_go)
+    node = Exec(f"for _ in $(seq 1200); do [ -e {go} ] && break; sleep {seconds}; done; "
+                f"[ -e {go} ] && echo done", pssh_info(cluster, **changes))
     assert breaker.done(), "the command never ran on every node: nothing was frozen"
     return node
 

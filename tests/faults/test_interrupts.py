@@ -4,7 +4,10 @@ The program is a real child Python process (`tests.faults.caller`); the test wai
 until its command's uniquely tagged ``sleep`` runs everywhere, signals it, and once it
 has exited looks with ``pgrep`` for anything of the command (shells, launchers, ranks,
 sleeps). This machine sees every sandbox node's processes (a node's PID namespace, where
-it has one, is a child of the machine's), so a local ``pgrep`` sees every node.
+it has one, is a child of the machine's), so a local ``pgrep`` sees every node. A program
+whose command runs over SSH runs in a PID namespace of its own (`tests.client`): it cannot
+see or signal the nodes' processes, so only the reaper on each node can end them, and
+what is left is looked for on each node, over OpenSSH.
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ from typing import Any, List
 import pytest
 
 from fabexec.sandbox import Cluster
+from tests import clusters
+from tests.client import ROOT, Client, python_isolated
 from tests.proctree import eventually, sleeping
 
-ROOT = Path(__file__).resolve().parents[2]
 MPI_RANKS = 2  # as tests.faults.caller asks
+#: The kinds of `tests.faults.caller` whose command runs on the nodes, over SSH.
+REMOTE = ("ssh", "pssh")
 
 
 def leftovers(tag: str) -> List[str]:
@@ -33,25 +39,34 @@ def leftovers(tag: str) -> List[str]:
     return found.stdout.splitlines()
 
 
+def remote(kind: str) -> bool:
+    return kind.split("-")[0] in REMOTE
+
+
 def interrupt(kind: str, command: str, sleeps: int, sig: int, output: Path,
               cluster: Cluster, tag: str) -> subprocess.CompletedProcess:
     """Run the caller, signal it once ``sleeps`` tagged sleeps run, return how it ended."""
-    argv = [sys.executable, "-m", "tests.faults.caller", kind, command, str(output),
-            str(cluster.ssh_config), str(cluster.hostfile)]
-    caller = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        started = eventually(lambda: len(sleeping(tag)) == sleeps or caller.poll() is not None)
-        if caller.poll() is not None:
-            pytest.fail(f"the caller ended before its command ran: {caller.stderr.read()}")
+    args = ["-m", "tests.faults.caller", kind, command, str(output), str(cluster.ssh_config),
+            str(cluster.hostfile)]
+    # A local command stays in the caller's view: its namespace's end would end it.
+    with python_isolated(args) if remote(kind) else Client([sys.executable, *args],
+                                                          isolated=False) as caller:
+        ended = caller.process.poll
+        started = eventually(lambda: len(sleeping(tag)) == sleeps or ended() is not None)
+        if ended() is not None:
+            pytest.fail(f"the caller ended before its command ran: {caller.stderr()}")
         assert started, f"{sleeps} tagged sleeps never ran at once"
         caller.send_signal(sig)
-        _, err = caller.communicate(timeout=60)
-    finally:
-        if caller.poll() is None:
-            caller.kill()
-            caller.wait(timeout=30)
-    return subprocess.CompletedProcess(argv, caller.returncode, "", err)
+        return subprocess.CompletedProcess(args, caller.wait(), "", caller.stderr())
+
+
+def left_behind(kind: str, cluster: Cluster, tag: str) -> List[str]:
+    """What is left of the command: on each node for a remote one (``^sleep TAG``), else
+    here (anything whose command line holds the tag)."""
+    if not remote(kind):
+        return leftovers(tag)
+    found = clusters.on_every_host(cluster, lambda host: clusters.sleeping(cluster, host, tag))
+    return [f"{host}: {line}" for host, lines in found.items() for line in lines]
 
 
 def assert_interrupted(done: subprocess.CompletedProcess, sig: int) -> None:
@@ -77,7 +92,7 @@ def test_interrupted_parallel_exec_leaves_nothing_on_any_host(
     done = interrupt(kind, f"printf started; sleep {tag}", len(cluster.hosts), sig, output,
                      cluster, tag)
     assert_interrupted(done, sig)
-    assert leftovers(tag) == []
+    assert left_behind(kind, cluster, tag) == []
     assert sorted(output.read_text().splitlines()) == [f"[{h}] started" for h in cluster.hosts]
 
 
@@ -87,7 +102,7 @@ def test_interrupted_single_host_exec_leaves_nothing(
     output = tmp_path / "out"
     done = interrupt(kind, f"printf started; sleep {tag}", 1, sig, output, cluster, tag)
     assert_interrupted(done, sig)
-    assert leftovers(tag) == []
+    assert left_behind(kind, cluster, tag) == []
     assert output.read_text() == "started"
 
 
@@ -101,7 +116,7 @@ def test_sigterm_ends_an_exec_running_in_a_worker_thread(
     done = interrupt(kind, f"printf started; sleep {tag}", sleeps, signal.SIGTERM, output,
                      cluster, tag)
     assert_interrupted(done, signal.SIGTERM)
-    assert leftovers(tag) == []
+    assert left_behind(kind, cluster, tag) == []
 
 
 @pytest.mark.parametrize(("kind", "sig"), cases(["mpi"]))
