@@ -78,6 +78,16 @@ bench/ and the closing notes).
     1.23x); paramiko's read-ahead took 21-83 s at 67-1,100 MB
     (``inv bench -n transfer``, README's "Measured").
 
+``paramiko.Channel.in_buffer``
+    Known on paramiko 3.5.0 to 5.1.0. Home: `replace_channel_buffer`.
+    The channel's receive buffer, a `BufferedPipe`, which the transport's
+    thread feeds (``Channel._feed``) and ``Channel.recv`` reads; an attribute
+    paramiko does not document. A copy's SFTP channel gets a
+    `fabexec.channel_buffer.GatheringPipe` before it carries any data: packets
+    kept as they came, the reader woken once its whole message is there.
+    Buys: see `fabexec.channel_buffer` and README's "Measured" (client CPU
+    of a ``Get``).
+
 ``invoke.config.DataProxy._root``
 ``invoke.config.DataProxy._keypath``
 ``invoke.config.DataProxy._modify``
@@ -108,7 +118,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, List
 
-from paramiko import Message, SFTPClient, SFTPFile, SSHConfig, Transport
+from paramiko import Channel, Message, SFTPClient, SFTPFile, SSHConfig, Transport
 from paramiko.common import cMSG_GLOBAL_REQUEST
 from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, int64
 
@@ -210,6 +220,12 @@ def raise_sftp_status(sftp: SFTPClient, msg: Message) -> None:
     """A status answer as paramiko raises it: EOFError at the end, OSError (with
     errno where SFTP says which) for a failure, nothing for success."""
     sftp._convert_status(msg)
+
+
+def replace_channel_buffer(channel: Channel, pipe: Any) -> None:
+    """``channel``'s received data goes to ``pipe`` from now on (something with
+    `BufferedPipe`'s methods); call it before the channel carries data."""
+    channel.in_buffer = pipe
 
 
 # --------------------------------------------------------------------------- invoke

@@ -26,8 +26,9 @@ filesystem both share, as NFS homes are), is left as it is.
 Fabric's `Transfer` is not used: it writes straight to the final name, copies
 one file at a time, and every caller shares the connection's one SFTP session,
 which two threads may not use at once. Each copy here opens an SFTP channel of
-its own on the cached connection, with a large window, and reads files with a
-bounded window of requests in flight (`fabexec.sftp_reader`). A host that
+its own on the cached connection, with a large window and a receive buffer
+that wakes the copy once per message (`fabexec.channel_buffer`), and reads
+files with a bounded window of requests in flight (`fabexec.sftp_reader`). A host that
 refuses the SFTP subsystem is copied to through commands of its shell
 (`fabexec.shell_files`), as ``scp -O`` does.
 """
@@ -47,11 +48,13 @@ from paramiko import SFTPClient
 from paramiko.ssh_exception import SSHException
 
 from . import interrupts
+from .channel_buffer import GatheringPipe
 from .connections import HostConnection
 from .errors import HostError, PartialCopyError, TransferError, TransferFailedError
 from .fanout import LINK_ERRORS, FanOut
 from .info import ExecInfo, ExecType, LocalExecInfo
 from .results import HostResult, HostResults, every_host, run_hosts, split_local
+from .seams import replace_channel_buffer
 from .sftp_reader import SftpReader
 from .shell_files import ShellFiles
 
@@ -411,14 +414,24 @@ def _same_elsewhere(source: Files, dest: Files, src: str, target: str, attrs: An
         _discard(dest, posixpath.join(away, probe))
 
 
+def _sftp_session(cxn: HostConnection) -> SFTPClient:
+    """An SFTP session on a channel of its own, as ``SFTPClient.from_transport``
+    opens one, whose received data goes to a `GatheringPipe`."""
+    channel = cxn.transport.open_session(window_size=WINDOW)
+    try:
+        replace_channel_buffer(channel, GatheringPipe())
+        channel.invoke_subsystem("sftp")
+        return SFTPClient(channel)
+    except BaseException:
+        channel.close()
+        raise
+
+
 def _remote_files(host: str, cxn: HostConnection) -> Files:
     """A session of the copy's own on ``host``: SFTP, else (the host refuses it)
     commands of its shell; `TransferFailedError` naming both when neither works."""
     try:
-        sftp = SFTPClient.from_transport(cxn.transport, window_size=WINDOW)
-        if sftp is None:
-            raise SSHException("the host opened no SFTP session")
-        return SftpFiles(sftp)
+        return SftpFiles(_sftp_session(cxn))
     except LINK_ERRORS as e:
         refused = _reason(e)
         if not cxn.is_connected:

@@ -23,18 +23,19 @@ from typing import Any, Callable, Dict, Iterator, List, Set, Tuple
 import pytest
 from invoke.config import DataProxy
 from invoke.runners import Runner
-from paramiko import Message, SFTPClient, SFTPFile, SSHConfig, Transport
-from paramiko.sftp import SFTP_EOF, SFTP_NO_SUCH_FILE, SFTP_OK
+from paramiko import Channel, Message, SFTPClient, SFTPFile, SSHConfig, Transport
+from paramiko.sftp import SFTP_EOF, SFTP_NO_SUCH_FILE, SFTP_OK, BaseSFTP
 
 import fabexec
 from fabexec import connections, seams
+from fabexec.channel_buffer import GatheringPipe
 from fabexec.sandbox import SandboxCluster
 from tests.clusters import ssh_info
 
 LIBRARIES = ("paramiko", "invoke", "fabric")
 PRIVATE = re.compile(r"_[a-z]\w*")
 #: Submodules whose names the libraries document without exporting them at the top.
-DOCUMENTED = {"invoke.util", "paramiko.ssh_exception"}
+DOCUMENTED = {"invoke.util", "paramiko.ssh_exception", "paramiko.buffered_pipe"}
 
 
 def parameters(function: Callable[..., Any]) -> str:
@@ -144,6 +145,15 @@ CHECKS: Dict[str, Tuple[Callable[[], bool], str]] = {
         issubclass(importlib.import_module("paramiko.sftp").int64, int)
         and "isinstance(item, int64)" in source(SFTPClient._async_request)),
         "an int64 argument of _async_request is sent as 64 bits (a file offset)"),
+    "paramiko.Channel.in_buffer": (lambda: (
+        "self.in_buffer = BufferedPipe()" in source(Channel.__init__)
+        and "self.in_buffer.read(nbytes, self.timeout)" in source(Channel.recv)
+        and "self.in_buffer.feed(" in source(Channel._feed)  # type: ignore[attr-defined]
+        and set(re.findall(r"self\.in_buffer\.(\w+)\(", source(Channel)))
+        <= {name for name in dir(GatheringPipe) if not name.startswith("_")}
+        and "self.sock.recv(n)" in source(BaseSFTP._read_all)),  # type: ignore[attr-defined]
+        "Channel keeps received data in in_buffer (fed by _feed, read by recv) and calls "
+        "no method of it that GatheringPipe lacks; SFTP asks it for whole messages"),
     "invoke.config.DataProxy._root": (
         _probed_by_data_proxy("_root"), "DataProxy probes _root with hasattr/getattr"),
     "invoke.config.DataProxy._keypath": (
