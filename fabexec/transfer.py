@@ -54,8 +54,9 @@ from .errors import HostError, PartialCopyError, TransferError, TransferFailedEr
 from .fanout import LINK_ERRORS, FanOut
 from .info import ExecInfo, ExecType, LocalExecInfo
 from .results import HostResult, HostResults, every_host, run_hosts, split_local
-from .seams import replace_channel_buffer
+from .seams import open_private_file, replace_channel_buffer
 from .sftp_reader import SftpReader
+from .sftp_writer import SftpWriter
 from .shell_files import ShellFiles
 
 PathArg = Union[str, "os.PathLike[str]"]
@@ -196,13 +197,13 @@ class SftpFiles:
 
     @contextmanager
     def writer(self, path: str, mode: int) -> Iterator[IO[bytes]]:
-        """``path`` (it must not exist) filled with what is written, then given ``mode``.
+        """``path`` (it must not exist), private until whole, then given ``mode``.
 
-        Writes are pipelined (no wait for each acknowledgement); closing waits
-        for them all and raises the first write error.
+        Writes go out with a bounded window of requests in flight (`SftpWriter`);
+        the end waits for them all and raises the first write error.
         """
-        with self.sftp.open(path, "wxb") as out:
-            out.set_pipelined(True)
+        with open_private_file(self.sftp, path, 0o600) as remote, \
+                SftpWriter(remote) as out:
             yield out  # type: ignore[misc]
         self.sftp.chmod(path, mode)
 

@@ -23,7 +23,15 @@ from typing import Any, Callable, Dict, Iterator, List, Set, Tuple
 import pytest
 from invoke.config import DataProxy
 from invoke.runners import Runner
-from paramiko import Channel, Message, SFTPClient, SFTPFile, SSHConfig, Transport
+from paramiko import (
+    Channel,
+    Message,
+    SFTPAttributes,
+    SFTPClient,
+    SFTPFile,
+    SSHConfig,
+    Transport,
+)
 from paramiko.sftp import SFTP_EOF, SFTP_NO_SUCH_FILE, SFTP_OK, BaseSFTP
 
 import fabexec
@@ -145,6 +153,34 @@ CHECKS: Dict[str, Tuple[Callable[[], bool], str]] = {
         issubclass(importlib.import_module("paramiko.sftp").int64, int)
         and "isinstance(item, int64)" in source(SFTPClient._async_request)),
         "an int64 argument of _async_request is sent as 64 bits (a file offset)"),
+    "paramiko.sftp.CMD_WRITE": (lambda: (
+        importlib.import_module("paramiko.sftp").CMD_WRITE == 6
+        and "CMD_WRITE" in source(SFTPFile._write)),  # type: ignore[attr-defined]
+        "CMD_WRITE is SSH_FXP_WRITE (6), which SFTPFile's writes send"),
+    "paramiko.Channel.out_max_packet_size": (lambda: (
+        "self.out_max_packet_size - 64" in source(
+            Channel._wait_for_send_window)),  # type: ignore[attr-defined]
+        "Channel sends at most out_max_packet_size - 64 bytes of data a packet"),
+    "paramiko.SFTPClient._request": (lambda: (
+        parameters(SFTPClient._request) == "(self, t, *args)"  # type: ignore[attr-defined]
+        and "self._request(CMD_OPEN, filename, imode, attrblock)" in source(SFTPClient.open)
+        and "self.st_mode is not None" in source(SFTPAttributes._pack)),  # type: ignore
+        "open sends _request(CMD_OPEN, name, flags, attributes), whose st_mode is sent as "
+        "the permissions"),
+    "paramiko.sftp.CMD_OPEN": (lambda: importlib.import_module("paramiko.sftp").CMD_OPEN == 3,
+                               "CMD_OPEN is SSH_FXP_OPEN (3)"),
+    "paramiko.sftp.CMD_HANDLE": (lambda: (
+        importlib.import_module("paramiko.sftp").CMD_HANDLE == 102),
+        "CMD_HANDLE is SSH_FXP_HANDLE (102)"),
+    "paramiko.sftp.SFTP_FLAG_WRITE": (lambda: (
+        importlib.import_module("paramiko.sftp").SFTP_FLAG_WRITE == 0x2),
+        "SFTP_FLAG_WRITE is SSH_FXF_WRITE (0x2)"),
+    "paramiko.sftp.SFTP_FLAG_CREATE": (lambda: (
+        importlib.import_module("paramiko.sftp").SFTP_FLAG_CREATE == 0x8),
+        "SFTP_FLAG_CREATE is SSH_FXF_CREAT (0x8)"),
+    "paramiko.sftp.SFTP_FLAG_EXCL": (lambda: (
+        importlib.import_module("paramiko.sftp").SFTP_FLAG_EXCL == 0x20),
+        "SFTP_FLAG_EXCL is SSH_FXF_EXCL (0x20)"),
     "paramiko.Channel.in_buffer": (lambda: (
         "self.in_buffer = BufferedPipe()" in source(Channel.__init__)
         and "self.in_buffer.read(nbytes, self.timeout)" in source(Channel.recv)

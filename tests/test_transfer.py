@@ -30,7 +30,7 @@ from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
-from fabexec import PsshExecInfo, SshExecInfo, sftp_reader
+from fabexec import PsshExecInfo, SshExecInfo, sftp_reader, sftp_writer
 from fabexec.errors import (
     ConnectionLostError,
     HostStoppedAnsweringError,
@@ -535,6 +535,60 @@ def test_a_host_answering_less_than_asked_still_gives_the_whole_file(
     assert (done.exit_code, done.errors) == (0, {})
     assert (tmp_path / "x.bin").stat().st_size == 8 * MIB + 12345
     assert sha256(tmp_path / "x.bin") == expected
+
+
+def test_files_of_sizes_around_a_request_and_a_window_go_and_come_back_byte_exact(
+        cluster: SandboxCluster, tmp_path: Path) -> None:
+    """Writes fill whole SSH packets (`sftp_writer.PACKETS` of OpenSSH's 32 KiB, less
+    the request's header and OpenSSH's 4-byte handle) and reads ask for
+    `sftp_reader.REQUEST`: sizes just around one request, none, and past a full window
+    of each, none a multiple of the other."""
+    piece = sftp_writer.PACKETS * (32 * 1024 - 64) - sftp_writer.HEADER - 4
+    sizes = {0, 1, piece - 1, piece, piece + 1, sftp_writer.IN_FLIGHT * piece + 12345,
+             sftp_reader.REQUEST - 1, sftp_reader.REQUEST + 1,
+             sftp_reader.IN_FLIGHT * sftp_reader.REQUEST + 777}
+    src = tmp_path / "sizes"
+    src.mkdir()
+    for size in sizes:
+        (src / f"{size}.bin").write_bytes(os.urandom(size))
+    host = "node2"
+    with remote_folder(cluster) as folder:
+        sent = Put(src, f"{folder}/", ssh_info(cluster, host))
+        assert (sent.exit_code, sent.errors) == (0, {})
+        for size in sizes:
+            assert remote_sha256(cluster, host, f"{folder}/sizes/{size}.bin") == \
+                sha256(src / f"{size}.bin"), size
+        back = Get(f"{folder}/sizes", tmp_path / "back", ssh_info(cluster, host))
+    assert (back.exit_code, back.errors) == (0, {})
+    for size in sizes:
+        assert (tmp_path / "back" / f"{size}.bin").read_bytes() == \
+            (src / f"{size}.bin").read_bytes(), size
+
+
+def test_a_file_put_over_sftp_is_private_until_whole(cluster: SandboxCluster,
+                                                     tmp_path: Path) -> None:
+    """SFTP's open sends no mode unless asked, and OpenSSH then makes the file 0644:
+    readable by all, and readable to the end by whoever opened it meanwhile."""
+    local = tmp_path / "large.bin"
+    with open(local, "wb") as f:
+        f.truncate(4 * LARGE)
+    with remote_folder(cluster) as folder:
+        script = (f"from fabexec import SshExecInfo\nfrom fabexec.transfer import Put\n"
+                  f"Put({str(local)!r}, {folder + '/large.bin'!r}, SshExecInfo(hosts='node1', "
+                  f"ssh_config={str(cluster.ssh_config)!r}))\n")
+        proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE,
+                                text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        try:
+            assert eventually(lambda: writing_part_file(cluster, "node1", folder), 60, 0.01), \
+                "the copy never started"
+            part = next(n for n in names_on(cluster, "node1", folder) if n.endswith(".part"))
+            mode = openssh(cluster, "node1", f"stat -c %a {shlex.quote(f'{folder}/{part}')}")
+            assert mode.stdout.strip() == "600", mode.stderr
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+        assert names_on(cluster, "node1", folder) == []
 
 
 # --------------------------------------------------------------------------- without SFTP
