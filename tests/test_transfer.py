@@ -800,6 +800,33 @@ def test_pscp_of_a_folder_onto_itself_on_a_shared_filesystem_leaves_it_whole(
     assert not [p for p in shared_folder.rglob("*") if "fabexec" in p.name]
 
 
+def test_a_folder_copied_into_itself_through_a_shared_filesystem_is_refused_untouched(
+        cluster: SandboxCluster, shared_folder: Path) -> None:
+    """Each node sees this machine's /srv: ``app/backup/app`` on a node lies inside the
+    ``app`` copied from here (Put), and the other way round (Get). Each host's error
+    names it, and nothing is written: not even the folder it would have gone to."""
+    tree = make_tree(shared_folder)
+    if os.geteuid() == 0:
+        for path in [tree, *tree.rglob("*")]:
+            os.chown(path, *user_ids(cluster.user), follow_symlinks=False)
+    before = local_listing(tree)
+    put = Put(str(tree), f"{tree}/backup/", pssh_info(cluster))
+    get = Get(str(tree), f"{tree}/backup/", ssh_info(cluster, "node2"))
+    for done in (put, get):
+        assert done.exit_codes == {h: 1 for h in done.hosts}, done.errors
+        for host, error in done.errors.items():
+            assert isinstance(error, PartialCopyError), error
+            assert error.host == host
+            assert error.skipped == [(str(tree), f"cannot copy {tree} to {tree}/backup/: "
+                                                 f"{tree}/backup/app lies inside {tree}, which "
+                                                 f"is {tree} there through a shared "
+                                                 "filesystem: a folder cannot be copied into "
+                                                 "itself")]
+        assert done.copied == {h: [] for h in done.hosts}
+    assert local_listing(tree) == before
+    assert not [p for p in shared_folder.rglob("*") if "fabexec" in p.name]
+
+
 def user_ids(user: str) -> Tuple[int, int]:
     entry = pwd.getpwnam(user)
     return entry.pw_uid, entry.pw_gid
