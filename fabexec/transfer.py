@@ -29,10 +29,10 @@ Fabric's `Transfer` is not used: it writes straight to the final name, copies
 one file at a time, and every caller shares the connection's one SFTP session,
 which two threads may not use at once. Each copy here opens an SFTP channel of
 its own on the cached connection, with a large window and a receive buffer
-that wakes the copy once per message (`fabexec.channel_buffer`), and reads
-files with a bounded window of requests in flight (`fabexec.sftp_reader`). A host that
-refuses the SFTP subsystem is copied to through commands of its shell
-(`fabexec.shell_files`), as ``scp -O`` does.
+that wakes the copy once per message (`fabexec.channel_buffer`), and reads and
+writes files with bounded windows of requests in flight (`fabexec.sftp_reader`,
+`fabexec.sftp_writer`). A host that refuses the SFTP subsystem is copied to
+through commands of its shell (`fabexec.shell_files`), as ``scp -O`` does.
 """
 
 from __future__ import annotations
@@ -419,7 +419,7 @@ def _inside_elsewhere(source: Files, dest: Files, src: str, target: str, attrs: 
     a filesystem both see, if one is: copying would go on into what it copies.
 
     Only folders named as ``src`` is and looking alike (kind and mode) are probed,
-    so a usual copy costs no request.
+    so most copies cost no request.
     """
     if not stat.S_ISDIR(attrs.st_mode):
         return None
