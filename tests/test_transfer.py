@@ -56,9 +56,10 @@ pytest_plugins = ["tests.fixtures_clusters"]  # any_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1 << 20
-#: Big enough that a copy is still on its way when the test strikes (paramiko moves
-#: well under 1 GiB/s), small enough for a loaded machine.
-LARGE = 64 * MIB
+#: Big enough that a copy is still on its way when the test strikes (fabexec moves
+#: 100 to 250 MB/s here; at 64 MiB a Get sometimes ended before a crash could reach
+#: it), small enough for a loaded machine.
+LARGE = 256 * MIB
 
 
 @contextmanager
