@@ -17,8 +17,11 @@ Every fabexec copy runs in a child process of its own, so that its peak memory
 (``VmHWM``, read by the child at its end) is the copy's: Python and fabexec
 themselves take about 45 MB of it; scp's (with its ssh) is sampled every 10 ms.
 Its time is that of the call (connecting included, imports not); an ``scp``'s,
-that of its process. Tools are interleaved, their order rotated each round, and
-each figure is the median of `ROUNDS` rounds.
+that of its process. CPU: the client's user and system time on this machine per
+GiB moved (fabexec: the call's, in its process; scp: its processes', each with its
+``ssh``), which a loaded machine disturbs far less than wall time. Tools are
+interleaved, their order rotated each round, and each figure is the median of
+`ROUNDS` rounds.
 Timings are printed, never asserted: PASS/FAIL says where a target stands.
 About 15 minutes on a loaded 2-core machine; ``python bench/transfer.py
 [one] [shell] [fanout]`` (all three by default) or ``inv bench -n transfer``.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -60,12 +64,13 @@ kind, src, dst, config, hosts = sys.argv[1:6]
 hosts = hosts.split(",")
 info = (SshExecInfo if len(hosts) == 1 else PsshExecInfo)(
     hosts=hosts, ssh_config=config, hide_output=True, max_parallel=64)
-began = time.perf_counter()
+began, cpu = time.perf_counter(), time.process_time()
 done = (Put if kind == "put" else Get)(src, dst, info)
-seconds = time.perf_counter() - began
+seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
 with open("/proc/self/status") as status:  # this process's own peak, not its parent's
     peak_kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-print(json.dumps({"seconds": seconds, "exit_code": done.exit_code, "peak_kib": peak_kib,
+print(json.dumps({"seconds": seconds, "cpu": cpu, "exit_code": done.exit_code,
+                  "peak_kib": peak_kib,
                   "errors": {host: str(error) for host, error in done.errors.items()}}))
 """
 
@@ -78,6 +83,7 @@ class BenchError(RuntimeError):
 class Run:
     seconds: float
     rss_mb: float  # peak resident memory of the copying process(es)
+    cpu: float  # CPU seconds (user and system) of the copying process(es) on this machine
 
 
 @dataclass
@@ -98,6 +104,9 @@ class Result:
 
     def peak_mb(self, tool: str) -> float:
         return max(r.rss_mb for r in self.runs[tool])
+
+    def median_cpu(self, tool: str) -> float:
+        return statistics.median(r.cpu for r in self.runs[tool])
 
 
 # --------------------------------------------------------------------------- processes
@@ -145,23 +154,26 @@ def fabexec_copy(kind: str, src: str, dst: str, config: Path, hosts: Sequence[st
     done = json.loads(proc.stdout)
     if done["exit_code"] != 0:
         raise BenchError(f"fabexec {kind}: {done['errors']}")
-    return Run(done["seconds"], done["peak_kib"] / 1024)
+    return Run(done["seconds"], done["peak_kib"] / 1024, done["cpu"])
 
 
 def scp_copies(pairs: Sequence[Tuple[str, str]], config: Path, *options: str) -> Run:
     """One ``scp`` per (from, to) pair, all at once: the wall time of them all, the sum
-    of their peaks (each with its ``ssh``)."""
+    of their peaks and their CPU time (each with its ``ssh``)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     procs = [subprocess.Popen(["scp", "-q", "-F", str(config), "-o", "BatchMode=yes",
                                *options, src, dst], stdin=subprocess.DEVNULL,
                               stderr=subprocess.PIPE) for src, dst in pairs]
     statuses, peak = wait_for(procs)
     seconds = time.perf_counter() - began
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime
     said = [proc.communicate()[1].decode().strip() for proc in procs]
     failed = [(pair, why) for pair, status, why in zip(pairs, statuses, said) if status != 0]
     if failed:
         raise BenchError(f"scp failed: {failed[:3]}")
-    return Run(seconds, peak)
+    return Run(seconds, peak, cpu)
 
 
 def interleave(title: str, cases: Sequence[Case], rounds: int = ROUNDS) -> Result:
@@ -281,25 +293,29 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 2) -
         print("  " + "  ".join(cells).rstrip())
 
 
-def rows_of(what: str, results: Dict[str, Result], baseline: str = SCP,
+def rows_of(what: str, results: Dict[str, Result], gib: float, baseline: str = SCP,
             rss_target: bool = False) -> List[List[str]]:
+    """One row per direction; ``gib``: the GiB one copy moves, all hosts together."""
     rows = []
     for direction, result in results.items():
         ours, theirs = result.median(FABEXEC), result.median(SCP)
         ratio = ours / theirs
+        cpu, their_cpu = result.median_cpu(FABEXEC) / gib, result.median_cpu(SCP) / gib
         rss = result.peak_mb(FABEXEC)
         verdict = "PASS" if ratio <= RATIO_MAX else "FAIL"
         if rss_target and rss >= RSS_MAX_MB:
             verdict += ", RSS FAIL"
         rows.append([f"{what} {direction}", baseline, f"{ours:.2f}", f"{theirs:.2f}",
-                     f"{ratio:.2f}x", f"{rss:.0f}", f"{result.peak_mb(SCP):.0f}",
+                     f"{ratio:.2f}x", f"{cpu:.2f}", f"{their_cpu:.2f}",
+                     f"{cpu / their_cpu:.2f}x", f"{rss:.0f}", f"{result.peak_mb(SCP):.0f}",
                      f"<= {RATIO_MAX}x" + (f", < {RSS_MAX_MB} MB" if rss_target else ""),
                      verdict, str(len(result.runs[FABEXEC]))])
     return rows
 
 
-HEADER = ["copy", "against", "fabexec s", "baseline s", "ratio", "fabexec peak MB",
-          "baseline peak MB", "target", "verdict", "rounds"]
+HEADER = ["copy", "against", "fabexec s", "baseline s", "ratio", "fabexec CPU s/GiB",
+          "baseline CPU s/GiB", "CPU ratio", "fabexec peak MB", "baseline peak MB", "target",
+          "verdict", "rounds"]
 
 
 def main(sections: Sequence[str]) -> int:
@@ -323,15 +339,15 @@ def main(sections: Sequence[str]) -> int:
         rows = []
         if "one" in sections:
             host = cluster.hosts[0]
-            rows += rows_of("256 MiB, one host", one_host(bench, 256 * MIB, host))
-            rows += rows_of("1 GiB, one host", one_host(bench, 1024 * MIB, host),
+            rows += rows_of("256 MiB, one host", one_host(bench, 256 * MIB, host), 0.25)
+            rows += rows_of("1 GiB, one host", one_host(bench, 1024 * MIB, host), 1.0,
                             rss_target=True)
         if "shell" in sections:
             rows += rows_of("256 MiB, no SFTP (shell)",
-                            one_host(bench, 256 * MIB, "nosftp", ["-O"]), "scp -O")
+                            one_host(bench, 256 * MIB, "nosftp", ["-O"]), 0.25, "scp -O")
         if "fanout" in sections:
             rows += rows_of(f"256 MiB, {NODES} hosts at once", fan_out(bench, 256 * MIB),
-                            f"{NODES} scp at once")
+                            NODES * 0.25, f"{NODES} scp at once")
         print()
         table(HEADER, rows)
         print(f"\nload average {os.getloadavg()[0]:.1f} at the end; "

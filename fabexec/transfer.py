@@ -24,15 +24,18 @@ A path that cannot be copied (a fifo, a file that cannot be read or written)
 does not stop the others: as rsync does, the copy goes on and the host's
 error, a `PartialCopyError`, lists every path skipped and why. A source that
 is its destination, as the host sees it (a folder copied onto itself on a
-filesystem both share, as NFS homes are), is left as it is.
+filesystem both share, as NFS homes are), is left as it is; a folder whose
+destination lies inside it, there too, is skipped with that reason before
+anything is made.
 
 Fabric's `Transfer` is not used: it writes straight to the final name, copies
 one file at a time, and every caller shares the connection's one SFTP session,
 which two threads may not use at once. Each copy here opens an SFTP channel of
-its own on the cached connection, with a large window, and reads files with a
-bounded window of requests in flight (`fabexec.sftp_reader`). A host that
-refuses the SFTP subsystem is copied to through commands of its shell
-(`fabexec.shell_files`), as ``scp -O`` does.
+its own on the cached connection, with a large window and a receive buffer
+that wakes the copy once per message (`fabexec.channel_buffer`), and reads and
+writes files with bounded windows of requests in flight (`fabexec.sftp_reader`,
+`fabexec.sftp_writer`). A host that refuses the SFTP subsystem is copied to
+through commands of its shell (`fabexec.shell_files`), as ``scp -O`` does.
 """
 
 from __future__ import annotations
@@ -51,12 +54,15 @@ from paramiko import SFTPClient
 from paramiko.ssh_exception import SSHException
 
 from . import interrupts
+from .channel_buffer import GatheringPipe
 from .connections import HostConnection
 from .errors import HostError, PartialCopyError, TransferError, TransferFailedError
 from .fanout import LINK_ERRORS, FanOut
 from .info import ExecInfo, ExecType, LocalExecInfo
 from .results import HostResult, HostResults, every_host, run_hosts, split_local
+from .seams import open_private_file, replace_channel_buffer
 from .sftp_reader import SftpReader
+from .sftp_writer import SftpWriter
 from .shell_files import ShellFiles
 
 PathArg = Union[str, "os.PathLike[str]"]
@@ -208,13 +214,13 @@ class SftpFiles:
 
     @contextmanager
     def writer(self, path: str, mode: int) -> Iterator[IO[bytes]]:
-        """``path`` (it must not exist) filled with what is written, then given ``mode``.
+        """``path`` (it must not exist), private until whole, then given ``mode``.
 
-        Writes are pipelined (no wait for each acknowledgement); closing waits
-        for them all and raises the first write error.
+        Writes go out with a bounded window of requests in flight (`SftpWriter`);
+        the end waits for them all and raises the first write error.
         """
-        with self.sftp.open(path, "wxb") as out:
-            out.set_pipelined(True)
+        with open_private_file(self.sftp, path, 0o600) as remote, \
+                SftpWriter(remote) as out:
             yield out  # type: ignore[misc]
         self.sftp.chmod(path, mode)
 
@@ -259,16 +265,15 @@ def _makedirs(files: Files, path: str) -> None:
     _mkdir(files, path)
 
 
-def _target(files: Files, src: str, dst: str, into: Optional[bool]) -> str:
-    """Where ``src`` lands on ``files``, its folder made: cp's rule (see `Copy`)."""
+def _target(files: Files, src: str, dst: str, into: Optional[bool]) -> Tuple[str, str]:
+    """Where ``src`` lands on ``files`` (cp's rule, see `Copy`), and the folder to make
+    for it."""
     if into is None:
         into = _is_dir(files, dst)
     if not into:
-        _makedirs(files, posixpath.dirname(dst))
-        return dst
-    _makedirs(files, dst)
+        return dst, posixpath.dirname(dst)
     name = posixpath.basename(posixpath.normpath(src))
-    return dst if name in ("", ".", "..") else posixpath.join(dst, name)
+    return (dst if name in ("", ".", "..") else posixpath.join(dst, name)), dst
 
 
 def _temp_name(target: str) -> str:
@@ -313,8 +318,9 @@ class _Copier:
             src, dst = self.source.path(copy.src), self.dest.path(copy.dst)
             with self._skipping(src, f"cannot copy {src} to {dst}"):
                 attrs = self.source.stat(src, follow=True)  # a link given by name: its target
-                target = _target(self.dest, src, dst, copy.into)
-                if not self._same(src, target, attrs):
+                target, folder = _target(self.dest, src, dst, copy.into)
+                if not self._same(src, target, attrs):  # checked before anything is made
+                    _makedirs(self.dest, folder)
                     self._tree(src, target, attrs)
         if self.skipped:
             raise PartialCopyError(self.host, self.skipped)
@@ -385,7 +391,13 @@ class _Copier:
         """Whether ``src`` already is ``target``: nothing to copy."""
         if self.source is self.dest:
             return _same_or_inside(src, target)
-        return _same_elsewhere(self.source, self.dest, src, target, attrs)
+        if _same_elsewhere(self.source, self.dest, src, target, attrs):
+            return True
+        inside = _inside_elsewhere(self.source, self.dest, src, target, attrs)
+        if inside is not None:
+            raise OSError(f"{target} lies inside {src}, which is {inside} there through a "
+                          "shared filesystem: a folder cannot be copied into itself")
+        return False
 
 
 def _same_or_inside(src: str, target: str) -> bool:
@@ -419,9 +431,41 @@ def _same_elsewhere(source: Files, dest: Files, src: str, target: str, attrs: An
                                                                   int(attrs.st_mtime))
                        or posixpath.basename(target) != posixpath.basename(src)):
         return False
+    if folder:
+        return _one_folder(source, dest, src, target)
+    return _one_folder(source, dest, posixpath.dirname(src) or ".",
+                       posixpath.dirname(target) or ".")
+
+
+def _inside_elsewhere(source: Files, dest: Files, src: str, target: str, attrs: Any
+                      ) -> Optional[str]:
+    """The folder of ``dest`` above ``target`` that is the folder ``src`` itself, through
+    a filesystem both see, if one is: copying would go on into what it copies.
+
+    Only folders named as ``src`` is and looking alike (kind and mode) are probed,
+    so most copies cost no request.
+    """
+    if not stat.S_ISDIR(attrs.st_mode):
+        return None
+    name = posixpath.basename(posixpath.normpath(src))
+    above = posixpath.dirname(posixpath.normpath(target))
+    while above not in ("", "/", "."):
+        if posixpath.basename(above) == name:
+            try:
+                there = dest.stat(above, follow=True)
+            except FileNotFoundError:
+                there = None
+            if there is not None and there.st_mode == attrs.st_mode \
+                    and _one_folder(source, dest, src, above):
+                return above
+        above = posixpath.dirname(above)
+    return None
+
+
+def _one_folder(source: Files, dest: Files, here: str, away: str) -> bool:
+    """Whether ``source``'s folder ``here`` is ``dest``'s folder ``away``: a name made
+    in one shows in the other only if they are one folder."""
     probe = f".fabexec-same-{secrets.token_hex(8)}"
-    here, away = (src, target) if folder else (posixpath.dirname(src) or ".",
-                                               posixpath.dirname(target) or ".")
     try:
         dest.symlink(probe, posixpath.join(away, probe))
     except OSError:
@@ -435,14 +479,24 @@ def _same_elsewhere(source: Files, dest: Files, src: str, target: str, attrs: An
         _discard(dest, posixpath.join(away, probe))
 
 
+def _sftp_session(cxn: HostConnection) -> SFTPClient:
+    """An SFTP session on a channel of its own, as ``SFTPClient.from_transport``
+    opens one, whose received data goes to a `GatheringPipe`."""
+    channel = cxn.transport.open_session(window_size=WINDOW)
+    try:
+        replace_channel_buffer(channel, GatheringPipe())
+        channel.invoke_subsystem("sftp")
+        return SFTPClient(channel)
+    except BaseException:
+        channel.close()
+        raise
+
+
 def _remote_files(host: str, cxn: HostConnection) -> Files:
     """A session of the copy's own on ``host``: SFTP, else (the host refuses it)
     commands of its shell; `TransferFailedError` naming both when neither works."""
     try:
-        sftp = SFTPClient.from_transport(cxn.transport, window_size=WINDOW)
-        if sftp is None:
-            raise SSHException("the host opened no SFTP session")
-        return SftpFiles(sftp)
+        return SftpFiles(_sftp_session(cxn))
     except LINK_ERRORS as e:
         refused = _reason(e)
         if not cxn.is_connected:

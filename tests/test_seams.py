@@ -23,18 +23,27 @@ from typing import Any, Callable, Dict, Iterator, List, Set, Tuple
 import pytest
 from invoke.config import DataProxy
 from invoke.runners import Runner
-from paramiko import Message, SFTPClient, SFTPFile, SSHConfig, Transport
-from paramiko.sftp import SFTP_EOF, SFTP_NO_SUCH_FILE, SFTP_OK
+from paramiko import (
+    Channel,
+    Message,
+    SFTPAttributes,
+    SFTPClient,
+    SFTPFile,
+    SSHConfig,
+    Transport,
+)
+from paramiko.sftp import SFTP_EOF, SFTP_NO_SUCH_FILE, SFTP_OK, BaseSFTP
 
 import fabexec
 from fabexec import connections, seams
+from fabexec.channel_buffer import GatheringPipe
 from fabexec.sandbox import SandboxCluster
 from tests.clusters import ssh_info
 
 LIBRARIES = ("paramiko", "invoke", "fabric")
 PRIVATE = re.compile(r"_[a-z]\w*")
 #: Submodules whose names the libraries document without exporting them at the top.
-DOCUMENTED = {"invoke.util", "paramiko.ssh_exception"}
+DOCUMENTED = {"invoke.util", "paramiko.ssh_exception", "paramiko.buffered_pipe"}
 
 
 def parameters(function: Callable[..., Any]) -> str:
@@ -144,6 +153,43 @@ CHECKS: Dict[str, Tuple[Callable[[], bool], str]] = {
         issubclass(importlib.import_module("paramiko.sftp").int64, int)
         and "isinstance(item, int64)" in source(SFTPClient._async_request)),
         "an int64 argument of _async_request is sent as 64 bits (a file offset)"),
+    "paramiko.sftp.CMD_WRITE": (lambda: (
+        importlib.import_module("paramiko.sftp").CMD_WRITE == 6
+        and "CMD_WRITE" in source(SFTPFile._write)),  # type: ignore[attr-defined]
+        "CMD_WRITE is SSH_FXP_WRITE (6), which SFTPFile's writes send"),
+    "paramiko.Channel.out_max_packet_size": (lambda: (
+        "self.out_max_packet_size - 64" in source(
+            Channel._wait_for_send_window)),  # type: ignore[attr-defined]
+        "Channel sends at most out_max_packet_size - 64 bytes of data a packet"),
+    "paramiko.SFTPClient._request": (lambda: (
+        parameters(SFTPClient._request) == "(self, t, *args)"  # type: ignore[attr-defined]
+        and "self._request(CMD_OPEN, filename, imode, attrblock)" in source(SFTPClient.open)
+        and "self.st_mode is not None" in source(SFTPAttributes._pack)),  # type: ignore
+        "open sends _request(CMD_OPEN, name, flags, attributes), whose st_mode is sent as "
+        "the permissions"),
+    "paramiko.sftp.CMD_OPEN": (lambda: importlib.import_module("paramiko.sftp").CMD_OPEN == 3,
+                               "CMD_OPEN is SSH_FXP_OPEN (3)"),
+    "paramiko.sftp.CMD_HANDLE": (lambda: (
+        importlib.import_module("paramiko.sftp").CMD_HANDLE == 102),
+        "CMD_HANDLE is SSH_FXP_HANDLE (102)"),
+    "paramiko.sftp.SFTP_FLAG_WRITE": (lambda: (
+        importlib.import_module("paramiko.sftp").SFTP_FLAG_WRITE == 0x2),
+        "SFTP_FLAG_WRITE is SSH_FXF_WRITE (0x2)"),
+    "paramiko.sftp.SFTP_FLAG_CREATE": (lambda: (
+        importlib.import_module("paramiko.sftp").SFTP_FLAG_CREATE == 0x8),
+        "SFTP_FLAG_CREATE is SSH_FXF_CREAT (0x8)"),
+    "paramiko.sftp.SFTP_FLAG_EXCL": (lambda: (
+        importlib.import_module("paramiko.sftp").SFTP_FLAG_EXCL == 0x20),
+        "SFTP_FLAG_EXCL is SSH_FXF_EXCL (0x20)"),
+    "paramiko.Channel.in_buffer": (lambda: (
+        "self.in_buffer = BufferedPipe()" in source(Channel.__init__)
+        and "self.in_buffer.read(nbytes, self.timeout)" in source(Channel.recv)
+        and "self.in_buffer.feed(" in source(Channel._feed)  # type: ignore[attr-defined]
+        and set(re.findall(r"self\.in_buffer\.(\w+)\(", source(Channel)))
+        <= {name for name in dir(GatheringPipe) if not name.startswith("_")}
+        and "self.sock.recv(n)" in source(BaseSFTP._read_all)),  # type: ignore[attr-defined]
+        "Channel keeps received data in in_buffer (fed by _feed, read by recv) and calls "
+        "no method of it that GatheringPipe lacks; SFTP asks it for whole messages"),
     "invoke.config.DataProxy._root": (
         _probed_by_data_proxy("_root"), "DataProxy probes _root with hasattr/getattr"),
     "invoke.config.DataProxy._keypath": (

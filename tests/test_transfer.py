@@ -30,7 +30,7 @@ from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
-from fabexec import PsshExecInfo, SshExecInfo, sftp_reader
+from fabexec import PsshExecInfo, SshExecInfo, sftp_reader, sftp_writer
 from fabexec.errors import (
     ConnectionLostError,
     HostStoppedAnsweringError,
@@ -56,9 +56,10 @@ pytest_plugins = ["tests.fixtures_clusters"]  # any_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1 << 20
-#: Big enough that a copy is still on its way when the test strikes (paramiko moves
-#: well under 1 GiB/s), small enough for a loaded machine.
-LARGE = 64 * MIB
+#: Big enough that a copy is still on its way when the test strikes (fabexec moves
+#: 100 to 250 MB/s here; at 64 MiB a Get sometimes ended before a crash could reach
+#: it), small enough for a loaded machine.
+LARGE = 256 * MIB
 
 
 @contextmanager
@@ -537,6 +538,60 @@ def test_a_host_answering_less_than_asked_still_gives_the_whole_file(
     assert sha256(tmp_path / "x.bin") == expected
 
 
+def test_files_of_sizes_around_a_request_and_a_window_go_and_come_back_byte_exact(
+        cluster: SandboxCluster, tmp_path: Path) -> None:
+    """Writes fill whole SSH packets (`sftp_writer.PACKETS` of OpenSSH's 32 KiB, less
+    the request's header and OpenSSH's 4-byte handle) and reads ask for
+    `sftp_reader.REQUEST`: sizes just around one request, none, and past a full window
+    of each, none a multiple of the other."""
+    piece = sftp_writer.PACKETS * (32 * 1024 - 64) - sftp_writer.HEADER - 4
+    sizes = {0, 1, piece - 1, piece, piece + 1, sftp_writer.IN_FLIGHT * piece + 12345,
+             sftp_reader.REQUEST - 1, sftp_reader.REQUEST + 1,
+             sftp_reader.IN_FLIGHT * sftp_reader.REQUEST + 777}
+    src = tmp_path / "sizes"
+    src.mkdir()
+    for size in sizes:
+        (src / f"{size}.bin").write_bytes(os.urandom(size))
+    host = "node2"
+    with remote_folder(cluster) as folder:
+        sent = Put(src, f"{folder}/", ssh_info(cluster, host))
+        assert (sent.exit_code, sent.errors) == (0, {})
+        for size in sizes:
+            assert remote_sha256(cluster, host, f"{folder}/sizes/{size}.bin") == \
+                sha256(src / f"{size}.bin"), size
+        back = Get(f"{folder}/sizes", tmp_path / "back", ssh_info(cluster, host))
+    assert (back.exit_code, back.errors) == (0, {})
+    for size in sizes:
+        assert (tmp_path / "back" / f"{size}.bin").read_bytes() == \
+            (src / f"{size}.bin").read_bytes(), size
+
+
+def test_a_file_put_over_sftp_is_private_until_whole(cluster: SandboxCluster,
+                                                     tmp_path: Path) -> None:
+    """SFTP's open sends no mode unless asked, and OpenSSH then makes the file 0644:
+    readable by all, and readable to the end by whoever opened it meanwhile."""
+    local = tmp_path / "large.bin"
+    with open(local, "wb") as f:
+        f.truncate(4 * LARGE)
+    with remote_folder(cluster) as folder:
+        script = (f"from fabexec import SshExecInfo\nfrom fabexec.transfer import Put\n"
+                  f"Put({str(local)!r}, {folder + '/large.bin'!r}, SshExecInfo(hosts='node1', "
+                  f"ssh_config={str(cluster.ssh_config)!r}))\n")
+        proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE,
+                                text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        try:
+            assert eventually(lambda: writing_part_file(cluster, "node1", folder), 60, 0.01), \
+                "the copy never started"
+            part = next(n for n in names_on(cluster, "node1", folder) if n.endswith(".part"))
+            mode = openssh(cluster, "node1", f"stat -c %a {shlex.quote(f'{folder}/{part}')}")
+            assert mode.stdout.strip() == "600", mode.stderr
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+        assert names_on(cluster, "node1", folder) == []
+
+
 # --------------------------------------------------------------------------- without SFTP
 
 @pytest.fixture()
@@ -742,6 +797,33 @@ def test_pscp_of_a_folder_onto_itself_on_a_shared_filesystem_leaves_it_whole(
     done = Pscp(str(tree), pssh_info(cluster))
     assert done.exit_codes == {h: 0 for h in cluster.hosts}, done.errors
     assert done.copied == {h: [] for h in cluster.hosts}
+    assert local_listing(tree) == before
+    assert not [p for p in shared_folder.rglob("*") if "fabexec" in p.name]
+
+
+def test_a_folder_copied_into_itself_through_a_shared_filesystem_is_refused_untouched(
+        cluster: SandboxCluster, shared_folder: Path) -> None:
+    """Each node sees this machine's /srv: ``app/backup/app`` on a node lies inside the
+    ``app`` copied from here (Put), and the other way round (Get). Each host's error
+    names it, and nothing is written: not even the folder it would have gone to."""
+    tree = make_tree(shared_folder)
+    if os.geteuid() == 0:
+        for path in [tree, *tree.rglob("*")]:
+            os.chown(path, *user_ids(cluster.user), follow_symlinks=False)
+    before = local_listing(tree)
+    put = Put(str(tree), f"{tree}/backup/", pssh_info(cluster))
+    get = Get(str(tree), f"{tree}/backup/", ssh_info(cluster, "node2"))
+    for done in (put, get):
+        assert done.exit_codes == {h: 1 for h in done.hosts}, done.errors
+        for host, error in done.errors.items():
+            assert isinstance(error, PartialCopyError), error
+            assert error.host == host
+            assert error.skipped == [(str(tree), f"cannot copy {tree} to {tree}/backup/: "
+                                                 f"{tree}/backup/app lies inside {tree}, which "
+                                                 f"is {tree} there through a shared "
+                                                 "filesystem: a folder cannot be copied into "
+                                                 "itself")]
+        assert done.copied == {h: [] for h in done.hosts}
     assert local_listing(tree) == before
     assert not [p for p in shared_folder.rglob("*") if "fabexec" in p.name]
 
