@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sys
@@ -104,12 +105,14 @@ class Ledger:
     faults: Dict[str, int] = field(default_factory=dict)
     lost: List[str] = field(default_factory=list)
     longest_call: float = 0.0
+    examples: Dict[str, str] = field(default_factory=dict)  # error type: its first message
 
     def as_dict(self) -> Dict[str, Any]:
         return {"calls": dict(self.calls), "faults": self.faults,
                 "results": dict(self.results), "errors": dict(self.errors),
                 "files": dict(self.files), "leftovers": dict(self.leftovers),
-                "lost": self.lost, "longest_call_s": round(self.longest_call, 1)}
+                "examples": self.examples, "lost": self.lost,
+                "longest_call_s": round(self.longest_call, 1)}
 
 
 def sha256(data: bytes) -> str:
@@ -117,9 +120,9 @@ def sha256(data: bytes) -> str:
 
 
 def random_size(rng: random.Random) -> int:
-    """Empty, small, medium or large (up to 2 MiB): each takes another path of a copy."""
+    """Empty, small, medium or large (up to 8 MiB, long enough for a crash to cut)."""
     low, high = rng.choices([(0, 0), (1, 4 * KIB), (4 * KIB, 256 * KIB),
-                             (256 * KIB, 2048 * KIB)], [1, 3, 3, 1])[0]
+                             (256 * KIB, 8192 * KIB)], [1, 3, 3, 1])[0]
     return rng.randint(low, high)
 
 
@@ -317,6 +320,7 @@ class Soak:
             if code == 0:
                 return f"exit code 0 with error {error!r}"
             self.ledger.errors[type(error).__name__] += 1
+            self.ledger.examples.setdefault(type(error).__name__, str(error))
             return None
         wrong = self.wrong_result(call, host, code)
         if wrong is None:
@@ -396,59 +400,57 @@ class Soak:
         return {host: self.cluster.processes(host) - {self.cluster.pid(host)}
                 - self.node_baseline.get(host, set()) for host in self.cluster.hosts}
 
-    def settle_nodes(self) -> Dict[str, Set[int]]:
-        """Wait (bounded) until the nodes run nothing but what a failed kill explains."""
+    def settle_nodes(self) -> Dict[str, Dict[int, Optional[Call]]]:
+        """Wait (bounded) until the nodes run nothing but what a failed kill explains;
+        each node's processes then, with the call each belongs to."""
         deadline = time.monotonic() + SETTLE
-        left = self.node_processes()
         for _ in range(int(SETTLE / 0.5) + 1):
-            left = {host: {pid for pid in pids if not self.kill_failed_on(host, pid)}
-                    for host, pids in self.node_processes().items()}
-            if not any(left.values()) or time.monotonic() > deadline:
+            left = {host: self.owners(pids) for host, pids in self.node_processes().items()}
+            unexplained = [pid for host, owners in left.items() for pid, call in owners.items()
+                           if not kill_failed(call, host)]
+            if not unexplained or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        return self.node_processes()
+        return left
 
-    def kill_failed_on(self, host: str, pid: int) -> bool:
-        """Whether ``pid`` belongs to a call whose kill reported failing on ``host``."""
-        call = self.call_of(pid)
-        return (call is not None and call.result is not None
-                and isinstance(call.result.errors.get(host), KillFailedError))
+    def owners(self, pids: Set[int]) -> Dict[int, Optional[Call]]:
+        """The call each process belongs to: by its ``SOAK_CALL``, else by the fabexec
+        tag it shares with a process that has one (the shells that start a command name
+        the tag before the command sets ``SOAK_CALL``)."""
+        calls: Dict[int, Optional[Call]] = {}
+        tags: Dict[int, Optional[bytes]] = {}
+        for pid in pids:
+            environ, cmdline = read_proc(pid, "environ"), read_proc(pid, "cmdline")
+            number = variable(environ, CALL_VAR)
+            calls[pid] = self.calls[int(number)] if number and number.isdigit() \
+                and int(number) < len(self.calls) else None
+            found = re.search(rb"%s=([^\s\0]+)" % TAG_VAR.encode(), cmdline)
+            tags[pid] = variable(environ, TAG_VAR) or (found[1] if found else None)
+        by_tag = {tags[pid]: call for pid, call in calls.items() if call and tags[pid]}
+        return {pid: calls[pid] or by_tag.get(tags[pid]) for pid in pids}
 
-    def call_of(self, pid: int) -> Optional[Call]:
-        environ = read_proc(pid, "environ")
-        for entry in environ.split(b"\0"):
-            if entry.startswith(f"{CALL_VAR}=".encode()):
-                try:
-                    return self.calls[int(entry.split(b"=", 1)[1])]
-                except (ValueError, IndexError):
-                    return None
-        return None
-
-    def account_nodes(self, survivors: Dict[str, Set[int]]) -> None:
+    def account_nodes(self, survivors: Dict[str, Dict[int, Optional[Call]]]) -> None:
         """No process left on a node, but those of a kill that said it failed there."""
-        for host, pids in survivors.items():
-            for pid in sorted(pids):
-                if self.kill_failed_on(host, pid):
-                    self.ledger.leftovers["node processes of a failed kill (killed now)"] += 1
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                    continue
-                environ = read_proc(pid, "environ")
-                if not environ and not read_proc(pid, "cmdline"):
+        for host, owners in survivors.items():
+            explained = [pid for pid, call in owners.items() if kill_failed(call, host)]
+            for pid in explained:
+                self.ledger.leftovers["node processes of a failed kill (killed now)"] += 1
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            for pid, call in sorted(owners.items()):
+                if pid in explained or not read_proc(pid, "cmdline"):
                     continue  # gone meanwhile
-                tagged = f"{TAG_VAR}=".encode() in environ
-                call = self.call_of(pid)
+                tagged = variable(read_proc(pid, "environ"), TAG_VAR) is not None
                 outcome = ""
                 if call is not None and call.result is not None:
                     outcome = (f" of call {call.id} ({call.kind}, host result "
                                f"{call.result.exit_codes.get(host)} "
                                f"{call.result.errors.get(host)!r})")
-                cmdline = read_proc(pid, "cmdline").replace(b"\0", b" ").decode(errors="replace")
                 self.ledger.leftovers["node processes left"] += 1
-                self.ledger.lost.append(f"{host}: {'tagged ' if tagged else ''}process {pid} "
-                                        f"{cmdline!r} still running{outcome}")
+                self.ledger.lost.append(f"{host}: {'tagged ' if tagged else ''}process "
+                                        f"{describe(pid)} still running{outcome}")
 
     def account_client(self, fds: Dict[int, str], threads: Set[str]) -> None:
         """No descriptor or thread beyond those this process had before the first call."""
@@ -470,12 +472,43 @@ class Soak:
             self.ledger.lost.append(f"client: threads left running: {sorted(extra_threads)}")
 
 
+def kill_failed(call: Optional[Call], host: str) -> bool:
+    """Whether ``call``'s kill reported failing on ``host``: what it started may live on."""
+    return (call is not None and call.result is not None
+            and isinstance(call.result.errors.get(host), KillFailedError))
+
+
+def variable(environ: bytes, name: str) -> Optional[bytes]:
+    """The value of ``name`` in a process environment read from /proc."""
+    prefix = f"{name}=".encode()
+    for entry in environ.split(b"\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix):]
+    return None
+
+
 def read_proc(pid: int, name: str) -> bytes:
     try:
         with open(f"/proc/{pid}/{name}", "rb") as f:
             return f.read()
     except OSError:
         return b""
+
+
+def describe(pid: int) -> str:
+    """A process as a reader of the ledger needs it: command line, state, parent, stdin."""
+    def cmdline(of: int) -> str:
+        return read_proc(of, "cmdline").replace(b"\0", b" ").decode(errors="replace")[:120]
+
+    stat = read_proc(pid, "stat").decode(errors="replace").rsplit(")", 1)[-1].split()
+    state, parent = (stat[0], int(stat[1])) if len(stat) > 1 else ("?", 0)
+    try:
+        stdin = os.readlink(f"/proc/{pid}/fd/0")
+    except OSError:
+        stdin = "?"
+    wchan = read_proc(pid, "wchan").decode(errors="replace")
+    return (f"{pid} {cmdline(pid)!r} (state {state}, in {wchan or '?'}, stdin {stdin}; "
+            f"parent {parent} {cmdline(parent)!r})")
 
 
 def open_fds() -> Dict[int, str]:
@@ -510,6 +543,7 @@ def report(ledger: Ledger, hosts: int, seconds: float, seed: int, took: float) -
         f"errors by type   {errors:6}  ({spell(ledger.errors) or 'none'})",
         f"files checked    {ledger.files['checked']:6}  "
         f"({spell({k: v for k, v in ledger.files.items() if k != 'checked'}) or 'none'})",
+        *(f"  e.g. {kind}: {message[:150]}" for kind, message in sorted(ledger.examples.items())),
         f"left at the end  {spell(ledger.leftovers) or 'nothing'}",
         f"lost             {len(ledger.lost):6}",
     ]
@@ -526,6 +560,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--workers", type=int, default=WORKERS, help="calls at once")
     parser.add_argument("--seed", type=int, default=None, help="repeat the random choices")
     parser.add_argument("--json", type=Path, default=None, help="write the counts there too")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="the sandbox's folder (default: a new temporary one); what a "
+                             "killed run left there is stopped first")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("the soak needs root: it reads each node's own files and processes",
@@ -534,10 +571,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     seed = args.seed if args.seed is not None else random.randrange(10**6)
     seconds = args.minutes * 60
     folder = Path(tempfile.mkdtemp(prefix="fabexec-soak-"))
+    state = args.state_dir or folder / "sandbox"
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` tears down
     started = time.monotonic()
     try:
-        cluster = sandbox.up(args.hosts, folder / "sandbox", timeout=300)
+        sandbox.down(state)  # never a running cluster's files and processes: a fresh one
+        cluster = sandbox.up(args.hosts, state, timeout=300)
         if not (cluster.own_folders and cluster.own_processes):
             print("the soak needs nodes with their own folders and processes (namespaces)",
                   file=sys.stderr)
@@ -547,7 +586,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         ledger = Soak(cluster, folder / "work", seconds, args.workers, seed).run()
     finally:
         close_connections()
-        sandbox.down(folder / "sandbox")
+        sandbox.down(state)
         shutil.rmtree(folder, ignore_errors=True)
     print(report(ledger, args.hosts, seconds, seed, time.monotonic() - started))
     if args.json is not None:
