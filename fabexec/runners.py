@@ -29,6 +29,7 @@ from invoke.util import ExceptionHandlingThread
 from paramiko.ssh_exception import SSHException
 
 from .command import SUDO_PROMPT, remote_line, sudo_line
+from .connections import pool
 from .errors import HostError
 from .reaper import kill_local, remote_kill_script
 from .stdin import StdinReader
@@ -480,8 +481,18 @@ class RemoteRunner(TeeRunner, Remote):
 
         The connection is reopened if it went meanwhile (the pool closed it, or
         the link broke): processes left on the host need a new one to be ended.
+        It is held from the pool meanwhile, so that one the pool dropped (the
+        host's run ended when the link broke) is closed again afterwards instead
+        of staying open where `close_connections` cannot reach it.
         """
         cxn = self.context
+        pool.hold(cxn)
+        try:
+            return self._reap_over(cxn)
+        finally:
+            pool.release(cxn)
+
+    def _reap_over(self, cxn: Any) -> Optional[str]:
         script = remote_kill_script(self.tag)
         try:
             if cxn.transport is None or not cxn.transport.is_active():
