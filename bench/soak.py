@@ -90,7 +90,8 @@ class Call:
     stdout: Dict[str, str] = field(default_factory=dict)  # expected, per host (EXEC)
     exit_code: int = 0  # expected (EXEC)
     files: Dict[str, Dict[Path, str]] = field(default_factory=dict)  # host: {path: sha256}
-    folder: Dict[str, Path] = field(default_factory=dict)  # host: where its files land
+    #: host: where its files land (EXEC: its pipe_stdout file, when it has one)
+    folder: Dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass
@@ -105,7 +106,7 @@ class Ledger:
     faults: Dict[str, int] = field(default_factory=dict)
     lost: List[str] = field(default_factory=list)
     longest_call: float = 0.0
-    examples: Dict[str, str] = field(default_factory=dict)  # error type: its first message
+    examples: Dict[str, str] = field(default_factory=dict)  # error (call kind): 1st message
 
     def as_dict(self) -> Dict[str, Any]:
         return {"calls": dict(self.calls), "faults": self.faults,
@@ -187,7 +188,12 @@ class Soak:
         call.stdout = {h: f"{token}-{h}\n{numbers}{sha256(stdin)}\n" for h in call.hosts}
         cmd = (f'echo {token}-"$(hostname)"; seq {lines}; sha256sum | cut -c1-64; '
                f"sleep {nap}; exit {call.exit_code}")
-        call.result = Exec(cmd, self.info(call, rng, stdin=stdin))
+        pipe = None
+        if rng.random() < 0.5:  # output kept and written to a file per host at once
+            pipe = self.work / "out" / f"c{call.id}-{{host}}.out"
+            pipe.parent.mkdir(parents=True, exist_ok=True)
+            call.folder = {h: Path(str(pipe).replace("{host}", h)) for h in call.hosts}
+        call.result = Exec(cmd, self.info(call, rng, stdin=stdin, pipe_stdout=pipe))
 
     def run_put(self, call: Call, rng: random.Random) -> None:
         """A file or a folder (with a folder inside) into a folder of the call's own."""
@@ -320,7 +326,7 @@ class Soak:
             if code == 0:
                 return f"exit code 0 with error {error!r}"
             self.ledger.errors[type(error).__name__] += 1
-            self.ledger.examples.setdefault(type(error).__name__, str(error))
+            self.ledger.examples.setdefault(f"{type(error).__name__} ({call.kind})", str(error))
             return None
         wrong = self.wrong_result(call, host, code)
         if wrong is None:
@@ -340,6 +346,12 @@ class Soak:
                 return (f"exit {code} (expected {call.exit_code}), stdout {len(out)} chars "
                         f"{'as expected' if out == call.stdout[host] else 'wrong'}: "
                         f"{out[:60]!r}")
+            if call.folder:  # pipe_stdout: the file holds the same bytes
+                self.ledger.files["checked"] += 1
+                written = call.folder[host].read_bytes() if call.folder[host].exists() else b""
+                if written != call.stdout[host].encode():
+                    return f"{call.folder[host]} holds {len(written)} bytes, not its stdout"
+                self.ledger.files["output files byte-exact"] += 1
         elif call.kind == KILL:
             if code < 128 or not "started\n".startswith(out):
                 return f"killed daemon ended with {code} and stdout {out[:60]!r}"
