@@ -1,4 +1,5 @@
-"""Thirty seconds of the chaos soak (bench/soak.py) on 16 nodes: nothing may be lost.
+"""Thirty seconds of the chaos soak (bench/soak.py) on 16 nodes: nothing may be lost;
+and the chaos itself (`fabexec.sandbox.chaos`).
 
 The soak runs in a process of its own, so that the descriptors and threads it counts
 are its own, with its sandbox beside this session's (``$FABEXEC_TEST_SANDBOX_DIR-soak``).
@@ -15,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from fabexec import sandbox
+from fabexec import Exec, sandbox
+from fabexec.sandbox.chaos import CRASH, FREEZE, THAW, Chaos
+from tests.clusters import eventually, pssh_info
 from tests.fixtures_sandbox import sandbox_state_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,3 +49,21 @@ def test_thirty_seconds_of_chaos_lose_nothing(tmp_path: Path) -> None:
     assert ledger["faults"]["freeze"] > 0 and ledger["faults"]["crash"] > 0, ledger
     assert ledger["results"]["as expected"] > 0 and ledger["errors"], ledger
     assert ledger["files"]["byte-exact"] > 0, ledger
+
+
+@pytest.mark.timeout(150)
+def test_chaos_records_its_faults_and_thaws_what_it_froze(
+        cluster: sandbox.SandboxCluster) -> None:
+    """Frozen for longer than the test: only `Chaos.stop` thaws them."""
+    chaos = Chaos(cluster, 90, every=(0.05, 0.1), freeze_for=(300, 300), crash_share=0.5,
+                  max_frozen=2, seed=3)
+    with chaos:
+        assert eventually(lambda: chaos.counts()[FREEZE] == 2 and chaos.counts()[CRASH] > 0,
+                          seconds=60)
+    counts = chaos.counts()
+    assert counts[FREEZE] == counts[THAW] == 2 and counts[CRASH] > 0
+    assert set(cluster.status().values()) == {"running"}
+    assert all(f.end >= f.start for f in chaos.faults)
+    crash = next(f for f in chaos.faults if f.kind == CRASH)
+    assert crash in chaos.hit(crash.host, crash.start, crash.end, CRASH)
+    assert Exec("true", pssh_info(cluster)).exit_code == 0  # every node answers again
