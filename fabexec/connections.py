@@ -419,10 +419,8 @@ class ConnectionPool:
             self._idle.pop(id(cxn), None)
             self._busy[id(cxn)] = cxn
 
-    def release(self, cxn: HostConnection, keep_open: Optional[int] = None) -> None:
-        """``cxn`` is idle again; close the least recently used idle ones beyond
-        ``keep_open`` (None: no other). A connection the pool no longer holds (it was
-        dropped meanwhile, or never reused) is closed once nobody uses it.
+    def release(self, cxn: HostConnection, keep_open: int) -> None:
+        """``cxn`` is idle again; close the least recently used idle ones beyond ``keep_open``.
 
         Only connections in use and idle open ones are looked at, never the whole
         cache: at most a few ``max_parallel``, however many hosts it holds.
@@ -438,7 +436,7 @@ class ConnectionPool:
                 if not idle.is_connected:  # closed meanwhile, by its host or by us
                     del self._idle[key]
             # A connection in use counts even while it connects: it is open a moment later.
-            excess = 0 if keep_open is None else len(self._idle) + len(self._busy) - keep_open
+            excess = len(self._idle) + len(self._busy) - keep_open
             closing = [self._idle.popitem(last=False)[1]
                        for _ in range(min(excess, len(self._idle)))]
             if cxn.users == 0 and id(cxn) not in self._idle:
