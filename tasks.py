@@ -111,10 +111,15 @@ def test(c, k="", x=False, oldest_versions=True):
         oldest(c, x=x)
 
 
+#: Scripts of bench/ that `inv bench` leaves to a task of their own.
+NOT_BENCHMARKS = {"soak"}
+
+
 @task(help={"name": "one benchmark (a file of bench/ without .py); all when empty"})
 def bench(c, name=""):
     """Run the benchmarks; each prints its figures and ratios against its baseline."""
-    scripts = [ROOT / "bench" / f"{name}.py"] if name else sorted((ROOT / "bench").glob("*.py"))
+    scripts = [ROOT / "bench" / f"{name}.py"] if name else sorted(
+        path for path in (ROOT / "bench").glob("*.py") if path.stem not in NOT_BENCHMARKS)
     failed = []
     for script in scripts:
         print(f"\n== {script.stem}", flush=True)
@@ -124,7 +129,17 @@ def bench(c, name=""):
         raise Exit(f"benchmarks that could not finish: {', '.join(failed)}", code=1)
 
 
-ns = Collection(setup, lint, bench)
+@task(help={"minutes": "how long nodes freeze and crash while calls run",
+            "hosts": "sandbox nodes", "seed": "repeat a soak's random choices"})
+def soak(c, minutes=3.0, hosts=64, seed=None):
+    """Chaos soak (root): commands and copies while nodes freeze and crash; fails on any loss."""
+    line = [sys.executable, str(ROOT / "bench" / "soak.py"), "--minutes", str(minutes),
+            "--hosts", str(hosts), *(["--seed", str(seed)] if seed is not None else [])]
+    if c.run(shlex.join(line), pty=False, warn=True).failed:
+        raise Exit("the soak lost something (see LOST above)", code=1)
+
+
+ns = Collection(setup, lint, bench, soak)
 ns.add_collection(Collection("test", test, oldest))
 ns.add_collection(cluster)
 ns.add_task(deploy)

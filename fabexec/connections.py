@@ -276,6 +276,9 @@ class HostConnection(QuickMisses, Connection):
             ) from None
         except AuthenticationException as e:
             self.client.close()
+            if expired():  # the watchdog cut a host that went silent mid-authentication
+                raise self._unreachable(f"no SSH answer within {self.connect_timeout:g} s "
+                                        "(it stopped answering while authenticating)") from None
             raise AuthenticationError(self.original_host,
                                       f"authentication as {self.user!r} refused: {e}") from None
         except (SSHException, NoValidConnectionsError, OSError, EOFError) as e:

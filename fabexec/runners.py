@@ -29,6 +29,7 @@ from invoke.util import ExceptionHandlingThread
 from paramiko.ssh_exception import SSHException
 
 from .command import SUDO_PROMPT, remote_line, sudo_line
+from .connections import HostConnection
 from .errors import HostError
 from .reaper import kill_local, remote_kill_script
 from .stdin import StdinReader, callers_stdin
@@ -485,14 +486,28 @@ class RemoteRunner(TeeRunner, Remote):
     def _reap(self) -> Optional[str]:
         """Run the reaper on a channel of its own; None when nothing of ours is left.
 
-        The connection is reopened if it went meanwhile (the pool closed it, or
-        the link broke): processes left on the host need a new one to be ended.
+        Over the run's connection while it works; once it went (the pool closed
+        it, or the link broke), over a new connection of the reaper's own,
+        closed afterwards: processes left on the host need one to be ended, and
+        reopening the run's instead would leave a connection the pool may have
+        dropped open where `close_connections` cannot reach it. No pool lock is
+        taken: the SIGTERM handler reaps while the main thread may hold it.
         """
         cxn = self.context
+        if cxn.transport is not None and cxn.transport.is_active():
+            return self._reap_over(cxn)
+        own = HostConnection(cxn.original_host, cxn.hop_info, cxn.config)
+        try:
+            own.open()
+            return self._reap_over(own)
+        except HostError as e:
+            return f"cannot reconnect to end the command: {e}"
+        finally:
+            own.close()
+
+    def _reap_over(self, cxn: HostConnection) -> Optional[str]:
         script = remote_kill_script(self.tag)
         try:
-            if cxn.transport is None or not cxn.transport.is_active():
-                cxn.open()
             reaper = cxn.transport.open_session(timeout=KILL_TIMEOUT)
             if self.sudo:  # root's processes take root to end
                 reaper.exec_command(sudo_line(script, self.sudo_password is not None))
@@ -504,8 +519,6 @@ class RemoteRunner(TeeRunner, Remote):
             said = reaper.recv_stderr(4096).decode(errors="replace").strip() \
                 if reaper.recv_stderr_ready() else ""
             reaper.close()
-        except HostError as e:
-            return f"cannot reconnect to end the command: {e}"
         except (SSHException, OSError, EOFError) as e:
             return f"the command could not be ended: {type(e).__name__}: {e}"
         if not ended:

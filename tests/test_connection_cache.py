@@ -7,8 +7,13 @@ TCP connection, as the node sees it.
 
 from __future__ import annotations
 
+import os
+import socket
+from typing import Tuple
+
 from fabexec import Exec, connection_pool
 from fabexec.connections import close_connections, connection_for
+from fabexec.errors import ConnectionLostError
 from fabexec.sandbox import Cluster, SandboxCluster
 from tests.clusters import eventually, ssh_info
 
@@ -79,3 +84,38 @@ def test_an_idle_timeout_closes_connections_left_idle(cluster: SandboxCluster) -
         assert eventually(lambda: not established(port), seconds=30)
     finally:
         connection_pool.idle_timeout = None
+
+
+def connections_to(address: Tuple[str, int]) -> int:
+    """This process's established TCP connections to ``address`` (its sockets only)."""
+    ours = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            ours.add(target[8:-1])
+    ip, port = address
+    remote = f"{socket.inet_aton(ip)[::-1].hex().upper()}:{port:04X}"
+    with open("/proc/net/tcp") as rows:
+        next(rows)  # the heading
+        return sum(1 for row in map(str.split, rows)
+                   if row[2] == remote and row[3] == "01" and row[9] in ours)
+
+
+def test_a_kill_after_the_link_broke_leaves_no_connection_open(cluster: SandboxCluster,
+                                                               tag: str) -> None:
+    """kill() after a host's run ended with a broken link reconnects to end what may be
+    left there, then closes that connection: the pool had dropped it, so nothing else
+    (close_connections included) would ever close it. Found by the soak."""
+    host = cluster.hosts[-1]
+    node = Exec(f"sleep {tag}", ssh_info(cluster, host, exec_async=True))
+    assert eventually(lambda: bool(Exec(f"pgrep -f '^sleep {tag}'", ssh_info(cluster, host)
+                                        ).stdout[host]))
+    cluster.crash(host)
+    node.wait()
+    assert isinstance(node.errors[host], ConnectionLostError)
+    before = connections_to(cluster.addresses[host])
+    node.kill()
+    assert connections_to(cluster.addresses[host]) == before

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from fabexec import Exec, SshExecInfo
+from fabexec import Exec, SshExecInfo, sandbox
 from fabexec.errors import AuthenticationError, ExecInfoError, UnreachableError
 from fabexec.sandbox import Cluster
 from tests.clusters import SPARE_IP, expected_hostname, pssh_info, ssh_config_with
@@ -229,3 +229,19 @@ def test_a_host_name_that_does_not_resolve_ends_with_255_and_keeps_the_others(
     assert isinstance(node.errors["no-such-node.invalid"], UnreachableError)
     assert "no-such-node.invalid" in str(node.errors["no-such-node.invalid"])
     assert node.stdout[cluster.hosts[0]] == expected_hostname(cluster, cluster.hosts[0]) + "\n"
+
+
+@pytest.mark.timeout(60)
+def test_host_silent_while_authenticating_is_unreachable_not_refused(cluster: Cluster,
+                                                                     tmp_path: Path) -> None:
+    """A node's second sshd whose key look-up hangs (a frozen host looks the same once
+    the key exchange is done): connect_timeout ends it as UnreachableError, not as a
+    refused key. paramiko reports the closed transport as an authentication failure."""
+    stall = "Match all\n    AuthorizedKeysCommand /bin/sleep 5\n"  # Match: overrides the node's
+    with sandbox.second_sshd(cluster, cluster.hosts[0], stall) as address:
+        config = ssh_config_with(cluster, tmp_path / "ssh_config", {"stalls": address})
+        node = Exec("hostname", pssh_info(cluster, hosts=["stalls", cluster.hosts[1]],
+                                          ssh_config=config, connect_timeout=2))
+    assert node.exit_codes == {"stalls": UNREACHABLE, cluster.hosts[1]: 0}
+    assert isinstance(node.errors["stalls"], UnreachableError)
+    assert "within 2 s" in str(node.errors["stalls"])

@@ -27,7 +27,7 @@ Faults for tests are methods of `SandboxCluster`: `~SandboxCluster.freeze` /
 The modules: `.cluster` (what any cluster offers, saved as JSON), `.nodes` (starting,
 finding and stopping the daemons), `.isolation` (what each node has of its own),
 `.software` (packages, users, sudo rules, keys the machine needs first), `.faults`
-(signals to a node's processes).
+(signals to a node's processes), `.chaos` (faults at random, from a thread, for a soak).
 """
 
 from .cluster import CLUSTER_FILE, Cluster

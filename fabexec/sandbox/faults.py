@@ -48,6 +48,11 @@ def stop(daemons: List[int]) -> None:
     _wait_gone(stopped)
 
 
+def processes(daemon: int) -> Set[int]:
+    """PIDs of the node's processes: its daemon, every session and what they started."""
+    return _Processes().of_node(daemon)
+
+
 def proc_state(pid: int) -> Optional[str]:
     """The process's state letter (R, S, T, ...), None when gone or a zombie."""
     try:

@@ -20,7 +20,7 @@ import time
 from contextlib import contextmanager
 from itertools import chain, islice
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 from ..errors import SandboxError
 from . import faults, isolation
@@ -87,6 +87,10 @@ class SandboxCluster(Cluster):
     def crash(self, host: str) -> None:
         """SIGKILL every session of the node, as a restart would; the daemon keeps listening."""
         faults.crash(self._running_pid(host))
+
+    def processes(self, host: str) -> Set[int]:
+        """PIDs, as this machine sees them, of the node's processes (daemon included)."""
+        return faults.processes(self._running_pid(host))
 
     def down(self) -> None:
         """Stop this cluster's daemons and sessions (see `down`)."""
