@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a command", description="Run COMMAND "
                               "locally, on every host given, or with --mpi as an MPI job.")
     _host_options(run)
+    tree = run.add_mutually_exclusive_group()
+    tree.add_argument("--gateways", metavar="LIST", help="run through these gateways, the "
+                      "hosts split evenly among them (an expression: gw[1-4])")
+    tree.add_argument("--topology", metavar="FILE", help="run through the gateways of a "
+                      "ClusterShell topology.conf ([routes] gw[1-2]: node[1-64])")
     run.add_argument("--mpi", action="store_true", help="run as an MPI job")
     run.add_argument("-n", "--nprocs", type=int, help="MPI ranks")
     run.add_argument("--ppn", type=int, help="MPI ranks per node")
@@ -140,6 +145,9 @@ def _exec_info(args: argparse.Namespace, **more: object) -> ExecInfo:
                    forward_agent=args.forward_agent)
     if args.max_parallel is not None:
         options["max_parallel"] = args.max_parallel
+    for name in ("gateways", "topology"):
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
     return ExecInfo(**options, **more)  # type: ignore[arg-type]
 
 

@@ -385,6 +385,11 @@ class ConnectionPool:
                 self._configs[ssh_config] = ConnectionConfig(ssh_config=parsed)
             return self._configs[ssh_config]
 
+    def ssh_config(self, info: ExecInfo) -> Any:
+        """The parsed ssh_config that ``info``'s connections read (parsed once)."""
+        path = None if info.ssh_config is None else os.path.expanduser(os.fspath(info.ssh_config))
+        return self._config(path).base_ssh_config
+
     def connection(self, host: str, info: ExecInfo) -> HostConnection:
         """The connection to ``host`` for these settings (not opened yet).
 

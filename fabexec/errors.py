@@ -110,6 +110,15 @@ class HostStoppedAnsweringError(ConnectionLostError):
     """Keepalive requests went unanswered: the host hangs or the network is gone."""
 
 
+class GatewayError(ConnectionLostError):
+    """The gateway serving this host failed (refused, gone, frozen, cannot run fabexec)
+    before the host's command could be known to have ended; ``gateway`` names it."""
+
+    def __init__(self, host: str, gateway: str, message: str) -> None:
+        self.gateway = gateway
+        super().__init__(host, f"through gateway {gateway}: {message}")
+
+
 class CommandTimeoutError(HostError):
     """The command ran longer than ``timeout`` and was stopped with all it started."""
 

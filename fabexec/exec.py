@@ -49,7 +49,10 @@ def executor_for(cmd: Command, info: ExecInfo) -> Executor:
     here, remote = split_local(hosts, info)
     stdin = StdinSource(info.stdin, len(hosts))  # one source: every host reads it whole
     parts: List[Executor] = [LocalExecutor(cmd, info, host=host, stdin=stdin) for host in here]
-    if remote:
+    if remote and (info.gateways or info.topology):
+        from .tree import tree_executors
+        parts[:0] = tree_executors(cmd, info, remote, stdin)
+    elif remote:
         from .pssh import PsshExecutor
         parts.insert(0, PsshExecutor(cmd, info, remote, stdin))
     return parts[0] if len(parts) == 1 else Together(parts, hosts)

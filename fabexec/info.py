@@ -117,6 +117,10 @@ class ExecInfo:
     #: `FORWARD_ENV` for those (local commands inherit everything anyway), a list
     #: names them, False sends none. ``env`` wins over a forwarded value.
     forward_env: Union[bool, Sequence[str], None] = None
+    #: PSSH through gateways (see `fabexec.tree`): a host expression or list of
+    #: names, the targets split evenly among them; or a ClusterShell topology file.
+    gateways: Union[str, Sequence[str], None] = None
+    topology: Optional[PathLike] = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> ExecInfo:
         """Name an unknown keyword and its closest valid ones (before ``__init__``'s TypeError)."""
@@ -341,6 +345,36 @@ def _validate(info: ExecInfo) -> None:
     if info.watchers is not None and not isinstance(info.watchers, (list, tuple)):
         raise ExecInfoError("watchers", "must be a list of invoke StreamWatcher objects")
     _normalize_hosts(info)
+    _check_gateways(info)
+
+
+def _check_gateways(info: ExecInfo) -> None:
+    """``gateways`` as a list of names, or ``topology`` read now (its errors name the line)."""
+    if info.gateways is None and info.topology is None:
+        return
+    field_name = "gateways" if info.gateways is not None else "topology"
+    if info.exec_type is not ExecType.PSSH:
+        raise ExecInfoError(field_name, f"runs PSSH commands through gateways, not "
+                            f"{info.exec_type.name}")
+    if info.gateways is not None and info.topology is not None:
+        raise ExecInfoError("gateways", "give gateways or topology, not both")
+    if info.watchers:
+        raise ExecInfoError("watchers", "cannot answer a command's output through gateways")
+    if info.topology is not None:
+        _check_path(info, "topology")
+        from .topology import load
+        load(os.fspath(info.topology))  # raises TopologyError naming file and line
+        return
+    value = info.gateways
+    exprs = [value] if isinstance(value, str) else value
+    if not isinstance(exprs, (list, tuple)) or not exprs \
+            or not all(isinstance(e, str) and e for e in exprs):
+        raise ExecInfoError("gateways", f"must be a host expression or a non-empty list of "
+                            f"names, not {value!r}")
+    try:
+        info.gateways = list(dict.fromkeys(h for e in exprs for h in expand(e)))
+    except HostfileError as err:
+        raise ExecInfoError("gateways", str(err)) from None
 
 
 def _check_forward_env(info: ExecInfo) -> None:

@@ -1,0 +1,411 @@
+"""Fanning out through gateways: the client's side of a tree.
+
+The targets are shared among gateways (`fabexec.topology`). On each gateway,
+over its pooled connection, the client asks Python what it can run, brings
+fabexec if needed (`fabexec.bundle`), starts `fabexec.gateway` with the job and
+reads its frames (`fabexec.frames`) into the same Tees and results as a direct
+fan-out: live ``[host]`` lines, ``{host}`` files, ``collect_output`` and
+per-host results do not know the output came through a gateway.
+
+Faults. A gateway that cannot be reached or cannot run fabexec, or whose link
+breaks or whose keepalives go unanswered mid-run, hands its targets whose
+command was not sent yet to a peer gateway still alive (its topology line, or
+any of the list); a target whose command was sent is not run twice (it may
+have done part of its work): it ends with 255 and a `GatewayError` naming the
+gateway, as does a target no live gateway is left for. ``kill()``, a timeout's
+kill and Ctrl-C send each gateway a ``kill`` frame (closing the channel does
+the same); the gateway ends its targets' commands through the usual reaper and
+reports them. What a SIGKILLed gateway leaves (its temporary folder) is removed
+by the client over a new connection.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import threading
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import errors
+from .bundle import (
+    bundle,
+    can_run_its_own,
+    check_python,
+    parse_probe,
+    preamble,
+    probe_line,
+    stage2_line,
+)
+from .command import Command, new_tag, remote_line, shell_script
+from .connections import HostConnection, pool
+from .errors import ExecInfoError, GatewayError, HostError, KillFailedError
+from .fanout import LINK_ERRORS
+from .frames import MAX_PAYLOAD, PROTOCOL, Frame, FrameError, Parser, encode
+from .gateway import SETTINGS
+from .info import ExecInfo
+from .results import HostResult
+from .runners import CHUNK, KILL_TIMEOUT
+from .stdin import StdinSource
+from .tee import Outputs
+from .topology import Plan
+
+#: How long a gateway may take to answer the probe, on top of ``connect_timeout``.
+PROBE_TIMEOUT = 30.0
+
+#: A temporary folder of a gateway, as `fabexec.bundle.STAGE2` names it.
+GATEWAY_FOLDER = re.compile(r"^/[A-Za-z0-9_./-]*/fabexec-gw-[A-Za-z0-9_]+$")
+
+#: Most bytes of stdin sent through gateways (the job frame carries it whole).
+MAX_STDIN = MAX_PAYLOAD // 2
+
+#: Most bytes of a gateway's own stderr kept to explain its end.
+STDERR_KEPT = 4096
+
+
+class Lost(Exception):
+    """A gateway session ended before its targets did; says why."""
+
+
+class TreeExecutor:
+    """One command on ``hosts``, each through the gateway the plan gives it."""
+
+    def __init__(self, cmd: Command, info: ExecInfo, hosts: List[str], plan: Plan,
+                 stdin: StdinSource) -> None:
+        if info.watchers:
+            raise ExecInfoError("watchers", "cannot answer a command's output through gateways")
+        self.info, self.hosts, self.plan = info, hosts, plan
+        self.cmd_given = cmd
+        self.cmd = shell_script(cmd, info.env, info.cwd, info.sudo, info.sudoenv,
+                                info.sudo_password is not None)
+        reader = stdin.reader()
+        self.stdin = None if reader is None else _read_all(reader)
+        if self.stdin is not None and len(self.stdin) > MAX_STDIN:
+            raise ExecInfoError("stdin", f"at most {MAX_STDIN} bytes go through gateways")
+        self.tag = new_tag()
+        self.results: Dict[str, HostResult] = {}
+        self.sessions: List[Session] = []
+        self.failed: Dict[str, str] = {}  # gateway -> why
+        self.load = {g: len(t) for g, t in plan.shares.items()}
+        self.stopping = False
+        self._lock = threading.Lock()
+        self._all_ended = threading.Event()
+
+    def start(self, outputs: Outputs) -> None:
+        self.outputs = outputs
+        if not self.hosts:
+            self._all_ended.set()
+        for gateway, targets in self.plan.shares.items():
+            self._launch(gateway, targets)
+
+    def _launch(self, gateway: str, targets: List[str]) -> None:
+        session = Session(self, gateway, targets, len(self.sessions))
+        with self._lock:
+            self.sessions.append(session)
+        threading.Thread(target=session.run, daemon=True, name=f"fabexec-gw-{gateway}").start()
+
+    # --- results
+
+    def end(self, host: str, result: HostResult) -> None:
+        with self._lock:
+            if host in self.results:
+                return
+            self.results[host] = result
+            if len(self.results) == len(self.hosts):
+                self._all_ended.set()
+
+    def hand_over(self, gateway: str, why: str, targets: List[str]) -> None:
+        """``gateway`` failed (``why``) before sending these targets' commands."""
+        with self._lock:
+            self.failed[gateway] = why
+            peers = [g for g in self.plan.peers.get(gateway, []) if g not in self.failed]
+            stopping = self.stopping
+        if not targets:
+            return
+        if stopping or not peers:
+            note = "the run was stopped" if stopping else "no other gateway is left"
+            for host in targets:
+                self.end(host, HostResult.of(GatewayError(host, gateway, f"{why}; {note}")))
+            return
+        peer = min(peers, key=lambda g: self.load.get(g, 0))
+        self.load[peer] = self.load.get(peer, 0) + len(targets)
+        self._launch(peer, targets)
+
+    def progress(self) -> Tuple[int, int, int]:
+        with self._lock:
+            codes = [r.exit_code for r in self.results.values()]
+        return len(codes), sum(1 for c in codes if c), len(self.hosts)
+
+    def ended(self) -> Dict[str, HostResult]:
+        with self._lock:
+            return dict(self.results)
+
+    def wait(self) -> Dict[str, HostResult]:
+        # In slices, so that ^C and SIGTERM reach this thread at once.
+        while not self._all_ended.wait(1.0):
+            pass
+        return self.ended()
+
+    def kill(self) -> None:
+        """End every target's command through its gateway; stop the rest starting."""
+        with self._lock:
+            self.stopping = True
+            sessions = list(self.sessions)
+        for session in sessions:
+            session.kill()
+        bound = self.info.connect_timeout + KILL_TIMEOUT + PROBE_TIMEOUT
+        if not self._all_ended.wait(bound):
+            for session in sessions:
+                for host in session.targets:
+                    self.end(host, HostResult.of(KillFailedError(
+                        host, f"gateway {session.gateway} did not report the command's end "
+                        f"within {bound:g} s")))
+
+
+class Session:
+    """One gateway serving some targets: connect, bring fabexec, run, read frames."""
+
+    def __init__(self, tree: TreeExecutor, gateway: str, targets: List[str], number: int) -> None:
+        self.tree, self.gateway, self.targets = tree, gateway, targets
+        self.tag = f"{tree.tag}-gw{number}"
+        self.sent: set = set()  # targets whose command the gateway sent
+        self.folder: Optional[str] = None
+        self.channel: Any = None
+        self.done = False
+        self._lock = threading.Lock()
+        self._killed = False
+
+    def run(self) -> None:
+        info = self.tree.info
+        cxn = pool.connection(self.gateway, info)
+        pool.hold(cxn)
+        try:
+            self._serve(cxn)
+        except HostError as e:  # refused, unusable: nothing was sent
+            self._lost(cxn, str(e), dead=False)
+        except (Lost, FrameError) as e:
+            self._lost(cxn, str(e), dead=True)
+        except LINK_ERRORS as e:
+            self._lost(cxn, f"connection lost: {e}", dead=True)
+        finally:
+            pool.release(cxn, info.max_parallel)
+
+    def _serve(self, cxn: HostConnection) -> None:
+        if self.tree.stopping:
+            raise HostError(self.gateway, "not started: the run was stopped")
+        cxn.open()
+        probe = self._probe(cxn)
+        data = b""
+        if not can_run_its_own(probe):
+            check_python(self.gateway, probe)
+            data = bundle(probe.get("cache_tag", ""))
+        channel = cxn.create_session()
+        with self._lock:
+            self.channel = channel
+            killed = self._killed
+        if killed:
+            channel.close()
+            raise HostError(self.gateway, "not started: the run was stopped")
+        script = stage2_line().encode()
+        channel.exec_command(remote_line(script, self.tag))
+        channel.sendall(script)
+        channel.sendall(preamble(data))
+        channel.sendall(self._job())
+        self._read(channel, cxn)
+
+    def _probe(self, cxn: HostConnection) -> Dict[str, Any]:
+        channel = cxn.create_session()
+        channel.settimeout(self.tree.info.connect_timeout + PROBE_TIMEOUT)
+        try:
+            channel.exec_command(probe_line())
+            channel.shutdown_write()
+            out, err = bytearray(), bytearray()
+            while True:
+                chunk = channel.recv(CHUNK)
+                if not chunk:
+                    break
+                out += chunk
+            while channel.recv_stderr_ready():
+                err += channel.recv_stderr(CHUNK)
+        finally:
+            channel.close()
+        return parse_probe(self.gateway, (out + err).decode(errors="replace"))
+
+    def _job(self) -> bytes:
+        """The job frame: settings, targets, and the key, known_hosts and stdin as bytes."""
+        tree, info = self.tree, self.tree.info
+        cxn = pool.connection(self.gateway, info)
+        settings = {name: getattr(info, name) for name in SETTINGS}
+        settings["cwd"] = None if info.cwd is None else os.fspath(info.cwd)
+        settings["user"] = info.user or cxn.user
+        files: List[Tuple[str, bytes]] = []
+        key = _key_file(info, cxn)
+        if key is not None:
+            files.append(("pkey", _read_file(key)))
+        if os.path.isfile(os.path.expanduser(cxn.known_hosts)):
+            files.append(("known_hosts", _read_file(cxn.known_hosts)))
+        routes = _ssh_routes(self.targets, info)
+        if routes:
+            files.append(("ssh_config", routes))
+        if tree.stdin is not None:
+            files.append(("stdin", tree.stdin))
+        payload = b"".join(data for _, data in files)
+        return encode({"kind": "job", "protocol": PROTOCOL, "cmd": tree.cmd_given,
+                       "targets": self.targets, "settings": settings,
+                       "files": {name: len(data) for name, data in files}}, payload)
+
+    def _read(self, channel: Any, cxn: HostConnection) -> None:
+        parser, tees = Parser(), self.tree.outputs.tees
+        stderr = bytearray()
+        while True:
+            data = channel.recv(CHUNK)
+            while channel.recv_stderr_ready():
+                stderr += channel.recv_stderr(CHUNK)
+                del stderr[:-STDERR_KEPT]
+            if not data:
+                break
+            for frame in parser.feed(data):
+                self._handle(frame, tees)
+        parser.close()
+        if not self.done:
+            why = cxn.dead_reason or (stderr.decode(errors="replace").strip()[-300:]
+                                      or "connection lost")
+            raise Lost(why)
+
+    def _handle(self, frame: Frame, tees: Dict[str, Dict[str, Any]]) -> None:
+        kind, header = frame.kind, frame.header
+        if kind == "out":
+            host = self.targets[header["h"]]
+            tees[host]["stdout" if header["s"] == "o" else "stderr"].write(frame.payload)
+        elif kind == "start":
+            self.sent.add(self.targets[header["h"]])
+        elif kind == "end":
+            host = self.targets[header["h"]]
+            self.tree.end(host, HostResult(int(header["code"]),
+                                           _rebuild(host, header.get("error"))))
+        elif kind == "ready":
+            folder = header.get("folder")
+            self.folder = folder if isinstance(folder, str) and GATEWAY_FOLDER.match(folder) \
+                else None
+        elif kind == "fatal":
+            message = str(header.get("message"))
+            for host in self.targets:
+                self.tree.end(host, HostResult.of(GatewayError(host, self.gateway, message)))
+            self.done = True
+        elif kind == "done":
+            self.done = True
+
+    def _lost(self, cxn: HostConnection, why: str, dead: bool) -> None:
+        """The gateway is gone: clean after it, hand over or end its unfinished targets."""
+        if dead:
+            pool.drop(cxn)
+            self._clean(cxn)
+        ended = self.tree.ended()
+        unsent = [h for h in self.targets if h not in ended and h not in self.sent]
+        for host in self.targets:
+            if host not in ended and host in self.sent:
+                self.tree.end(host, HostResult.of(GatewayError(
+                    host, self.gateway, f"{why}; the command may have run there in part")))
+        self.tree.hand_over(self.gateway, why, unsent)
+
+    def _clean(self, cxn: HostConnection) -> None:
+        """Remove the temporary folder of a gateway that could not (SIGKILLed), if it is
+        reachable; a frozen one removes it itself once it runs again (its stdin closed)."""
+        if self.folder is None or cxn.dead_reason is not None:
+            return
+        try:
+            cxn.open()
+            channel = cxn.create_session()
+            channel.exec_command(f"rm -rf -- {shlex.quote(self.folder)}")
+            channel.status_event.wait(KILL_TIMEOUT)
+            channel.close()
+        except (HostError, *LINK_ERRORS):
+            pass
+
+    def kill(self) -> None:
+        """Ask the gateway to end every command it started."""
+        with self._lock:
+            self._killed = True
+            channel = self.channel
+        if channel is not None and not self.done:
+            try:
+                channel.sendall(encode({"kind": "kill"}))
+            except LINK_ERRORS:
+                pass
+
+
+def _rebuild(host: str, fields: Any) -> Optional[HostError]:
+    """A host's error as the gateway recorded it, as the same type (never anything else)."""
+    if not isinstance(fields, dict):
+        return None
+    cls = getattr(errors, str(fields.get("type")), None)
+    if not (isinstance(cls, type) and issubclass(cls, HostError)):
+        cls = HostError
+    error = cls.__new__(cls)
+    errors.FabexecError.__init__(error, str(fields.get("message", "")))
+    error.host = host
+    return error
+
+
+def _ssh_routes(targets: List[str], info: ExecInfo) -> bytes:
+    """An ssh_config for the gateway: each target's HostName, Port and User as ours says.
+
+    Only these: paths (keys, known_hosts) and hops are this machine's, not the gateway's.
+    """
+    config = pool.ssh_config(info)
+    blocks = []
+    for target in targets:
+        found = config.lookup(target)
+        lines = [f"    {name} {found[key]}" for name, key in (("HostName", "hostname"),
+                 ("Port", "port"), ("User", "user"))
+                 if key in found and str(found[key]) != target and _plain(str(found[key]))]
+        if lines:
+            blocks.append(f"Host {target}\n" + "\n".join(lines) + "\n")
+    return "".join(blocks).encode()
+
+
+def _plain(value: str) -> bool:
+    """A value that cannot reach the gateway's ssh_config as more than one word."""
+    return bool(re.fullmatch(r"[A-Za-z0-9_.:@%+-]+", value))
+
+
+def _key_file(info: ExecInfo, cxn: HostConnection) -> Optional[str]:
+    """The key the gateway logs in with: ``pkey``, else ssh_config's first for the gateway."""
+    if info.pkey is not None:
+        return os.path.expanduser(os.fspath(info.pkey))
+    for path in cxn.ssh_config.get("identityfile", []):
+        if os.path.isfile(os.path.expanduser(path)):
+            return os.path.expanduser(path)
+    return None
+
+
+def _read_file(path: str) -> bytes:
+    with open(os.path.expanduser(path), "rb") as f:
+        return f.read()
+
+
+def _read_all(reader: Any) -> bytes:
+    chunks = []
+    while True:
+        chunk = reader.read(CHUNK)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    reader.close()
+    return b"".join(chunks)
+
+
+def tree_executors(cmd: Command, info: ExecInfo, hosts: List[str],
+                   stdin: StdinSource) -> List[Any]:
+    """The executors of a run through gateways: the tree, and the targets no route names
+    (reached directly)."""
+    from .pssh import PsshExecutor
+    from .topology import plan as make_plan
+    plan = make_plan(hosts, info.gateways or (), info.topology)
+    routed = [h for h in hosts if h not in set(plan.direct)]
+    parts: List[Any] = []
+    if routed:
+        parts.append(TreeExecutor(cmd, info, routed, plan, stdin))
+    if plan.direct:
+        parts.append(PsshExecutor(cmd, info, plan.direct, stdin))
+    return parts
