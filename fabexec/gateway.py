@@ -39,6 +39,10 @@ SETTINGS = ("user", "port", "strict_ssh", "connect_timeout", "keepalive_interval
 #: Bytes read from stdin at once.
 CHUNK = 256 * 1024
 
+#: The job field of the protocol-only mode (bench/tree.py, see `fabexec.tree`): every
+#: target is answered at once with an empty result (0, no output), none connected to.
+ANSWER_ONLY = "answer_only"
+
 
 class Writer:
     """Frames to a descriptor, whole, one at a time (every host's thread writes)."""
@@ -159,6 +163,8 @@ def serve(folder: str) -> int:
             return 0  # the client left before sending work
         if job.kind != "job" or job.header.get("protocol") != PROTOCOL:
             raise FrameError(f"expected a job of protocol {PROTOCOL}, got {job.header!r:.200}")
+        if job.header.get(ANSWER_ONLY) is True:
+            return answer_only(list(job.header["targets"]), writer)
         info = job_info(job, folder)
         executor = GatewayExecutor(job.header["cmd"], info, list(job.header["targets"]), writer)
     except (FabexecError, KeyError, TypeError, ValueError) as e:
@@ -183,6 +189,14 @@ def serve(folder: str) -> int:
         pass  # the client is gone; what ran has been ended
     finally:
         close_connections()
+    return 0
+
+
+def answer_only(targets: List[str], writer: Writer) -> int:
+    """The protocol-only mode: what the client pays per target, with no target's cost."""
+    for index in range(len(targets)):
+        writer.send({"kind": "end", "h": index, "code": 0, "error": None})
+    writer.send({"kind": "done"})
     return 0
 
 

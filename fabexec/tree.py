@@ -42,7 +42,7 @@ from .connections import HostConnection, pool
 from .errors import ExecInfoError, GatewayError, HostError, KillFailedError
 from .fanout import LINK_ERRORS
 from .frames import MAX_PAYLOAD, PROTOCOL, Frame, FrameError, Parser, encode
-from .gateway import SETTINGS
+from .gateway import ANSWER_ONLY, SETTINGS
 from .info import ExecInfo
 from .results import HostResult
 from .runners import CHUNK, KILL_TIMEOUT
@@ -58,6 +58,11 @@ GATEWAY_FOLDER = re.compile(r"^/[A-Za-z0-9_./-]*/fabexec-gw-[A-Za-z0-9_]+$")
 
 #: Most bytes of stdin sent through gateways (the job frame carries it whole).
 MAX_STDIN = MAX_PAYLOAD // 2
+
+#: Test and benchmark only (bench/tree.py): when set, gateways answer every target with
+#: an empty result without connecting to it, so that the root's cost per target is
+#: measured alone, at any number of targets.
+ANSWER_ONLY_VAR = "FABEXEC_GATEWAY_ANSWER_ONLY"
 
 #: Most bytes of a gateway's own stderr kept to explain its end.
 STDERR_KEPT = 4096
@@ -250,9 +255,12 @@ class Session:
         if tree.stdin is not None:
             files.append(("stdin", tree.stdin))
         payload = b"".join(data for _, data in files)
-        return encode({"kind": "job", "protocol": PROTOCOL, "cmd": tree.cmd_given,
-                       "targets": self.targets, "settings": settings,
-                       "files": {name: len(data) for name, data in files}}, payload)
+        header = {"kind": "job", "protocol": PROTOCOL, "cmd": tree.cmd_given,
+                  "targets": self.targets, "settings": settings,
+                  "files": {name: len(data) for name, data in files}}
+        if os.environ.get(ANSWER_ONLY_VAR):
+            header[ANSWER_ONLY] = True
+        return encode(header, payload)
 
     def _read(self, channel: Any, cxn: HostConnection) -> None:
         parser, tees = Parser(), self.tree.outputs.tees
