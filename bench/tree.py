@@ -60,6 +60,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import ssh as ssh_bench  # bench/ssh.py, beside this file
 from fabric import Config, Connection, ThreadingGroup
 from paramiko import SSHConfig
+from pssh.clients import ParallelSSHClient
 
 from fabexec import Exec, PsshExecInfo, connections, sandbox
 
@@ -80,6 +81,9 @@ ROUNDS_SMALL, ROUNDS_BIG, SMALL = 3, 1, 128
 #: Processes of ``ssh`` running at once for OpenSSH (fabexec's default max_parallel).
 OPENSSH_PARALLEL = 64
 COMMAND_TIMEOUT = 300.0
+#: Seconds a connection may take, for every tool: at a load of 30 to 250 (other work on
+#: this machine, and a thousand handshakes at once) 10 s is too short.
+CONNECT_TIMEOUT = 60
 #: Seconds that the nodes' sessions may take to end after a call.
 SETTLE_TIMEOUT = 30.0
 #: Memory that must stay free on this shared machine: a call that could take it below
@@ -258,7 +262,8 @@ def measure(case: Case, groups: Optional[CpuGroups]) -> Optional[Sample]:
 
 def info(cluster: sandbox.SandboxCluster, hosts: Sequence[str], **kw: Any) -> PsshExecInfo:
     return PsshExecInfo(hosts=list(hosts), ssh_config=str(cluster.ssh_config),
-                        hide_output=True, timeout=COMMAND_TIMEOUT, **kw)
+                        hide_output=True, timeout=COMMAND_TIMEOUT,
+                        connect_timeout=CONNECT_TIMEOUT, **kw)
 
 
 def fabric_group(cluster: sandbox.SandboxCluster, hosts: Sequence[str]) -> ThreadingGroup:
@@ -266,20 +271,36 @@ def fabric_group(cluster: sandbox.SandboxCluster, hosts: Sequence[str]) -> Threa
     look-up in Fabric walks every block (1,056 here) for every host."""
     cfg = Config(ssh_config=SSHConfig())
     kwargs = {"key_filename": str(cluster.key), "look_for_keys": False, "allow_agent": False,
-              # a thousand handshakes at once on two cores: paramiko's 15 s is too short
-              "banner_timeout": COMMAND_TIMEOUT, "auth_timeout": COMMAND_TIMEOUT}
+              "timeout": CONNECT_TIMEOUT, "banner_timeout": CONNECT_TIMEOUT,
+              "auth_timeout": CONNECT_TIMEOUT}
     return ThreadingGroup.from_connections([
         Connection(cluster.addresses[h][0], port=cluster.addresses[h][1], user=cluster.user,
                    config=cfg, connect_kwargs=kwargs) for h in hosts])
 
 
-def pssh_close(client: ssh_bench.Pssh) -> None:
-    """Its sessions end now, not when collected (a private attribute of parallel-ssh, as
-    bench/ssh.py reads it): the sshd side is read once they have."""
-    if client.client is not None:
-        for host_client in getattr(client.client, "_host_clients", {}).values():
-            host_client._disconnect()
-    client.close()
+class Pssh(ssh_bench.Pssh):
+    """bench/ssh's parallel-ssh client, with the timeouts of a loaded machine (its
+    10 s fail at 64 hosts and a load of 30), whose sessions end when it is closed."""
+
+    def connect(self) -> ParallelSSHClient:
+        self.client = ParallelSSHClient(self.ips, host_config=self.configs, pkey=self.key,
+                                        num_retries=1, timeout=CONNECT_TIMEOUT)
+        return self.client
+
+    def close(self) -> None:
+        """Each session ended and its socket closed now, not when collected (a private
+        attribute of parallel-ssh, as bench/ssh.py reads it): the sshd side is read once
+        they have ended."""
+        for host_client in getattr(self.client, "_host_clients", {}).values():
+            sock, host_client.sock = host_client.sock, None
+            session, host_client.session = host_client.session, None
+            if session is not None and sock is not None and not sock.closed:
+                try:
+                    session.disconnect()
+                except Exception:  # already gone: the socket closes all the same
+                    pass
+                sock.close()
+        super().close()
 
 
 def openssh(cluster: sandbox.SandboxCluster, hosts: Sequence[str]) -> Dict[str, int]:
@@ -289,7 +310,7 @@ def openssh(cluster: sandbox.SandboxCluster, hosts: Sequence[str]) -> Dict[str, 
             "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
             "-o", f"UserKnownHostsFile={cluster.known_hosts}",
             "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes",
-            "-o", "KexAlgorithms=curve25519-sha256"]
+            "-o", "KexAlgorithms=curve25519-sha256", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}"]
     null = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
     waiting, running, codes = list(hosts), {}, {}
     deadline = time.monotonic() + COMMAND_TIMEOUT
@@ -334,7 +355,7 @@ def cases(cluster: sandbox.SandboxCluster, n: int, gateways: Sequence[str],
     hosts = cluster.hosts[:n]
     check = ssh_bench.check_exec(hosts)
     direct = info(cluster, hosts)
-    client = ssh_bench.Pssh(cluster, hosts)
+    client = Pssh(cluster, hosts)
     groups: List[ThreadingGroup] = []
 
     def fabric_run() -> Any:
@@ -349,7 +370,7 @@ def cases(cluster: sandbox.SandboxCluster, n: int, gateways: Sequence[str],
         Case(DIRECT, n, lambda: Exec("hostname", direct), check, connections.close_connections),
         Case(FABRIC, n, fabric_run, ssh_bench.check_group, fabric_close, in_flight=n),
         Case(PSSH, n, lambda: {h: c for h, (c, _) in client.run("hostname", True).items()},
-             ssh_bench.check_codes(PSSH), lambda: pssh_close(client), in_flight=100),
+             ssh_bench.check_codes(PSSH), client.close, in_flight=100),
         Case(OPENSSH, n, lambda: openssh(cluster, hosts), ssh_bench.check_codes(OPENSSH),
              in_flight=OPENSSH_PARALLEL),
     ]
