@@ -81,9 +81,10 @@ ROUNDS_SMALL, ROUNDS_BIG, SMALL = 3, 1, 128
 #: Processes of ``ssh`` running at once for OpenSSH (fabexec's default max_parallel).
 OPENSSH_PARALLEL = 64
 COMMAND_TIMEOUT = 300.0
-#: Seconds a connection may take, for every tool: at a load of 30 to 250 (other work on
-#: this machine, and a thousand handshakes at once) 10 s is too short.
-CONNECT_TIMEOUT = 60
+#: Seconds a connection may take, for every tool: at a load of 30 to 300 (other work on
+#: this machine, and a thousand handshakes at once) 10 s failed parallel-ssh at 64
+#: hosts, and 60 s failed a few of 1,024 handshakes at once (EOFError).
+CONNECT_TIMEOUT = 300
 #: Seconds that the nodes' sessions may take to end after a call.
 SETTLE_TIMEOUT = 30.0
 #: Memory that must stay free on this shared machine: a call that could take it below
