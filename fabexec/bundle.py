@@ -35,8 +35,14 @@ from typing import Any, Dict, List, Set, Tuple
 
 from .errors import HostError
 
-#: The interpreter started on gateways (the login PATH's).
+#: The interpreter started on gateways (the login PATH's), unless `PYTHON_VAR` names one
+#: (as ClusterShell's CLUSTERSHELL_GW_PYTHON_EXECUTABLE does).
 GATEWAY_PYTHON = "python3"
+PYTHON_VAR = "FABEXEC_GATEWAY_PYTHON"
+
+
+def gateway_python() -> str:
+    return os.environ.get(PYTHON_VAR) or GATEWAY_PYTHON
 
 #: What fabexec needs when its own distribution metadata cannot say (run from a clone).
 REQUIRES = ("fabric", "invoke", "paramiko", "cryptography")
@@ -86,7 +92,7 @@ def probe_line() -> str:
     """The command that asks a gateway's Python what it is and what it can import."""
     script = ("import hashlib, os\n" + inspect.getsource(package_hash)
               + f"NEEDED = {list(NEEDED_MODULES)!r}\n" + _PROBE_BODY)
-    return f"{GATEWAY_PYTHON} -I -c {shlex.quote(script)}"
+    return f"{shlex.quote(gateway_python())} -I -c {shlex.quote(script)}"
 
 
 #: The gateway's program: the bundle (its size, then the tar; size 0 when the
@@ -133,7 +139,7 @@ GATEWAY_MARK = "fabexec-gateway"
 
 
 def stage2_line() -> str:
-    return f"{GATEWAY_PYTHON} -I -c {shlex.quote(STAGE2)} {GATEWAY_MARK}"
+    return f"{shlex.quote(gateway_python())} -I -c {shlex.quote(STAGE2)} {GATEWAY_MARK}"
 
 
 def can_run_its_own(probe: Dict[str, Any]) -> bool:
@@ -154,14 +160,14 @@ def check_python(gateway: str, probe: Dict[str, Any]) -> None:
     """Raise `GatewayUnusableError` if the gateway's Python cannot take our packages."""
     version = tuple(probe.get("python") or ())
     if version < (3, 9):
-        raise GatewayUnusableError(gateway, f"its {GATEWAY_PYTHON} is "
+        raise GatewayUnusableError(gateway, f"its {gateway_python()} is "
                                    f"{'.'.join(map(str, version)) or 'unknown'}; fabexec "
                                    "needs Python 3.9 or later")
     ours = (sys.implementation.name, sys.version_info[:2], sysconfig.get_platform())
     theirs = (probe.get("impl"), version[:2], probe.get("platform"))
     if ours != theirs and compiled_packages():
         raise GatewayUnusableError(gateway, (
-            f"its {GATEWAY_PYTHON} is {theirs[0]} {'.'.join(map(str, theirs[1]))} on "
+            f"its {gateway_python()} is {theirs[0]} {'.'.join(map(str, theirs[1]))} on "
             f"{theirs[2]}, this one {ours[0]} {'.'.join(map(str, ours[1]))} on {ours[2]}: "
             f"the compiled packages ({', '.join(compiled_packages())}) cannot be brought "
             "there; install fabexec on the gateway"))
@@ -256,5 +262,5 @@ def parse_probe(gateway: str, text: str) -> Dict[str, Any]:
             continue
         if isinstance(answer, dict) and "python" in answer:
             return answer
-    raise GatewayUnusableError(gateway, f"{GATEWAY_PYTHON} did not answer as expected: "
+    raise GatewayUnusableError(gateway, f"{gateway_python()} did not answer as expected: "
                                f"{text.strip()[-300:] or 'no output'}")

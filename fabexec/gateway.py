@@ -3,7 +3,9 @@
 Started by the client (`fabexec.tree`) over SSH as ``python3 -I`` with fabexec
 on its path (see `fabexec.bundle`), it reads one ``job`` frame on stdin (the
 command, the login and run settings that make sense here, its targets, key and
-known_hosts bytes, stdin bytes), runs a `PsshExecutor` on its targets, and
+known_hosts bytes, stdin bytes), runs a `PsshExecutor` on its targets (or, for
+a `Put`, unpacks the sources that follow in ``data`` frames and runs the
+ordinary `Put` from there), and
 writes frames on stdout as things happen: ``start`` when a target's command is
 about to be sent, ``out`` per chunk of output, ``end`` per target with its exit
 code and typed error, ``done`` at the end. Its own keepalives, timeouts and
@@ -17,10 +19,13 @@ live in its temporary folder, which goes with it.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
+import tarfile
 import threading
-from typing import Any, Dict, List, Optional
+import time
+from typing import Any, Dict, List, Optional, Tuple
 
 from .connections import HostConnection, close_connections
 from .errors import FabexecError, HostError
@@ -39,23 +44,67 @@ SETTINGS = ("user", "port", "strict_ssh", "connect_timeout", "keepalive_interval
 #: Bytes read from stdin at once.
 CHUNK = 256 * 1024
 
+#: How long frames are gathered before they go, and how many bytes send at once.
+FLUSH_SECONDS = 0.02
+FLUSH_BYTES = 256 * 1024
+
 #: The job field of the protocol-only mode (bench/tree.py, see `fabexec.tree`): every
 #: target is answered at once with an empty result (0, no output), none connected to.
 ANSWER_ONLY = "answer_only"
 
 
 class Writer:
-    """Frames to a descriptor, whole, one at a time (every host's thread writes)."""
+    """Frames to a descriptor, whole, gathered for at most `FLUSH_SECONDS`.
+
+    Every host's thread sends. Written one by one, each small frame (a
+    target's start, its end) would cross the client's SSH link as a packet of
+    its own, which costs the client paramiko's per-packet work in Python: the
+    cost per target the tree is there to remove. Gathered, many go in one
+    packet (ClusterShell merges its gateways' messages every 0.25 s).
+    """
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self._lock = threading.Lock()
+        self._pending = bytearray()
+        self._due = threading.Event()
+        self.broken: Optional[OSError] = None
+        threading.Thread(target=self._flush_often, daemon=True, name="fabexec-gw-out").start()
 
     def send(self, header: Dict[str, Any], payload: bytes = b"") -> None:
-        data = memoryview(encode(header, payload))
+        data = encode(header, payload)
         with self._lock:
-            while data:
-                data = data[os.write(self.fd, data):]
+            if self.broken is not None:
+                raise self.broken
+            self._pending += data
+            full = len(self._pending) >= FLUSH_BYTES
+        if full:
+            self.flush()
+        else:
+            self._due.set()
+
+    def flush(self) -> None:
+        """Write what is gathered, now (the client is gone: OSError)."""
+        with self._lock:
+            if self.broken is not None:
+                raise self.broken
+            data, self._pending = memoryview(bytes(self._pending)), bytearray()
+            try:
+                while data:
+                    data = data[os.write(self.fd, data):]
+            except OSError as e:
+                self.broken = e
+                raise
+
+    def _flush_often(self) -> None:
+        while True:
+            self._due.wait()
+            time.sleep(FLUSH_SECONDS)
+            self._due.clear()
+            try:
+                self.flush()
+            except OSError:
+                return  # the client is gone: stdin's end tells the gateway too
 
 
 class FrameSink:
@@ -106,8 +155,11 @@ class ReportingFanOut(FanOut):
 class GatewayExecutor(PsshExecutor):
     """`PsshExecutor` that says when each target's command is sent and how it ended."""
 
-    def __init__(self, cmd: Any, info: ExecInfo, hosts: List[str], writer: Writer) -> None:
+    def __init__(self, cmd: Any, info: ExecInfo, hosts: List[str], writer: Writer,
+                 tag: str) -> None:
         super().__init__(cmd, info, hosts)
+        # The client's: should this gateway die, it ends these commands through another.
+        self.tag = tag
         self.writer = writer
         self.fanout = ReportingFanOut(hosts, info, writer)
 
@@ -138,27 +190,26 @@ def job_info(job: Frame, folder: str) -> ExecInfo:
                         collect_output=False, hide_output=True, **settings)
 
 
-def read_frames(parser: Parser) -> Optional[Frame]:
-    """The next frame on stdin, None at its end."""
+def first_frame(parser: Parser) -> Tuple[Optional[Frame], List[Frame]]:
+    """The first frame on stdin (None at its end), and those that came with it."""
     while True:
         chunk = os.read(0, CHUNK)
         if not chunk:
             parser.close()
-            return None
+            return None, []
         frames = parser.feed(chunk)
         if frames:
-            if len(frames) > 1:
-                raise FrameError("a second frame came before the job started")
-            return frames[0]
+            return frames[0], frames[1:]
 
 
 def serve(folder: str) -> int:
     """Run one job from stdin to stdout (see the module's docstring); the exit status."""
     writer = Writer(1)
     writer.send({"kind": "ready", "protocol": PROTOCOL, "pid": os.getpid(), "folder": folder})
+    writer.flush()
     parser = Parser()
     try:
-        job = read_frames(parser)
+        job, early = first_frame(parser)
         if job is None:
             return 0  # the client left before sending work
         if job.kind != "job" or job.header.get("protocol") != PROTOCOL:
@@ -166,9 +217,20 @@ def serve(folder: str) -> int:
         if job.header.get(ANSWER_ONLY) is True:
             return answer_only(list(job.header["targets"]), writer)
         info = job_info(job, folder)
-        executor = GatewayExecutor(job.header["cmd"], info, list(job.header["targets"]), writer)
+        tag = str(job.header["tag"])
+        if not re.fullmatch(r"[0-9a-z-]+", tag):
+            raise FrameError(f"a job's tag is letters, digits and '-', not {tag!r:.80}")
+        copies = job.header.get("copies")
+        if copies is not None:
+            return _serve_put(list(job.header["targets"]), info, copies, early, parser,
+                              writer, folder)
+        if early:
+            raise FrameError("a second frame came before the job started")
+        executor = GatewayExecutor(job.header["cmd"], info, list(job.header["targets"]), writer,
+                                   tag)
     except (FabexecError, KeyError, TypeError, ValueError) as e:
         writer.send({"kind": "fatal", "message": f"{type(e).__name__}: {e}"})
+        writer.flush()
         return 1
     stop = threading.Event()
 
@@ -185,6 +247,7 @@ def serve(folder: str) -> int:
     try:
         executor.wait()
         writer.send({"kind": "done"})
+        writer.flush()
     except OSError:
         pass  # the client is gone; what ran has been ended
     finally:
@@ -197,7 +260,95 @@ def answer_only(targets: List[str], writer: Writer) -> int:
     for index in range(len(targets)):
         writer.send({"kind": "end", "h": index, "code": 0, "error": None})
     writer.send({"kind": "done"})
+    writer.flush()
     return 0
+
+
+def _serve_put(targets: List[str], info: ExecInfo, copies: List[Dict[str, Any]],
+               early: List[Frame], parser: Parser, writer: Writer, folder: str) -> int:
+    """A `Put` to the targets: the sources come as a tar stream in ``data`` frames,
+    are unpacked into ``folder`` and copied from there by the ordinary `Put`."""
+    from .transfer import Copy, Transfer
+    sources = os.path.join(folder, "src")
+    os.mkdir(sources, 0o700)
+    read_end, write_end = os.pipe()
+    running: Dict[str, Any] = {}
+
+    def stop() -> None:
+        transfer = running.get("transfer")
+        running["stopped"] = True
+        if transfer is not None:
+            transfer.kill()
+
+    threading.Thread(target=_feed_sources, args=(early, parser, write_end, stop),
+                     daemon=True, name="fabexec-gw-stdin").start()
+    try:
+        with os.fdopen(read_end, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            if hasattr(tarfile, "tar_filter"):
+                tar.extractall(sources, filter="tar")
+            else:
+                tar.extractall(sources)
+    except (tarfile.TarError, OSError) as e:
+        writer.send({"kind": "fatal", "message": f"the sources did not arrive whole: {e}"})
+        writer.flush()
+        return 1
+
+    class Reachable(Transfer):
+        """The ordinary copy, which a ``kill`` frame reaches while it runs."""
+
+        def _run(self) -> Dict[str, HostResult]:
+            running["transfer"] = self
+            if running.get("stopped"):
+                self.kill()
+            return super()._run()
+
+    paths = [os.path.join(sources, str(k), c["name"]) + ("/" if c["slash"] else "")
+             for k, c in enumerate(copies)]
+    plan = {host: [Copy(path, str(c["dst"]), c["into"]) for path, c in zip(paths, copies)]
+            for host in targets}
+    try:
+        done = Reachable(plan, True, info)
+        for k, host in enumerate(targets):
+            writer.send({"kind": "end", "h": k, "code": done.exit_codes[host],
+                         "error": error_fields(done.errors.get(host)),
+                         "copied": done.copied[host]})
+        writer.send({"kind": "done"})
+        writer.flush()
+    except OSError:
+        pass  # the client is gone
+    finally:
+        close_connections()
+    return 0
+
+
+def _feed_sources(early: List[Frame], parser: Parser, pipe: int, stop: Any) -> None:
+    """``data`` frames into ``pipe`` until ``data-end``; a ``kill`` or stdin's end stops."""
+    ended = False
+
+    def take(frames: List[Frame]) -> None:
+        nonlocal ended
+        for frame in frames:
+            if frame.kind == "data" and not ended:
+                data = memoryview(frame.payload)
+                while data:
+                    data = data[os.write(pipe, data):]
+            elif frame.kind == "data-end" and not ended:
+                ended = True
+                os.close(pipe)
+            elif frame.kind == "kill":
+                stop()
+    try:
+        take(early)
+        while True:
+            chunk = os.read(0, CHUNK)
+            if not chunk:
+                break
+            take(parser.feed(chunk))
+    except (OSError, FrameError):
+        pass
+    if not ended:
+        os.close(pipe)  # cut short: the unpacking fails
+    stop()
 
 
 def _listen(parser: Parser, end_all: Any) -> None:

@@ -452,7 +452,16 @@ class Transfer(HostResults):
         self.copied: Dict[str, List[str]] = {h: [] for h in self.hosts}
         self._plan = plan
         self._stop = threading.Event()
+        if exec_info.gateways or exec_info.topology:  # through them, never around them
+            from .tree import copy_through
+            self._settle(copy_through(self))
+            return
         self._settle(self._run())
+
+    @property
+    def plan(self) -> Dict[str, List[Copy]]:
+        """What goes where, per host."""
+        return self._plan
 
     def kill(self) -> None:
         """Stop copying (another thread, an interrupt): hosts drop their temporary files."""

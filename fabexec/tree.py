@@ -11,7 +11,9 @@ Faults. A gateway that cannot be reached or cannot run fabexec, or whose link
 breaks or whose keepalives go unanswered mid-run, hands its targets whose
 command was not sent yet to a peer gateway still alive (its topology line, or
 any of the list); a target whose command was sent is not run twice (it may
-have done part of its work): it ends with 255 and a `GatewayError` naming the
+have done part of its work): what the lost gateway started there is ended
+through a live peer (the reaper, looking for the tag the client gave that
+gateway's commands), and it ends with 255 and a `GatewayError` naming the
 gateway, as does a target no live gateway is left for. ``kill()``, a timeout's
 kill and Ctrl-C send each gateway a ``kill`` frame (closing the channel does
 the same); the gateway ends its targets' commands through the usual reaper and
@@ -24,6 +26,8 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import sys
+import tarfile
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -44,6 +48,7 @@ from .fanout import LINK_ERRORS
 from .frames import MAX_PAYLOAD, PROTOCOL, Frame, FrameError, Parser, encode
 from .gateway import ANSWER_ONLY, SETTINGS
 from .info import ExecInfo
+from .reaper import remote_kill_script
 from .results import HostResult
 from .runners import CHUNK, KILL_TIMEOUT
 from .stdin import StdinSource
@@ -55,6 +60,9 @@ PROBE_TIMEOUT = 30.0
 
 #: A temporary folder of a gateway, as `fabexec.bundle.STAGE2` names it.
 GATEWAY_FOLDER = re.compile(r"^/[A-Za-z0-9_./-]*/fabexec-gw-[A-Za-z0-9_]+$")
+
+#: Bytes of a copy's sources per ``data`` frame.
+DATA_CHUNK = 1 << 20
 
 #: Most bytes of stdin sent through gateways (the job frame carries it whole).
 MAX_STDIN = MAX_PAYLOAD // 2
@@ -75,14 +83,18 @@ class Lost(Exception):
 class TreeExecutor:
     """One command on ``hosts``, each through the gateway the plan gives it."""
 
-    def __init__(self, cmd: Command, info: ExecInfo, hosts: List[str], plan: Plan,
-                 stdin: StdinSource) -> None:
+    def __init__(self, cmd: Optional[Command], info: ExecInfo, hosts: List[str], plan: Plan,
+                 stdin: StdinSource, copies: Optional[List[Any]] = None) -> None:
         if info.watchers:
             raise ExecInfoError("watchers", "cannot answer a command's output through gateways")
         self.info, self.hosts, self.plan = info, hosts, plan
         self.cmd_given = cmd
-        self.cmd = shell_script(cmd, info.env, info.cwd, info.sudo, info.sudoenv,
-                                info.sudo_password is not None)
+        self.cmd = "" if cmd is None else shell_script(
+            cmd, info.env, info.cwd, info.sudo, info.sudoenv, info.sudo_password is not None)
+        #: A `Put`'s copies (`fabexec.transfer.Copy`), the same for every host, instead
+        #: of a command; what each host got lands in ``copied``.
+        self.copies = copies
+        self.copied: Dict[str, List[str]] = {}
         reader = stdin.reader()
         self.stdin = None if reader is None else _read_all(reader)
         if self.stdin is not None and len(self.stdin) > MAX_STDIN:
@@ -104,8 +116,8 @@ class TreeExecutor:
             self._launch(gateway, targets)
 
     def _launch(self, gateway: str, targets: List[str]) -> None:
-        session = Session(self, gateway, targets, len(self.sessions))
-        with self._lock:
+        with self._lock:  # numbered under the lock: each session's tag is its own
+            session = Session(self, gateway, targets, len(self.sessions))
             self.sessions.append(session)
         threading.Thread(target=session.run, daemon=True, name=f"fabexec-gw-{gateway}").start()
 
@@ -119,12 +131,22 @@ class TreeExecutor:
             if len(self.results) == len(self.hosts):
                 self._all_ended.set()
 
-    def hand_over(self, gateway: str, why: str, targets: List[str]) -> None:
-        """``gateway`` failed (``why``) before sending these targets' commands."""
+    def live_peers(self, gateway: str) -> List[str]:
+        """The gateways that may stand in for ``gateway`` and have not failed."""
+        with self._lock:
+            return [g for g in self.plan.peers.get(gateway, []) if g not in self.failed]
+
+    def mark_failed(self, gateway: str, why: str) -> None:
+        """No more work goes to ``gateway`` in this run."""
         with self._lock:
             self.failed[gateway] = why
-            peers = [g for g in self.plan.peers.get(gateway, []) if g not in self.failed]
+
+    def hand_over(self, gateway: str, why: str, targets: List[str]) -> None:
+        """``gateway`` failed (``why``) before sending these targets' commands."""
+        self.mark_failed(gateway, why)
+        with self._lock:
             stopping = self.stopping
+        peers = self.live_peers(gateway)
         if not targets:
             return
         if stopping or not peers:
@@ -149,6 +171,12 @@ class TreeExecutor:
         # In slices, so that ^C and SIGTERM reach this thread at once.
         while not self._all_ended.wait(1.0):
             pass
+        # Then the gateways' own end (connections closed, folder removed), bounded:
+        # a gateway that reported every target is done with them.
+        with self._lock:
+            sessions = list(self.sessions)
+        for session in sessions:
+            session.finished.wait(KILL_TIMEOUT)
         return self.ended()
 
     def kill(self) -> None:
@@ -179,8 +207,16 @@ class Session:
         self.done = False
         self._lock = threading.Lock()
         self._killed = False
+        #: Set once the gateway's program has ended (or could not start).
+        self.finished = threading.Event()
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self.finished.set()
+
+    def _run(self) -> None:
         info = self.tree.info
         cxn = pool.connection(self.gateway, info)
         pool.hold(cxn)
@@ -216,7 +252,18 @@ class Session:
         channel.sendall(script)
         channel.sendall(preamble(data))
         channel.sendall(self._job())
+        if self.tree.copies is not None:
+            self._send_sources(channel)
         self._read(channel, cxn)
+
+    def _send_sources(self, channel: Any) -> None:
+        """The copies' sources as a tar stream in ``data`` frames, then ``data-end``."""
+        stream = FrameStream(channel)
+        with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for number, copy in enumerate(self.tree.copies or []):
+                tar.add(copy.src, arcname=f"{number}/{_name(copy.src)}")
+        stream.flush()
+        channel.sendall(encode({"kind": "data-end"}))
 
     def _probe(self, cxn: HostConnection) -> Dict[str, Any]:
         channel = cxn.create_session()
@@ -255,7 +302,11 @@ class Session:
         if tree.stdin is not None:
             files.append(("stdin", tree.stdin))
         payload = b"".join(data for _, data in files)
+        copies = None if tree.copies is None else [
+            {"name": _name(c.src), "slash": c.src.endswith("/"), "dst": c.dst, "into": c.into}
+            for c in tree.copies]
         header = {"kind": "job", "protocol": PROTOCOL, "cmd": tree.cmd_given,
+                  "tag": self.tag, "copies": copies,
                   "targets": self.targets, "settings": settings,
                   "files": {name: len(data) for name, data in files}}
         if os.environ.get(ANSWER_ONLY_VAR):
@@ -275,6 +326,7 @@ class Session:
             for frame in parser.feed(data):
                 self._handle(frame, tees)
         parser.close()
+        channel.status_event.wait(KILL_TIMEOUT)  # the gateway's program has ended
         if not self.done:
             why = cxn.dead_reason or (stderr.decode(errors="replace").strip()[-300:]
                                       or "connection lost")
@@ -289,6 +341,8 @@ class Session:
             self.sent.add(self.targets[header["h"]])
         elif kind == "end":
             host = self.targets[header["h"]]
+            if isinstance(header.get("copied"), list):
+                self.tree.copied[host] = [str(path) for path in header["copied"]]
             self.tree.end(host, HostResult(int(header["code"]),
                                            _rebuild(host, header.get("error"))))
         elif kind == "ready":
@@ -308,13 +362,38 @@ class Session:
         if dead:
             pool.drop(cxn)
             self._clean(cxn)
+        self.tree.mark_failed(self.gateway, why)
         ended = self.tree.ended()
         unsent = [h for h in self.targets if h not in ended and h not in self.sent]
-        for host in self.targets:
-            if host not in ended and host in self.sent:
+        started = [h for h in self.targets if h not in ended and h in self.sent]
+        if started:
+            how = self._reap(started)
+            for host in started:
                 self.tree.end(host, HostResult.of(GatewayError(
-                    host, self.gateway, f"{why}; the command may have run there in part")))
+                    host, self.gateway, f"{why}; the command may have run there in part, "
+                    f"{how.get(host, 'and may still run')}")))
         self.tree.hand_over(self.gateway, why, unsent)
+
+    def _reap(self, hosts: List[str]) -> Dict[str, str]:
+        """End, through a live peer, what this gateway started on ``hosts``; how it went.
+
+        The reaper looks for this session's tag at any position (it reads the tag as
+        an extended regular expression), run as the command was (sudo included).
+        """
+        peers = self.tree.live_peers(self.gateway)
+        if not peers:
+            return {}
+        peer = peers[0]
+        info = self.tree.info.mod(
+            hosts=hosts, gateways=[peer], topology=None, env={}, forward_env=False, cwd=None,
+            stdin=None, timeout=None, collect_output=True, hide_output=True, pipe_stdout=None,
+            pipe_stderr=None, exec_async=False, sleep_ms=0, watchers=None)
+        from .exec import Exec
+        reap = Exec(remote_kill_script(f"{self.tag}-[0-9]+"), info)
+        return {host: f"ended through gateway {peer}" if not code
+                else f"and could not be ended through gateway {peer}: "
+                     f"{reap.errors.get(host) or reap.stderr[host].strip() or code}"
+                for host, code in reap.exit_codes.items()}
 
     def _clean(self, cxn: HostConnection) -> None:
         """Remove the temporary folder of a gateway that could not (SIGKILLed), if it is
@@ -340,6 +419,64 @@ class Session:
                 channel.sendall(encode({"kind": "kill"}))
             except LINK_ERRORS:
                 pass
+
+
+class FrameStream:
+    """A file to write a tar stream to, sent as ``data`` frames of `DATA_CHUNK` bytes."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel, self._pending = channel, bytearray()
+
+    def write(self, data: bytes) -> int:
+        self._pending += data
+        while len(self._pending) >= DATA_CHUNK:
+            self.channel.sendall(encode({"kind": "data"}, bytes(self._pending[:DATA_CHUNK])))
+            del self._pending[:DATA_CHUNK]
+        return len(data)
+
+    def flush(self) -> None:
+        if self._pending:
+            self.channel.sendall(encode({"kind": "data"}, bytes(self._pending)))
+            self._pending = bytearray()
+
+
+def _name(path: str) -> str:
+    """A source's name as a copy keeps it (``cp``'s: the last part, slashes aside)."""
+    return os.path.basename(os.path.normpath(path)) or "root"
+
+
+def copy_through(transfer: Any) -> Dict[str, HostResult]:
+    """A `Put` (``transfer``) through the gateways of its info: the sources go once to
+    each gateway, which copies them to its targets with the ordinary `Put`."""
+    info = transfer.exec_info
+    field = "gateways" if info.gateways else "topology"
+    if not transfer.push:
+        raise ExecInfoError(field, "Get does not go through gateways yet: give it an "
+                            "ExecInfo without them")
+    plans = list(transfer.plan.values())
+    copies = plans[0] if plans else []
+    if any(plan != copies for plan in plans):
+        raise ExecInfoError(field, "through gateways every host gets the same copies")
+    from .results import split_local
+    from .topology import plan as make_plan
+    here, remote = split_local(transfer.hosts, info)
+    plan = make_plan(remote, info.gateways or (), info.topology)
+    if here or plan.direct:
+        raise ExecInfoError(field, f"{(here + plan.direct)[0]} is on no gateway's route: a "
+                            "copy through gateways reaches every host through one")
+    tree = TreeExecutor(None, info, remote, plan, StdinSource(None, len(remote)), copies)
+    outputs = Outputs(remote, collect=False, hide=True, pipe_stdout=None, pipe_stderr=None,
+                      stdout=sys.stdout, stderr=sys.stderr)
+    tree.start(outputs)
+    try:
+        results = tree.wait()
+    except BaseException:
+        tree.kill()
+        raise
+    finally:
+        outputs.close()
+    transfer.copied.update(tree.copied)
+    return results
 
 
 def _rebuild(host: str, fields: Any) -> Optional[HostError]:

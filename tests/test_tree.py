@@ -11,16 +11,19 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
+import sysconfig
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from fabexec import Exec, sandbox
+from fabexec import Exec, bundle, sandbox
 from fabexec.errors import (
     CommandTimeoutError,
     ExecInfoError,
     GatewayError,
+    HostStoppedAnsweringError,
     UnreachableError,
 )
 from fabexec.frames import HEAD, MAGIC, MAX_HEADER, FrameError, Parser, encode
@@ -72,6 +75,12 @@ def ghost_config(cluster: SandboxCluster, tmp_path: Path) -> Path:
                            {"ghost": (SPARE_IP, free_port(SPARE_IP))})
 
 
+def tree_info(cluster: SandboxCluster, **changes: Any) -> Any:
+    """`pssh_info` whose handshakes may take 30 s: a gateway's many at once on a machine
+    at load 100 and more outlast the default 10 s (a refused host is refused at once)."""
+    return pssh_info(cluster, **{"connect_timeout": 30, **changes})
+
+
 def results(node: Exec) -> Dict[str, Any]:
     return {"stdout": node.stdout, "stderr": node.stderr, "exit_codes": node.exit_codes,
             "errors": {h: (type(e), str(e)) for h, e in node.errors.items()}}
@@ -99,9 +108,9 @@ def test_tree_of_4_gateways_and_64_targets_gives_the_results_of_direct_pssh(
     for way, more in (("direct", {}), ("tree", {"gateways": gateways})):
         folder = tmp_path / way
         folder.mkdir()
-        runs[way] = Exec(command, pssh_info(big, hosts=[*targets, "ghost"], ssh_config=config,
+        runs[way] = Exec(command, tree_info(big, hosts=[*targets, "ghost"], ssh_config=config,
                                             pipe_stdout=str(folder / "{host}.out"),
-                                            connect_timeout=5, **more))
+                                            **more))
     direct, tree = runs["direct"], runs["tree"]
     assert results(tree) == results(direct)
     assert {h: tree.stdout[h] for h in targets} == {h: f"out {h}\n" for h in targets}
@@ -112,11 +121,60 @@ def test_tree_of_4_gateways_and_64_targets_gives_the_results_of_direct_pssh(
     assert gateway_leftovers(big, gateways) == {}
 
 
+@pytest.mark.parametrize("settings", [
+    {"env": {"GREETING": "it's \"$5\""}, "cwd": "/usr", "sudo": True,
+     "sudo_password": "cluster's", "user": "password user"},
+    {"stdin": b"line 1\nline 2", "max_parallel": 1, "forward_env": ["PATH"]},
+], ids=["env-cwd-sudo-password", "stdin-max-parallel"])
+def test_run_keywords_act_on_the_targets_as_directly(cluster: SandboxCluster,
+                                                    settings: Dict[str, Any]) -> None:
+    if settings.get("sudo"):
+        if cluster.password_user is None:
+            pytest.skip("no user whose sudo asks for a password")
+        settings = {**settings, "user": cluster.password_user,
+                    "sudo_password": cluster.sudo_password}
+    command = 'echo "$GREETING"; pwd; id -un; head -c 100'
+    hosts = ["node2", "node3", "node4"]
+    direct = Exec(command, tree_info(cluster, hosts=hosts, **settings))
+    tree = Exec(command, tree_info(cluster, hosts=hosts, gateways="node1", **settings))
+    assert results(tree) == results(direct)
+    assert direct.exit_codes == {h: 0 for h in hosts}
+    first = direct.stdout["node2"].splitlines()
+    assert first[:3] == ([settings["env"]["GREETING"], "/usr", "root"] if "env" in settings
+                         else ["", f"/home/{cluster.user}", cluster.user])
+
+
+def test_ctrl_c_on_the_client_ends_every_command_through_the_gateways(
+        cluster: SandboxCluster) -> None:
+    import signal
+    import subprocess
+    import sys
+    seconds = unique_seconds()
+    hosts = ["node2", "node3"]
+    client = subprocess.Popen(
+        [sys.executable, "-m", "fabexec", "run", "-F", str(cluster.ssh_config), "-H",
+         "node[2-3]", "--gateways", "node1", "--connect-timeout", "30", "--",
+         escaping_tree(seconds)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    try:
+        assert eventually(lambda: all(len(sleeping(cluster, h, seconds)) == TREE_SIZE
+                                      for h in hosts))
+        client.send_signal(signal.SIGINT)
+        assert client.wait(120) == 130
+        assert {h: sleeping(cluster, h, seconds) for h in hosts} == {h: [] for h in hosts}
+        assert gateway_leftovers(cluster, ["node1"]) == {}
+    finally:
+        if client.poll() is None:
+            client.kill()
+        end_sleeping(cluster, seconds)
+
+
 def test_gateway_whose_python_lacks_fabexec_gets_it_for_the_run_only(
         cluster: SandboxCluster) -> None:
     lacking = openssh(cluster, "node1", "command -v python3; python3 -c 'import paramiko'")
     assert lacking.stdout.strip() == "/usr/bin/python3" and lacking.returncode != 0
-    node = Exec("hostname", pssh_info(cluster, hosts=["node2", "node3"], gateways="node1"))
+    node = Exec("hostname", tree_info(cluster, hosts=["node2", "node3"], gateways="node1"))
     assert node.stdout == {"node2": "node2\n", "node3": "node3\n"}
     assert gateway_leftovers(cluster, ["node1"]) == {}
 
@@ -126,7 +184,7 @@ def test_cli_runs_through_gateways_with_json_lines(cluster: SandboxCluster) -> N
     import sys
     done = subprocess.run(
         [sys.executable, "-m", "fabexec", "run", "-F", str(cluster.ssh_config), "-H",
-         "node[2-3]", "--gateways", "node1", "--json", "--", "hostname"],
+         "node[2-3]", "--gateways", "node1", "--connect-timeout", "30", "--json", "--", "hostname"],
         capture_output=True, text=True, timeout=120, check=False,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     lines = {o["host"]: o for o in map(json.loads, done.stdout.splitlines())}
@@ -135,12 +193,38 @@ def test_cli_runs_through_gateways_with_json_lines(cluster: SandboxCluster) -> N
         "node2": ("node2\n", 0), "node3": ("node3\n", 0)}
 
 
+def test_put_through_gateways_places_what_a_direct_put_places(cluster: SandboxCluster,
+                                                              tmp_path: Path) -> None:
+    from fabexec import Put
+    app = tmp_path / "app"
+    (app / "sub").mkdir(parents=True)
+    (app / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (app / "run.sh").chmod(0o750)
+    (app / "sub" / "data").write_bytes(os.urandom(3 << 20))
+    (app / "link").symlink_to("run.sh")
+    (tmp_path / "single.txt").write_text("single\n")
+    hosts, sources = ["node2", "node3"], [str(app), str(tmp_path / "single.txt")]
+    folder = f"/tmp/put-{unique_seconds()}"
+    direct = Put(sources, f"{folder}/direct/", tree_info(cluster, hosts=hosts))
+    tree = Put(sources, f"{folder}/tree/", tree_info(cluster, hosts=hosts, gateways="node1"))
+    assert tree.exit_codes == direct.exit_codes == {h: 0 for h in hosts}
+    assert {h: [p.replace("/tree/", "/direct/") for p in tree.copied[h]] for h in hosts} == \
+        direct.copied
+    listing = ("cd {} && find . -printf '%P %m %y %l %s\\n' | sort && "
+               "md5sum app/sub/data | cut -c-32")
+    for host in hosts:
+        seen = [openssh(cluster, host, listing.format(f"{folder}/{way}")).stdout
+                for way in ("direct", "tree")]
+        assert seen[0] == seen[1] and "run.sh 750 f" in seen[0]
+    assert gateway_leftovers(cluster, ["node1"]) == {}
+
+
 # --- faults ------------------------------------------------------------------------------
 
 
 def test_refused_gateway_hands_its_targets_to_another(cluster: SandboxCluster,
                                                       ghost_config: Path) -> None:
-    node = Exec("hostname", pssh_info(cluster, ssh_config=ghost_config, connect_timeout=5,
+    node = Exec("hostname", tree_info(cluster, ssh_config=ghost_config,
                                       gateways=["ghost", "node1"]))
     assert node.stdout == {h: f"{h}\n" for h in cluster.hosts}
     assert node.errors == {}
@@ -148,7 +232,7 @@ def test_refused_gateway_hands_its_targets_to_another(cluster: SandboxCluster,
 
 def test_no_gateway_left_ends_targets_with_255_naming_the_gateway(
         cluster: SandboxCluster, ghost_config: Path) -> None:
-    node = Exec("hostname", pssh_info(cluster, ssh_config=ghost_config, connect_timeout=5,
+    node = Exec("hostname", tree_info(cluster, ssh_config=ghost_config,
                                       gateways="ghost"))
     assert set(node.exit_codes.values()) == {255}
     for host in cluster.hosts:
@@ -161,13 +245,13 @@ def _only(cluster: SandboxCluster, host: str) -> str:
     return f'[ "$(hostname)" = {host} ]'
 
 
-def test_gateway_killed_mid_run_ends_its_started_targets_with_255_and_keeps_the_others(
+def test_gateway_killed_mid_run_ends_its_started_targets_through_a_peer_with_255(
         cluster: SandboxCluster, tmp_path: Path) -> None:
     seconds = unique_seconds()
     command = (f'if {_only(cluster, "node3")}; then echo started; sleep {seconds}; '
                'else echo quick; fi')
     try:
-        node = Exec(command, pssh_info(cluster, hosts=["node3", "node4"], exec_async=True,
+        node = Exec(command, tree_info(cluster, hosts=["node3", "node4"], exec_async=True,
                                        gateways=["node1", "node2"],
                                        pipe_stdout=str(tmp_path / "{host}.out")))
         assert eventually(lambda: (tmp_path / "node3.out").read_bytes() == b"started\n")
@@ -176,6 +260,8 @@ def test_gateway_killed_mid_run_ends_its_started_targets_with_255_and_keeps_the_
         assert node.exit_codes == {"node3": 255, "node4": 0}
         error = node.errors["node3"]
         assert isinstance(error, GatewayError) and error.gateway == "node1"
+        assert "ended through gateway node2" in str(error)
+        assert sleeping(cluster, "node3", seconds) == []
         assert node.stdout["node4"] == "quick\n"
         assert gateway_leftovers(cluster, ["node1"]) == {}
     finally:
@@ -188,7 +274,7 @@ def test_frozen_gateway_is_noticed_by_its_keepalives(cluster: SandboxCluster,
     command = (f'if {_only(cluster, "node3")}; then echo started; sleep {seconds}; '
                'else echo quick; fi')
     try:
-        node = Exec(command, pssh_info(cluster, hosts=["node3", "node4"], exec_async=True,
+        node = Exec(command, tree_info(cluster, hosts=["node3", "node4"], exec_async=True,
                                        gateways=["node1", "node2"], keepalive_interval=0.5,
                                        keepalive_count=2,
                                        pipe_stdout=str(tmp_path / "{host}.out")))
@@ -209,11 +295,45 @@ def test_frozen_gateway_is_noticed_by_its_keepalives(cluster: SandboxCluster,
         end_sleeping(cluster, seconds)
 
 
+def test_target_frozen_behind_a_gateway_is_noticed_by_the_gateways_keepalives(
+        cluster: SandboxCluster, tmp_path: Path) -> None:
+    seconds = unique_seconds()
+    command = (f'if {_only(cluster, "node3")}; then echo started; sleep {seconds}; '
+               'else echo quick; fi')
+    try:
+        node = Exec(command, tree_info(cluster, hosts=["node3", "node4"], exec_async=True,
+                                       gateways="node1", keepalive_interval=0.5,
+                                       keepalive_count=2,
+                                       pipe_stdout=str(tmp_path / "{host}.out")))
+        assert eventually(lambda: (tmp_path / "node3.out").read_bytes() == b"started\n")
+        cluster.freeze("node3")
+        try:
+            node.wait()
+        finally:
+            cluster.thaw("node3")
+        assert node.exit_codes == {"node3": 255, "node4": 0}
+        assert type(node.errors["node3"]) is HostStoppedAnsweringError
+        # The gateway's keepalives are this run's, not its defaults (15 s x 3).
+        assert "2 keepalives unanswered over 1 s" in str(node.errors["node3"])
+    finally:
+        end_sleeping(cluster, seconds)
+
+
+def test_gateway_without_python3_ends_targets_with_255_saying_why(
+        cluster: SandboxCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(bundle.PYTHON_VAR, "/nonexistent/python3")
+    node = Exec("hostname", tree_info(cluster, hosts=["node2", "node3"], gateways="node1"))
+    assert node.exit_codes == {"node2": 255, "node3": 255}
+    for error in node.errors.values():
+        assert isinstance(error, GatewayError) and error.gateway == "node1"
+        assert "/nonexistent/python3" in str(error)
+
+
 def test_kill_ends_every_command_on_every_target_and_leaves_no_gateway(
         cluster: SandboxCluster) -> None:
     seconds = unique_seconds()
     try:
-        node = Exec(escaping_tree(seconds), pssh_info(cluster, exec_async=True,
+        node = Exec(escaping_tree(seconds), tree_info(cluster, exec_async=True,
                                                      gateways=["node1", "node2"]))
         assert eventually(lambda: all(len(sleeping(cluster, h, seconds)) == TREE_SIZE
                                       for h in cluster.hosts))
@@ -229,8 +349,8 @@ def test_kill_ends_every_command_on_every_target_and_leaves_no_gateway(
 def test_timeout_ends_every_command_through_the_gateways(cluster: SandboxCluster) -> None:
     seconds = unique_seconds()
     try:
-        node = Exec(escaping_tree(seconds), pssh_info(cluster, timeout=3, gateways="node1"))
-        assert set(node.exit_codes.values()) == {124}
+        node = Exec(escaping_tree(seconds), tree_info(cluster, timeout=3, gateways="node1"))
+        assert set(node.exit_codes.values()) == {124}, node.errors
         assert all(isinstance(e, CommandTimeoutError) for e in node.errors.values())
         assert on_every_host(cluster, lambda h: sleeping(cluster, h, seconds)) == \
             {h: [] for h in cluster.hosts}
@@ -243,7 +363,7 @@ def test_topology_routes_targets_and_reaches_unrouted_ones_directly(
         cluster: SandboxCluster, tmp_path: Path) -> None:
     topology = tmp_path / "topology.conf"
     topology.write_text(f"[routes]\n{socket.gethostname()}: node1\nnode1: node[2-3]\n")
-    node = Exec("hostname", pssh_info(cluster, topology=str(topology)))
+    node = Exec("hostname", tree_info(cluster, topology=str(topology)))
     assert node.stdout == {h: f"{h}\n" for h in cluster.hosts}
 
 
@@ -299,6 +419,35 @@ def test_wrong_gateways_keyword_is_named(changes: Dict[str, Any], field: str) ->
     with pytest.raises(ExecInfoError) as caught:
         pssh_info_without_cluster(**changes)
     assert caught.value.field == field
+
+
+def test_get_refuses_gateways_rather_than_go_around_them(tmp_path: Path) -> None:
+    from fabexec import Get
+    with pytest.raises(ExecInfoError) as caught:
+        Get("/etc/hostname", str(tmp_path), pssh_info_without_cluster(gateways="gw1"))
+    assert caught.value.field == "gateways"
+
+
+@pytest.mark.parametrize(("probe", "words"), [
+    ({"python": [3, 8, 10], "impl": "cpython", "platform": "linux-x86_64"}, "3.8.10"),
+    ({"python": [3, 10, 1], "impl": "cpython", "platform": sysconfig.get_platform()},
+     "compiled packages"),
+    ({"python": [*sys.version_info[:3]], "impl": "cpython", "platform": "linux-aarch64"},
+     "linux-aarch64"),
+])
+def test_gateway_python_that_cannot_take_our_packages_is_named(probe: Dict[str, Any],
+                                                               words: str) -> None:
+    if sys.version_info[:2] == (3, 10) and "compiled" in words:
+        pytest.skip("this client is 3.10 itself")
+    with pytest.raises(bundle.GatewayUnusableError) as caught:
+        bundle.check_python("gw1", probe)
+    assert caught.value.host == "gw1" and words in str(caught.value)
+
+
+def test_gateway_python_like_ours_takes_our_packages() -> None:
+    bundle.check_python("gw1", {"python": [*sys.version_info[:3]],
+                                "impl": sys.implementation.name,
+                                "platform": sysconfig.get_platform()})
 
 
 def test_frames_round_trip_in_chunks_of_any_size() -> None:
