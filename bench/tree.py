@@ -83,7 +83,8 @@ OPENSSH_PARALLEL = 64
 COMMAND_TIMEOUT = 300.0
 #: Seconds a connection may take, for every tool: at a load of 30 to 300 (other work on
 #: this machine, and a thousand handshakes at once) 10 s failed parallel-ssh at 64
-#: hosts, and 60 s failed a few of 1,024 handshakes at once (EOFError).
+#: hosts; a few of 1,024 handshakes at once still end in EOFError, with 60 s or 300 s
+#: (see the README).
 CONNECT_TIMEOUT = 300
 #: Seconds that the nodes' sessions may take to end after a call.
 SETTLE_TIMEOUT = 30.0
