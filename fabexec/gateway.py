@@ -48,6 +48,10 @@ CHUNK = 256 * 1024
 FLUSH_SECONDS = 0.02
 FLUSH_BYTES = 256 * 1024
 
+#: The job field of the protocol-only mode (bench/tree.py, see `fabexec.tree`): every
+#: target is answered at once with an empty result (0, no output), none connected to.
+ANSWER_ONLY = "answer_only"
+
 
 class Writer:
     """Frames to a descriptor, whole, gathered for at most `FLUSH_SECONDS`.
@@ -210,6 +214,8 @@ def serve(folder: str) -> int:
             return 0  # the client left before sending work
         if job.kind != "job" or job.header.get("protocol") != PROTOCOL:
             raise FrameError(f"expected a job of protocol {PROTOCOL}, got {job.header!r:.200}")
+        if job.header.get(ANSWER_ONLY) is True:
+            return answer_only(list(job.header["targets"]), writer)
         info = job_info(job, folder)
         tag = str(job.header["tag"])
         if not re.fullmatch(r"[0-9a-z-]+", tag):
@@ -246,6 +252,15 @@ def serve(folder: str) -> int:
         pass  # the client is gone; what ran has been ended
     finally:
         close_connections()
+    return 0
+
+
+def answer_only(targets: List[str], writer: Writer) -> int:
+    """The protocol-only mode: what the client pays per target, with no target's cost."""
+    for index in range(len(targets)):
+        writer.send({"kind": "end", "h": index, "code": 0, "error": None})
+    writer.send({"kind": "done"})
+    writer.flush()
     return 0
 
 

@@ -46,7 +46,7 @@ from .connections import HostConnection, pool
 from .errors import ExecInfoError, GatewayError, HostError, KillFailedError
 from .fanout import LINK_ERRORS
 from .frames import MAX_PAYLOAD, PROTOCOL, Frame, FrameError, Parser, encode
-from .gateway import SETTINGS
+from .gateway import ANSWER_ONLY, SETTINGS
 from .info import ExecInfo
 from .reaper import remote_kill_script
 from .results import HostResult
@@ -66,6 +66,11 @@ DATA_CHUNK = 1 << 20
 
 #: Most bytes of stdin sent through gateways (the job frame carries it whole).
 MAX_STDIN = MAX_PAYLOAD // 2
+
+#: Test and benchmark only (bench/tree.py): when set, gateways answer every target with
+#: an empty result without connecting to it, so that the root's cost per target is
+#: measured alone, at any number of targets.
+ANSWER_ONLY_VAR = "FABEXEC_GATEWAY_ANSWER_ONLY"
 
 #: Most bytes of a gateway's own stderr kept to explain its end.
 STDERR_KEPT = 4096
@@ -300,10 +305,13 @@ class Session:
         copies = None if tree.copies is None else [
             {"name": _name(c.src), "slash": c.src.endswith("/"), "dst": c.dst, "into": c.into}
             for c in tree.copies]
-        return encode({"kind": "job", "protocol": PROTOCOL, "cmd": tree.cmd_given,
-                       "tag": self.tag, "copies": copies,
-                       "targets": self.targets, "settings": settings,
-                       "files": {name: len(data) for name, data in files}}, payload)
+        header = {"kind": "job", "protocol": PROTOCOL, "cmd": tree.cmd_given,
+                  "tag": self.tag, "copies": copies,
+                  "targets": self.targets, "settings": settings,
+                  "files": {name: len(data) for name, data in files}}
+        if os.environ.get(ANSWER_ONLY_VAR):
+            header[ANSWER_ONLY] = True
+        return encode(header, payload)
 
     def _read(self, channel: Any, cxn: HostConnection) -> None:
         parser, tees = Parser(), self.tree.outputs.tees

@@ -152,7 +152,7 @@ def _start(state: Path, nodes: int, as_root: bool, allowed: Isolation,
     cluster = _write_files(state, nodes, as_root, allowed)
     pids: Dict[str, int] = {}
     try:
-        pids = _launch(cluster)
+        pids = _launch(cluster, timeout)
         _wait_until_listening(cluster, pids, timeout)
     except BaseException:
         faults.stop(list(pids.values()))  # those that have not written their PID file yet
@@ -379,7 +379,7 @@ def _isolation(cluster: SandboxCluster) -> Isolation:
     return Isolation(mounts=cluster.own_folders, processes=cluster.own_processes)
 
 
-def _launch(cluster: SandboxCluster) -> Dict[str, int]:
+def _launch(cluster: SandboxCluster, timeout: float) -> Dict[str, int]:
     """Start every node's ``sshd -D`` and return the PIDs started (see below).
 
     One shell starts them all and stays as their parent to reap them, detached from
@@ -407,7 +407,7 @@ def _launch(cluster: SandboxCluster) -> Dict[str, int]:
     # nodes' lines exceed (E2BIG).
     proc = subprocess.run([*separate.launcher(), "sh", "-s"], input="\n".join(script) + "\n",
                           capture_output=True, text=True, start_new_session=True,
-                          timeout=START_TIMEOUT)
+                          timeout=timeout)
     if proc.returncode != 0:
         raise SandboxError(f"cannot start the nodes: {proc.stderr.strip() or proc.returncode}")
     pids = dict(zip(cluster.hosts, map(int, proc.stdout.split())))
