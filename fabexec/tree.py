@@ -33,9 +33,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import errors
 from .bundle import (
+    GatewayUnusableError,
     bundle,
     can_run_its_own,
     check_python,
+    holder_line,
+    own_hash,
     parse_probe,
     preamble,
     probe_line,
@@ -60,6 +63,9 @@ PROBE_TIMEOUT = 30.0
 
 #: A temporary folder of a gateway, as `fabexec.bundle.STAGE2` names it.
 GATEWAY_FOLDER = re.compile(r"^/[A-Za-z0-9_./-]*/fabexec-gw-[A-Za-z0-9_]+$")
+
+#: A gateway's kept copy of fabexec, as `fabexec.bundle.HOLDER` names it.
+LIBRARY_FOLDER = re.compile(r"^/[A-Za-z0-9_./-]*/fabexec-lib-[A-Za-z0-9_]+$")
 
 #: Bytes of a copy's sources per ``data`` frame.
 DATA_CHUNK = 1 << 20
@@ -231,10 +237,11 @@ class Session:
             raise HostError(self.gateway, "not started: the run was stopped")
         cxn.open()
         probe = self._probe(cxn)
-        data = b""
+        lib = ""
         if not can_run_its_own(probe):
             check_python(self.gateway, probe)
-            data = bundle(probe.get("cache_tag", ""))
+            lib = library(cxn, self.gateway, str(probe.get("cache_tag", "")),
+                          self.tree.info.connect_timeout + PROBE_TIMEOUT)
         channel = cxn.create_session()
         with self._lock:
             self.channel = channel
@@ -245,7 +252,7 @@ class Session:
         script = stage2_line().encode()
         channel.exec_command(remote_line(script, self.tag))
         channel.sendall(script)
-        channel.sendall(preamble(data))
+        channel.sendall(preamble(lib.encode()))
         channel.sendall(self._job())
         if self.tree.copies is not None:
             self._send_sources(channel)
@@ -411,6 +418,64 @@ class Session:
                 channel.sendall(encode({"kind": "kill"}))
             except LINK_ERRORS:
                 pass
+
+
+class Library:
+    """fabexec brought to a gateway, kept there by `fabexec.bundle.HOLDER` on a session
+    of the gateway's connection, which closes it (its folder goes) as it closes."""
+
+    def __init__(self, channel: Any, folder: str) -> None:
+        self.channel, self.folder = channel, folder
+
+    @property
+    def alive(self) -> bool:
+        return not self.channel.closed and not self.channel.exit_status_ready()
+
+    def close(self) -> None:
+        """End the keeper and wait until it has removed the folder (a dead link: sshd
+        ends the session once it notices, and the keeper removes it then)."""
+        try:
+            self.channel.shutdown_write()
+            self.channel.status_event.wait(KILL_TIMEOUT)
+        except LINK_ERRORS:
+            pass
+        finally:
+            self.channel.close()
+
+
+def library(cxn: HostConnection, gateway: str, cache_tag: str, timeout: float) -> str:
+    """The folder of fabexec on ``gateway``: the one this connection brought there
+    before, else the bundle pushed now (once per connection, not per run)."""
+    name = f"library-{cache_tag}-{own_hash()[:16]}"
+    with cxn.kept_lock:
+        kept = cxn.kept.get(name)
+        if kept is not None and kept.alive:
+            return kept.folder
+        if kept is not None:
+            kept.close()
+        data = bundle(cache_tag)
+        channel = cxn.create_session()
+        channel.settimeout(timeout)
+        channel.exec_command(holder_line())
+        channel.sendall(preamble(data))
+        line = bytearray()
+        while not line.endswith(b"\n"):
+            chunk = channel.recv(CHUNK)
+            if not chunk:
+                break
+            line += chunk
+        folder = line.decode(errors="replace").strip()
+        if not LIBRARY_FOLDER.match(folder):
+            why = bytearray()
+            while channel.recv_stderr_ready():
+                why += channel.recv_stderr(CHUNK)
+            channel.close()
+            said = why.decode(errors="replace").strip() or folder or "no answer"
+            raise GatewayUnusableError(gateway, f"fabexec could not be unpacked there: "
+                                       f"{said[-300:]}")
+        channel.settimeout(None)
+        cxn.kept[name] = Library(channel, folder)
+        return folder
 
 
 class FrameStream:

@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from fabexec import Exec, bundle, sandbox
+from fabexec import Exec, bundle, close_connections, sandbox
 from fabexec.errors import (
     CommandTimeoutError,
     ExecInfoError,
@@ -170,13 +170,21 @@ def test_ctrl_c_on_the_client_ends_every_command_through_the_gateways(
         end_sleeping(cluster, seconds)
 
 
-def test_gateway_whose_python_lacks_fabexec_gets_it_for_the_run_only(
+def test_gateway_whose_python_lacks_fabexec_gets_it_once_per_connection(
         cluster: SandboxCluster) -> None:
     lacking = openssh(cluster, "node1", "command -v python3; python3 -c 'import paramiko'")
     assert lacking.stdout.strip() == "/usr/bin/python3" and lacking.returncode != 0
-    node = Exec("hostname", tree_info(cluster, hosts=["node2", "node3"], gateways="node1"))
-    assert node.stdout == {"node2": "node2\n", "node3": "node3\n"}
-    assert gateway_leftovers(cluster, ["node1"]) == {}
+    close_connections()  # a copy of an earlier test's connection is not this one's
+    kept = "stat -c '%n %i' /dev/shm/fabexec-lib-* /tmp/fabexec-lib-* 2>/dev/null; true"
+    seen = []
+    for _ in range(2):
+        node = Exec("hostname", tree_info(cluster, hosts=["node2", "node3"], gateways="node1"))
+        assert node.stdout == {"node2": "node2\n", "node3": "node3\n"}
+        seen.append(openssh(cluster, "node1", kept).stdout.split())
+        assert gateway_leftovers(cluster, ["node1"]) == {}  # the runs' own folders went
+    assert len(seen[0]) == 2 and seen[1] == seen[0]  # one copy, pushed once, kept
+    close_connections()
+    assert openssh(cluster, "node1", f"{kept}; pgrep -af '[f]abexec-library'").stdout == ""
 
 
 def test_cli_runs_through_gateways_with_json_lines(cluster: SandboxCluster) -> None:
