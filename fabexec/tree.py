@@ -28,6 +28,7 @@ import re
 import shlex
 import sys
 import tarfile
+import tempfile
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -46,10 +47,16 @@ from .bundle import (
 )
 from .command import Command, new_tag, remote_line, shell_script
 from .connections import HostConnection, pool
-from .errors import ExecInfoError, GatewayError, HostError, KillFailedError
+from .errors import (
+    ExecInfoError,
+    GatewayError,
+    HostError,
+    KillFailedError,
+    TransferFailedError,
+)
 from .fanout import LINK_ERRORS
 from .frames import MAX_PAYLOAD, PROTOCOL, Frame, FrameError, Parser, encode
-from .gateway import SETTINGS
+from .gateway import SETTINGS, FrameWriter, remove_tree
 from .info import ExecInfo
 from .reaper import remote_kill_script
 from .results import HostResult
@@ -57,6 +64,7 @@ from .runners import CHUNK, KILL_TIMEOUT
 from .stdin import StdinSource
 from .tee import Outputs
 from .topology import Plan
+from .transfer import LOCAL, Copy, _Copier
 
 #: How long a gateway may take to answer the probe, on top of ``connect_timeout``.
 PROBE_TIMEOUT = 30.0
@@ -66,9 +74,6 @@ GATEWAY_FOLDER = re.compile(r"^/[A-Za-z0-9_./-]*/fabexec-gw-[A-Za-z0-9_]+$")
 
 #: A gateway's kept copy of fabexec, as `fabexec.bundle.HOLDER` names it.
 LIBRARY_FOLDER = re.compile(r"^/[A-Za-z0-9_./-]*/fabexec-lib-[A-Za-z0-9_]+$")
-
-#: Bytes of a copy's sources per ``data`` frame.
-DATA_CHUNK = 1 << 20
 
 #: Most bytes of stdin sent through gateways (the job frame carries it whole).
 MAX_STDIN = MAX_PAYLOAD // 2
@@ -85,7 +90,8 @@ class TreeExecutor:
     """One command on ``hosts``, each through the gateway the plan gives it."""
 
     def __init__(self, cmd: Optional[Command], info: ExecInfo, hosts: List[str], plan: Plan,
-                 stdin: StdinSource, copies: Optional[List[Any]] = None) -> None:
+                 stdin: StdinSource, copies: Optional[List[Any]] = None,
+                 gets: Optional[Tuple[List[str], Dict[str, str]]] = None) -> None:
         if info.watchers:
             raise ExecInfoError("watchers", "cannot answer a command's output through gateways")
         self.info, self.hosts, self.plan = info, hosts, plan
@@ -96,6 +102,9 @@ class TreeExecutor:
         #: of a command; what each host got lands in ``copied``.
         self.copies = copies
         self.copied: Dict[str, List[str]] = {}
+        #: A `Get`'s sources, the same on every host, and where each host's files land here.
+        self.gets = gets
+        self.stop_placing = threading.Event()
         reader = stdin.reader()
         self.stdin = None if reader is None else _read_all(reader)
         if self.stdin is not None and len(self.stdin) > MAX_STDIN:
@@ -182,6 +191,7 @@ class TreeExecutor:
 
     def kill(self) -> None:
         """End every target's command through its gateway; stop the rest starting."""
+        self.stop_placing.set()
         with self._lock:
             self.stopping = True
             sessions = list(self.sessions)
@@ -203,6 +213,8 @@ class Session:
         self.tree, self.gateway, self.targets = tree, gateway, targets
         self.tag = f"{tree.tag}-gw{number}"
         self.sent: set = set()  # targets whose command the gateway sent
+        self.receiving: Optional[Receiving] = None  # a `Get`'s files of one target
+        self.placed: Dict[str, Tuple[List[str], Optional[HostError]]] = {}
         self.folder: Optional[str] = None
         self.channel: Any = None
         self.done = False
@@ -260,7 +272,7 @@ class Session:
 
     def _send_sources(self, channel: Any) -> None:
         """The copies' sources as a tar stream in ``data`` frames, then ``data-end``."""
-        stream = FrameStream(channel)
+        stream = FrameWriter(lambda header, payload: channel.sendall(encode(header, payload)))
         with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             for number, copy in enumerate(self.tree.copies or []):
                 tar.add(copy.src, arcname=f"{number}/{_name(copy.src)}")
@@ -304,11 +316,12 @@ class Session:
         if tree.stdin is not None:
             files.append(("stdin", tree.stdin))
         payload = b"".join(data for _, data in files)
+        gets = None if tree.gets is None else tree.gets[0]
         copies = None if tree.copies is None else [
             {"name": _name(c.src), "slash": c.src.endswith("/"), "dst": c.dst, "into": c.into}
             for c in tree.copies]
         return encode({"kind": "job", "protocol": PROTOCOL, "cmd": tree.cmd_given,
-                       "tag": self.tag, "copies": copies,
+                       "tag": self.tag, "copies": copies, "gets": gets,
                        "targets": self.targets, "settings": settings,
                        "files": {name: len(data) for name, data in files}}, payload)
 
@@ -342,8 +355,18 @@ class Session:
             host = self.targets[header["h"]]
             if isinstance(header.get("copied"), list):
                 self.tree.copied[host] = [str(path) for path in header["copied"]]
-            self.tree.end(host, HostResult(int(header["code"]),
-                                           _rebuild(host, header.get("error"))))
+            self.tree.end(host, self._got(host, header) if self.tree.gets is not None
+                          else HostResult(int(header["code"]),
+                                          _rebuild(host, header.get("error"))))
+        elif kind == "get" and self.tree.gets is not None and self.receiving is None:
+            self.receiving = Receiving(self.targets[header["h"]])
+        elif kind == "data" and self.receiving is not None:
+            self.receiving.write(frame.payload)
+        elif kind == "data-end" and self.receiving is not None:
+            receiving, self.receiving = self.receiving, None
+            self.placed[receiving.host] = receiving.place(
+                self.tree.gets[1][receiving.host],  # type: ignore[index]
+                self.tree.stop_placing)
         elif kind == "ready":
             folder = header.get("folder")
             self.folder = folder if isinstance(folder, str) and GATEWAY_FOLDER.match(folder) \
@@ -355,6 +378,21 @@ class Session:
             self.done = True
         elif kind == "done":
             self.done = True
+
+    def _got(self, host: str, header: Dict[str, Any]) -> HostResult:
+        """A `Get`'s result for ``host``: the gateway's, with its folder's name told as
+        ours, unless placing the files here failed where the gateway's copy did not."""
+        copied, failed = self.placed.pop(host, ([], None))
+        self.tree.copied[host] = copied
+        fields = header.get("error")
+        if isinstance(fields, dict) and isinstance(header.get("staged"), str):
+            here = LOCAL.path(self.tree.gets[1][host])  # type: ignore[index]
+            fields = {**fields, "message": str(fields.get("message", "")).replace(
+                header["staged"], here)}
+        code = int(header["code"])
+        if failed is not None and code == 0:
+            return HostResult.of(failed)
+        return HostResult(code, _rebuild(host, fields))
 
     def _lost(self, cxn: HostConnection, why: str, dead: bool) -> None:
         """The gateway is gone: clean after it, hand over or end its unfinished targets."""
@@ -478,23 +516,75 @@ def library(cxn: HostConnection, gateway: str, cache_tag: str, timeout: float) -
         return folder
 
 
-class FrameStream:
-    """A file to write a tar stream to, sent as ``data`` frames of `DATA_CHUNK` bytes."""
+class Receiving:
+    """One target's files of a `Get`, as a tar stream in ``data`` frames: unpacked as they
+    come (through a pipe: a frame at a time in memory) into a private folder, then placed
+    by the ordinary copy from there, as a direct `Get` places them."""
 
-    def __init__(self, channel: Any) -> None:
-        self.channel, self._pending = channel, bytearray()
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.folder = tempfile.mkdtemp(prefix="fabexec-get-")
+        read_end, self._pipe = os.pipe()
+        self.error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._unpack, args=(read_end,), daemon=True,
+                                        name=f"fabexec-get-{host}")
+        self._thread.start()
 
-    def write(self, data: bytes) -> int:
-        self._pending += data
-        while len(self._pending) >= DATA_CHUNK:
-            self.channel.sendall(encode({"kind": "data"}, bytes(self._pending[:DATA_CHUNK])))
-            del self._pending[:DATA_CHUNK]
-        return len(data)
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._pipe, view):]
 
-    def flush(self) -> None:
-        if self._pending:
-            self.channel.sendall(encode({"kind": "data"}, bytes(self._pending)))
-            self._pending = bytearray()
+    def _unpack(self, read_end: int) -> None:
+        with os.fdopen(read_end, "rb") as stream:
+            try:
+                times: List[Tuple[str, float, float]] = []
+                with tarfile.open(fileobj=stream, mode="r|") as tar:
+                    def members() -> Any:
+                        for member in tar:
+                            if "atime" in member.pax_headers and not member.issym():
+                                times.append((os.path.join(self.folder, member.name),
+                                              float(member.pax_headers["atime"]),
+                                              member.mtime))
+                            yield member
+                    if hasattr(tarfile, "tar_filter"):
+                        tar.extractall(self.folder, members=members(), filter=_as_they_are)
+                    else:
+                        tar.extractall(self.folder, members=members())
+                for path, atime, mtime in reversed(times):
+                    os.utime(path, (atime, mtime), follow_symlinks=False)
+            except (tarfile.TarError, OSError, ValueError) as e:
+                self.error = e
+                while stream.read(CHUNK):  # the frames still coming go nowhere
+                    pass
+
+    def place(self, dst: str, stop: threading.Event) -> Tuple[List[str], Optional[HostError]]:
+        """Put the files where a direct `Get` puts them; what was written and what failed."""
+        os.close(self._pipe)
+        self._thread.join()
+        copied: List[str] = []
+        try:
+            if self.error is not None:
+                return copied, TransferFailedError(
+                    self.host, f"the files did not arrive whole from the gateway: {self.error}")
+            copier = _Copier(self.host, LOCAL, LOCAL, stop, copied)
+            copier.run([Copy(os.path.join(self.folder, name), dst, True)
+                        for name in sorted(os.listdir(self.folder))])
+            return copied, None
+        except TransferFailedError as e:
+            return copied, e
+        except OSError as e:
+            return copied, TransferFailedError(self.host, f"cannot place the files in "
+                                               f"{dst}: {e.strerror or e}")
+        finally:
+            remove_tree(self.folder)
+
+
+def _as_they_are(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
+    """tar's safety (no name outside the folder) without its changes of mode: a copy
+    keeps a file's mode as a direct one does."""
+    checked = tarfile.tar_filter(member, path)  # type: ignore[attr-defined]
+    return checked.replace(mode=member.mode, deep=False)
 
 
 def _name(path: str) -> str:
@@ -503,17 +593,31 @@ def _name(path: str) -> str:
 
 
 def copy_through(transfer: Any) -> Dict[str, HostResult]:
-    """A `Put` (``transfer``) through the gateways of its info: the sources go once to
-    each gateway, which copies them to its targets with the ordinary `Put`."""
+    """A `Put` or `Get` (``transfer``) through the gateways of its info.
+
+    A `Put`'s sources go once to each gateway, which copies them to its targets with
+    the ordinary `Put`. A `Get`: each gateway runs the ordinary `Get` into a folder of
+    its own and sends each target's files back as a tar stream in frames, which are
+    unpacked here and placed by the ordinary copy, as a direct `Get` places them.
+    """
     info = transfer.exec_info
     field = "gateways" if info.gateways else "topology"
-    if not transfer.push:
-        raise ExecInfoError(field, "Get does not go through gateways yet: give it an "
-                            "ExecInfo without them")
-    plans = list(transfer.plan.values())
-    copies = plans[0] if plans else []
-    if any(plan != copies for plan in plans):
-        raise ExecInfoError(field, "through gateways every host gets the same copies")
+    plans = transfer.plan
+    first = next(iter(plans.values()), [])
+    copies: Optional[List[Any]] = None
+    gets: Optional[Tuple[List[str], Dict[str, str]]] = None
+    if transfer.push:
+        copies = first
+        if any(plan != copies for plan in plans.values()):
+            raise ExecInfoError(field, "through gateways every host gets the same copies")
+    else:
+        sources = [c.src for c in first]
+        if any([c.src for c in plan] != sources or any(c.into is not True or c.dst != plan[0].dst
+                                                      for c in plan)
+               for plan in plans.values()):
+            raise ExecInfoError(field, "through gateways a Get takes the same sources from "
+                                "every host, each host's into a folder of its own")
+        gets = (sources, {host: plan[0].dst for host, plan in plans.items() if plan})
     from .results import split_local
     from .topology import plan as make_plan
     here, remote = split_local(transfer.hosts, info)
@@ -521,7 +625,7 @@ def copy_through(transfer: Any) -> Dict[str, HostResult]:
     if here or plan.direct:
         raise ExecInfoError(field, f"{(here + plan.direct)[0]} is on no gateway's route: a "
                             "copy through gateways reaches every host through one")
-    tree = TreeExecutor(None, info, remote, plan, StdinSource(None, len(remote)), copies)
+    tree = TreeExecutor(None, info, remote, plan, StdinSource(None, len(remote)), copies, gets)
     outputs = Outputs(remote, collect=False, hide=True, pipe_stdout=None, pipe_stderr=None,
                       stdout=sys.stdout, stderr=sys.stderr)
     tree.start(outputs)
