@@ -438,8 +438,9 @@ def test_get_through_gateways_places_what_a_direct_get_places(cluster: SandboxCl
     folder = f"/tmp/get-{unique_seconds()}"
     make = (f"mkdir -p {folder}/app/ro && cd {folder} && head -c 2500000 /dev/urandom > app/big"
             " && printf '#!/bin/sh\\necho %s\\n' $(hostname) > app/run.sh && chmod 750 "
-            "app/run.sh && chmod 664 app/big && ln -s run.sh app/link && echo $(hostname) > app/ro/f && chmod 500 "
-            "app/ro && touch -h -d '2001-02-03 04:05:06' app/big app/link app && "
+            "app/run.sh && chmod 664 app/big && ln -s run.sh app/link && "
+            "echo $(hostname) > app/ro/f && chmod 500 app/ro && "
+            "touch -h -d '2001-02-03 04:05:06' app/big app/link app && "
             "[ $(hostname) = node2 ] && echo only-here > single; true")
     hosts = ["node2", "node3"]
     assert all(openssh(cluster, h, make).returncode == 0 for h in hosts)
