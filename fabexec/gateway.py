@@ -5,7 +5,8 @@ on its path (see `fabexec.bundle`), it reads one ``job`` frame on stdin (the
 command, the login and run settings that make sense here, its targets, key and
 known_hosts bytes, stdin bytes), runs a `PsshExecutor` on its targets (or, for
 a `Put`, unpacks the sources that follow in ``data`` frames and runs the
-ordinary `Put` from there), and
+ordinary `Put` from there; for a `Get`, runs the ordinary `Get` into a folder
+and sends each target's files back as a tar stream in ``data`` frames), and
 writes frames on stdout as things happen: ``start`` when a target's command is
 about to be sent, ``out`` per chunk of output, ``end`` per target with its exit
 code and typed error, ``done`` at the end. Its own keepalives, timeouts and

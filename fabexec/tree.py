@@ -396,6 +396,9 @@ class Session:
 
     def _lost(self, cxn: HostConnection, why: str, dead: bool) -> None:
         """The gateway is gone: clean after it, hand over or end its unfinished targets."""
+        if self.receiving is not None:  # a Get's files cut short: none of them is placed
+            self.receiving.abandon()
+            self.receiving = None
         if dead:
             pool.drop(cxn)
             self._clean(cxn)
@@ -557,6 +560,11 @@ class Receiving:
                 self.error = e
                 while stream.read(CHUNK):  # the frames still coming go nowhere
                     pass
+
+    def abandon(self) -> None:
+        os.close(self._pipe)
+        self._thread.join()
+        remove_tree(self.folder)
 
     def place(self, dst: str, stop: threading.Event) -> Tuple[List[str], Optional[HostError]]:
         """Put the files where a direct `Get` puts them; what was written and what failed."""
