@@ -475,9 +475,13 @@ class Library:
     def close(self) -> None:
         """End the keeper and wait until it has removed the folder (a dead link: sshd
         ends the session once it notices, and the keeper removes it then)."""
+        transport = self.channel.get_transport()
+        healthy = transport is not None and transport.is_active() and \
+            getattr(transport, "dead_reason", None) is None
         try:
-            self.channel.shutdown_write()
-            self.channel.status_event.wait(KILL_TIMEOUT)
+            if healthy:  # a frozen or lost host would only make the close wait
+                self.channel.shutdown_write()
+                self.channel.status_event.wait(KILL_TIMEOUT)
         except LINK_ERRORS:
             pass
         finally:
