@@ -2,10 +2,11 @@
 
 The targets are shared among gateways (`fabexec.topology`). On each gateway,
 over its pooled connection, the client asks Python what it can run, brings
-fabexec if needed (`fabexec.bundle`), starts `fabexec.gateway` with the job and
-reads its frames (`fabexec.frames`) into the same Tees and results as a direct
-fan-out: live ``[host]`` lines, ``{host}`` files, ``collect_output`` and
-per-host results do not know the output came through a gateway.
+fabexec if needed (`fabexec.bundle`; once per connection, kept by `Library`),
+starts `fabexec.gateway` with the job and reads its frames (`fabexec.frames`)
+into the same Tees and results as a direct fan-out: live ``[host]`` lines,
+``{host}`` files, ``collect_output`` and per-host results do not know the
+output came through a gateway.
 
 Faults. A gateway that cannot be reached or cannot run fabexec, or whose link
 breaks or whose keepalives go unanswered mid-run, hands its targets whose

@@ -1,9 +1,9 @@
 """Fanning out through gateways (issue 15): the same results as direct PSSH, and faults.
 
 The gateways are sandbox nodes whose ``python3`` is Debian's, without fabexec or
-paramiko: every run brings fabexec there. What is left on a node (gateway
-processes, temporary folders, commands) is looked at on the node itself, over
-OpenSSH.
+paramiko: the first run over each connection brings fabexec there. What is left
+on a node (gateway processes, temporary folders, commands) is looked at on the
+node itself, over OpenSSH.
 """
 
 from __future__ import annotations
