@@ -401,8 +401,9 @@ class Session:
             self.receiving.abandon()
             self.receiving = None
         if dead:
+            frozen = cxn.dead_reason is not None  # before the close, which may take a while
             pool.drop(cxn)
-            self._clean(cxn)
+            self._clean(cxn, frozen)
         self.tree.mark_failed(self.gateway, why)
         ended = self.tree.ended()
         unsent = [h for h in self.targets if h not in ended and h not in self.sent]
@@ -436,10 +437,10 @@ class Session:
                      f"{reap.errors.get(host) or reap.stderr[host].strip() or code}"
                 for host, code in reap.exit_codes.items()}
 
-    def _clean(self, cxn: HostConnection) -> None:
+    def _clean(self, cxn: HostConnection, frozen: bool) -> None:
         """Remove the temporary folder of a gateway that could not (SIGKILLed), if it is
         reachable; a frozen one removes it itself once it runs again (its stdin closed)."""
-        if self.folder is None or cxn.dead_reason is not None:
+        if self.folder is None or frozen:
             return
         try:
             cxn.open()
