@@ -4,12 +4,12 @@ The client first asks the gateway's ``python3`` (`probe_line`) for its version,
 platform and whether it can import this very fabexec (same source, found by a
 hash of its files) with its dependencies. If it can, the gateway runs that one.
 If not, the client's own packages (fabexec and the installed closure of its
-requirements, found through `importlib.metadata`) travel as a gzipped tar ahead
-of the frames on the gateway's stdin (`STAGE2`), are unpacked into a folder of
-``mktemp -d``'s kind (0700; under /dev/shm where it may hold programs, since a
-disk's /tmp takes seconds to write 20 MB of small files to), put first on
-``sys.path`` of a ``python3 -I``, and removed when the gateway ends, whatever
-ends it but SIGKILL (the client then removes it, see `fabexec.tree`).
+requirements, found through `importlib.metadata`) travel once per connection as a
+gzipped tar to a small keeper (`HOLDER`) on a session of their own, are unpacked
+into a folder of ``mktemp -d``'s kind (0700; under /dev/shm where it may hold
+programs, since a disk's /tmp takes seconds to write 20 MB of small files to), and
+put first on ``sys.path`` of each run's ``python3 -I`` (`STAGE2`) until the
+connection closes, which ends the keeper and removes the folder.
 Compiled packages (cryptography, bcrypt, ...) travel only to a Python of the
 client's implementation, minor version and platform; otherwise
 `GatewayUnusableError` says which and why.
@@ -95,10 +95,8 @@ def probe_line() -> str:
     return f"{shlex.quote(gateway_python())} -I -c {shlex.quote(script)}"
 
 
-#: The gateway's program: the bundle (its size, then the tar; size 0 when the
-#: gateway's own fabexec serves) comes first on stdin, then the frames.
-STAGE2 = r"""
-import io, os, shutil, struct, sys, tarfile, tempfile
+_COMMON = r"""
+import io, os, shutil, signal, struct, sys, tarfile, tempfile
 def take(n):
     data = bytearray()
     while len(data) < n:
@@ -115,18 +113,43 @@ def where():
     except (OSError, AttributeError):
         pass
     return None
+"""
+
+#: What keeps the brought fabexec on a gateway as long as the client's connection: the
+#: bundle (its size, then the tar) comes on stdin and is unpacked into a folder, whose
+#: name is written on stdout; the folder is removed when stdin ends (the channel or the
+#: connection closed, sshd ending the session as a lost link is noticed) or on SIGHUP or
+#: SIGTERM.
+HOLDER = _COMMON + r"""
+folder = tempfile.mkdtemp(prefix="fabexec-lib-", dir=where())
+def gone(*_):
+    shutil.rmtree(folder, ignore_errors=True)
+    os._exit(0)
+signal.signal(signal.SIGHUP, gone)
+signal.signal(signal.SIGTERM, gone)
+try:
+    size, = struct.unpack(">Q", take(8))
+    with tarfile.open(fileobj=io.BytesIO(take(size)), mode="r:gz") as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(folder, filter="data")
+        else:
+            tar.extractall(folder)
+    os.write(1, (folder + "\n").encode())
+    while os.read(0, 65536):
+        pass
+finally:
+    gone()
+"""
+
+#: The gateway's program: the folder of the fabexec to run (its length, then its name;
+#: empty when the gateway's own fabexec serves) comes first on stdin, then the frames.
+STAGE2 = _COMMON + r"""
 folder = tempfile.mkdtemp(prefix="fabexec-gw-", dir=where())
 code = 1
 try:
     size, = struct.unpack(">Q", take(8))
     if size:
-        lib = os.path.join(folder, "lib")
-        with tarfile.open(fileobj=io.BytesIO(take(size)), mode="r:gz") as tar:
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(lib, filter="data")
-            else:
-                tar.extractall(lib)
-        sys.path.insert(0, lib)
+        sys.path.insert(0, take(size).decode())
     from fabexec.gateway import serve
     code = serve(folder)
 finally:
@@ -138,8 +161,16 @@ sys.exit(code)
 GATEWAY_MARK = "fabexec-gateway"
 
 
+#: Marks the process that keeps a gateway's copy of fabexec.
+HOLDER_MARK = "fabexec-library"
+
+
 def stage2_line() -> str:
     return f"{shlex.quote(gateway_python())} -I -c {shlex.quote(STAGE2)} {GATEWAY_MARK}"
+
+
+def holder_line() -> str:
+    return f"{shlex.quote(gateway_python())} -I -c {shlex.quote(HOLDER)} {HOLDER_MARK}"
 
 
 def can_run_its_own(probe: Dict[str, Any]) -> bool:
@@ -249,7 +280,7 @@ def _make_bundle(cache_tag: str) -> bytes:
 
 
 def preamble(data: bytes) -> bytes:
-    """What `STAGE2` reads first: the bundle's size, then the bundle (empty: none)."""
+    """What `HOLDER` and `STAGE2` read first: a size, then as many bytes."""
     return struct.pack(">Q", len(data)) + data
 
 

@@ -116,9 +116,14 @@ class HostConnection(QuickMisses, Connection):
     cache_key: Tuple[Any, ...] = ()
     hop_info: Optional[ExecInfo] = None
     _open_lock: Any = None
+    #: What lives on the host as long as this connection (a gateway's copy of fabexec,
+    #: `fabexec.tree`), by name; each value's ``close()`` is called before the link closes.
+    kept: Dict[str, Any] = {}
+    kept_lock: Any = None
 
     def __init__(self, host: str, info: ExecInfo, config: Config) -> None:
         self._open_lock = threading.Lock()
+        self.kept, self.kept_lock = {}, threading.RLock()
         timeout = float(info.connect_timeout)
         # A dict of our own: given none, Fabric would use (and grow, one
         # IdentityFile per connection) the config's dict shared by every host.
@@ -207,6 +212,10 @@ class HostConnection(QuickMisses, Connection):
             return super().create_session()
 
     def close(self) -> None:
+        with self.kept_lock:
+            kept, self.kept = list(self.kept.values()), {}
+        for item in kept:
+            item.close()
         super().close()
         # Fabric leaves a ProxyJump hop's own connection open.
         if isinstance(self.gateway, Connection):

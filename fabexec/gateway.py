@@ -5,7 +5,8 @@ on its path (see `fabexec.bundle`), it reads one ``job`` frame on stdin (the
 command, the login and run settings that make sense here, its targets, key and
 known_hosts bytes, stdin bytes), runs a `PsshExecutor` on its targets (or, for
 a `Put`, unpacks the sources that follow in ``data`` frames and runs the
-ordinary `Put` from there), and
+ordinary `Put` from there; for a `Get`, runs the ordinary `Get` into a folder
+and sends each target's files back as a tar stream in ``data`` frames), and
 writes frames on stdout as things happen: ``start`` when a target's command is
 about to be sent, ``out`` per chunk of output, ``end`` per target with its exit
 code and typed error, ``done`` at the end. Its own keepalives, timeouts and
@@ -43,6 +44,9 @@ SETTINGS = ("user", "port", "strict_ssh", "connect_timeout", "keepalive_interval
 
 #: Bytes read from stdin at once.
 CHUNK = 256 * 1024
+
+#: Bytes of copied files per ``data`` frame.
+DATA_CHUNK = 1 << 20
 
 #: How long frames are gathered before they go, and how many bytes send at once.
 FLUSH_SECONDS = 0.02
@@ -220,6 +224,10 @@ def serve(folder: str) -> int:
         tag = str(job.header["tag"])
         if not re.fullmatch(r"[0-9a-z-]+", tag):
             raise FrameError(f"a job's tag is letters, digits and '-', not {tag!r:.80}")
+        gets = job.header.get("gets")
+        if gets is not None:
+            return _serve_get(list(job.header["targets"]), info, [str(g) for g in gets],
+                              parser, writer)
         copies = job.header.get("copies")
         if copies is not None:
             return _serve_put(list(job.header["targets"]), info, copies, early, parser,
@@ -319,6 +327,109 @@ def _serve_put(targets: List[str], info: ExecInfo, copies: List[Dict[str, Any]],
     finally:
         close_connections()
     return 0
+
+
+def _serve_get(targets: List[str], info: ExecInfo, sources: List[str], parser: Parser,
+               writer: Writer) -> int:
+    """A `Get` from the targets: the ordinary one into a folder on this host's disk (not
+    /dev/shm: files may be large), then per target, in turn, its files as a tar stream
+    in ``data`` frames (bounded memory), ``data-end``, and its ``end``."""
+    import tempfile
+
+    from .transfer import Copy, Transfer
+    running: Dict[str, Any] = {}
+
+    class Reachable(Transfer):
+        """The ordinary copy, which a ``kill`` frame or the client's leaving reaches."""
+
+        def _run(self) -> Dict[str, HostResult]:
+            running["transfer"] = self
+            if running.get("stopped"):
+                self.kill()
+            return super()._run()
+
+    def stop() -> None:
+        running["stopped"] = True
+        if "transfer" in running:
+            running["transfer"].kill()
+
+    threading.Thread(target=_listen, args=(parser, stop), daemon=True,
+                     name="fabexec-gw-stdin").start()
+    stage = tempfile.mkdtemp(prefix="fabexec-gw-")
+    try:
+        plan = {host: [Copy(src, os.path.join(stage, host), True) for src in sources]
+                for host in targets}
+        done = Reachable(plan, False, info)
+        for k, host in enumerate(targets):
+            staged = os.path.join(stage, host)
+            if os.path.isdir(staged):
+                writer.send({"kind": "get", "h": k})
+                send_tree(writer, staged)
+                remove_tree(staged)
+            writer.send({"kind": "end", "h": k, "code": done.exit_codes[host],
+                         "error": error_fields(done.errors.get(host)), "staged": staged})
+        writer.send({"kind": "done"})
+        writer.flush()
+    except OSError:
+        pass  # the client is gone
+    finally:
+        remove_tree(stage)
+        close_connections()
+    return 0
+
+
+def send_tree(writer: Any, folder: str) -> None:
+    """``folder``'s entries (not itself) as a tar stream in ``data`` frames, then
+    ``data-end``; each entry's access time goes along (a pax field tar does not fill)."""
+    stream = FrameWriter(writer.send)
+
+    def with_atime(member: tarfile.TarInfo) -> tarfile.TarInfo:
+        path = os.path.join(folder, member.name)
+        member.pax_headers = {**member.pax_headers,
+                              "atime": repr(os.lstat(path).st_atime)}
+        return member
+
+    with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(os.listdir(folder)):
+            tar.add(os.path.join(folder, name), arcname=name, filter=with_atime)
+    stream.flush()
+    writer.send({"kind": "data-end"})
+
+
+class FrameWriter:
+    """A file to write a tar stream to, sent as ``data`` frames of at most `DATA_CHUNK`."""
+
+    def __init__(self, send: Any) -> None:
+        self.send, self._pending = send, bytearray()
+
+    def write(self, data: bytes) -> int:
+        self._pending += data
+        while len(self._pending) >= DATA_CHUNK:
+            self.send({"kind": "data"}, bytes(self._pending[:DATA_CHUNK]))
+            del self._pending[:DATA_CHUNK]
+        return len(data)
+
+    def flush(self) -> None:
+        if self._pending:
+            self.send({"kind": "data"}, bytes(self._pending))
+            self._pending = bytearray()
+
+
+def remove_tree(folder: str) -> None:
+    """``rm -rf``, read-only folders too (a copy keeps a source's 0500)."""
+    import shutil
+
+    def writable(function: Any, path: str, _: Any) -> None:
+        parent = os.path.dirname(path)
+        try:
+            os.chmod(parent, 0o700)
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.chmod(path, 0o700)
+            function(path)
+        except OSError:
+            pass
+
+    shutil.rmtree(folder, onerror=writable)
 
 
 def _feed_sources(early: List[Frame], parser: Parser, pipe: int, stop: Any) -> None:

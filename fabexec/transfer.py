@@ -535,8 +535,8 @@ class Transfer(HostResults):
         if exec_info.gateways or exec_info.topology:  # through them, never around them
             from .tree import copy_through
             self._settle(copy_through(self))
-            return
-        self._settle(self._run())
+        else:
+            self._settle(self._run())
         self.stdout: Any = {h: "" for h in self.hosts}
         self.stderr: Any = {h: f"fabexec: {self.errors[h]}\n" if h in self.errors else ""
                             for h in self.hosts}

@@ -2,10 +2,11 @@
 
 The targets are shared among gateways (`fabexec.topology`). On each gateway,
 over its pooled connection, the client asks Python what it can run, brings
-fabexec if needed (`fabexec.bundle`), starts `fabexec.gateway` with the job and
-reads its frames (`fabexec.frames`) into the same Tees and results as a direct
-fan-out: live ``[host]`` lines, ``{host}`` files, ``collect_output`` and
-per-host results do not know the output came through a gateway.
+fabexec if needed (`fabexec.bundle`; once per connection, kept by `Library`),
+starts `fabexec.gateway` with the job and reads its frames (`fabexec.frames`)
+into the same Tees and results as a direct fan-out: live ``[host]`` lines,
+``{host}`` files, ``collect_output`` and per-host results do not know the
+output came through a gateway.
 
 Faults. A gateway that cannot be reached or cannot run fabexec, or whose link
 breaks or whose keepalives go unanswered mid-run, hands its targets whose
@@ -28,14 +29,18 @@ import re
 import shlex
 import sys
 import tarfile
+import tempfile
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import errors
 from .bundle import (
+    GatewayUnusableError,
     bundle,
     can_run_its_own,
     check_python,
+    holder_line,
+    own_hash,
     parse_probe,
     preamble,
     probe_line,
@@ -43,10 +48,16 @@ from .bundle import (
 )
 from .command import Command, new_tag, remote_line, shell_script
 from .connections import HostConnection, pool
-from .errors import ExecInfoError, GatewayError, HostError, KillFailedError
+from .errors import (
+    ExecInfoError,
+    GatewayError,
+    HostError,
+    KillFailedError,
+    TransferFailedError,
+)
 from .fanout import LINK_ERRORS
 from .frames import MAX_PAYLOAD, PROTOCOL, Frame, FrameError, Parser, encode
-from .gateway import ANSWER_ONLY, SETTINGS
+from .gateway import ANSWER_ONLY, SETTINGS, FrameWriter, remove_tree
 from .info import ExecInfo
 from .reaper import remote_kill_script
 from .results import HostResult
@@ -54,6 +65,7 @@ from .runners import CHUNK, KILL_TIMEOUT
 from .stdin import StdinSource
 from .tee import Outputs
 from .topology import Plan
+from .transfer import LOCAL, Copy, _Copier
 
 #: How long a gateway may take to answer the probe, on top of ``connect_timeout``.
 PROBE_TIMEOUT = 30.0
@@ -61,8 +73,8 @@ PROBE_TIMEOUT = 30.0
 #: A temporary folder of a gateway, as `fabexec.bundle.STAGE2` names it.
 GATEWAY_FOLDER = re.compile(r"^/[A-Za-z0-9_./-]*/fabexec-gw-[A-Za-z0-9_]+$")
 
-#: Bytes of a copy's sources per ``data`` frame.
-DATA_CHUNK = 1 << 20
+#: A gateway's kept copy of fabexec, as `fabexec.bundle.HOLDER` names it.
+LIBRARY_FOLDER = re.compile(r"^/[A-Za-z0-9_./-]*/fabexec-lib-[A-Za-z0-9_]+$")
 
 #: Most bytes of stdin sent through gateways (the job frame carries it whole).
 MAX_STDIN = MAX_PAYLOAD // 2
@@ -84,7 +96,8 @@ class TreeExecutor:
     """One command on ``hosts``, each through the gateway the plan gives it."""
 
     def __init__(self, cmd: Optional[Command], info: ExecInfo, hosts: List[str], plan: Plan,
-                 stdin: StdinSource, copies: Optional[List[Any]] = None) -> None:
+                 stdin: StdinSource, copies: Optional[List[Any]] = None,
+                 gets: Optional[Tuple[List[str], Dict[str, str]]] = None) -> None:
         if info.watchers:
             raise ExecInfoError("watchers", "cannot answer a command's output through gateways")
         self.info, self.hosts, self.plan = info, hosts, plan
@@ -95,6 +108,9 @@ class TreeExecutor:
         #: of a command; what each host got lands in ``copied``.
         self.copies = copies
         self.copied: Dict[str, List[str]] = {}
+        #: A `Get`'s sources, the same on every host, and where each host's files land here.
+        self.gets = gets
+        self.stop_placing = threading.Event()
         reader = stdin.reader()
         self.stdin = None if reader is None else _read_all(reader)
         if self.stdin is not None and len(self.stdin) > MAX_STDIN:
@@ -181,6 +197,7 @@ class TreeExecutor:
 
     def kill(self) -> None:
         """End every target's command through its gateway; stop the rest starting."""
+        self.stop_placing.set()
         with self._lock:
             self.stopping = True
             sessions = list(self.sessions)
@@ -202,6 +219,8 @@ class Session:
         self.tree, self.gateway, self.targets = tree, gateway, targets
         self.tag = f"{tree.tag}-gw{number}"
         self.sent: set = set()  # targets whose command the gateway sent
+        self.receiving: Optional[Receiving] = None  # a `Get`'s files of one target
+        self.placed: Dict[str, Tuple[List[str], Optional[HostError]]] = {}
         self.folder: Optional[str] = None
         self.channel: Any = None
         self.done = False
@@ -236,10 +255,11 @@ class Session:
             raise HostError(self.gateway, "not started: the run was stopped")
         cxn.open()
         probe = self._probe(cxn)
-        data = b""
+        lib = ""
         if not can_run_its_own(probe):
             check_python(self.gateway, probe)
-            data = bundle(probe.get("cache_tag", ""))
+            lib = library(cxn, self.gateway, str(probe.get("cache_tag", "")),
+                          self.tree.info.connect_timeout + PROBE_TIMEOUT)
         channel = cxn.create_session()
         with self._lock:
             self.channel = channel
@@ -250,7 +270,7 @@ class Session:
         script = stage2_line().encode()
         channel.exec_command(remote_line(script, self.tag))
         channel.sendall(script)
-        channel.sendall(preamble(data))
+        channel.sendall(preamble(lib.encode()))
         channel.sendall(self._job())
         if self.tree.copies is not None:
             self._send_sources(channel)
@@ -258,7 +278,7 @@ class Session:
 
     def _send_sources(self, channel: Any) -> None:
         """The copies' sources as a tar stream in ``data`` frames, then ``data-end``."""
-        stream = FrameStream(channel)
+        stream = FrameWriter(lambda header, payload: channel.sendall(encode(header, payload)))
         with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             for number, copy in enumerate(self.tree.copies or []):
                 tar.add(copy.src, arcname=f"{number}/{_name(copy.src)}")
@@ -302,11 +322,12 @@ class Session:
         if tree.stdin is not None:
             files.append(("stdin", tree.stdin))
         payload = b"".join(data for _, data in files)
+        gets = None if tree.gets is None else tree.gets[0]
         copies = None if tree.copies is None else [
             {"name": _name(c.src), "slash": c.src.endswith("/"), "dst": c.dst, "into": c.into}
             for c in tree.copies]
         header = {"kind": "job", "protocol": PROTOCOL, "cmd": tree.cmd_given,
-                  "tag": self.tag, "copies": copies,
+                  "tag": self.tag, "copies": copies, "gets": gets,
                   "targets": self.targets, "settings": settings,
                   "files": {name: len(data) for name, data in files}}
         if os.environ.get(ANSWER_ONLY_VAR):
@@ -343,8 +364,18 @@ class Session:
             host = self.targets[header["h"]]
             if isinstance(header.get("copied"), list):
                 self.tree.copied[host] = [str(path) for path in header["copied"]]
-            self.tree.end(host, HostResult(int(header["code"]),
-                                           _rebuild(host, header.get("error"))))
+            self.tree.end(host, self._got(host, header) if self.tree.gets is not None
+                          else HostResult(int(header["code"]),
+                                          _rebuild(host, header.get("error"))))
+        elif kind == "get" and self.tree.gets is not None and self.receiving is None:
+            self.receiving = Receiving(self.targets[header["h"]])
+        elif kind == "data" and self.receiving is not None:
+            self.receiving.write(frame.payload)
+        elif kind == "data-end" and self.receiving is not None:
+            receiving, self.receiving = self.receiving, None
+            self.placed[receiving.host] = receiving.place(
+                self.tree.gets[1][receiving.host],  # type: ignore[index]
+                self.tree.stop_placing)
         elif kind == "ready":
             folder = header.get("folder")
             self.folder = folder if isinstance(folder, str) and GATEWAY_FOLDER.match(folder) \
@@ -357,11 +388,30 @@ class Session:
         elif kind == "done":
             self.done = True
 
+    def _got(self, host: str, header: Dict[str, Any]) -> HostResult:
+        """A `Get`'s result for ``host``: the gateway's, with its folder's name told as
+        ours, unless placing the files here failed where the gateway's copy did not."""
+        copied, failed = self.placed.pop(host, ([], None))
+        self.tree.copied[host] = copied
+        fields = header.get("error")
+        if isinstance(fields, dict) and isinstance(header.get("staged"), str):
+            here = LOCAL.path(self.tree.gets[1][host])  # type: ignore[index]
+            fields = {**fields, "message": str(fields.get("message", "")).replace(
+                header["staged"], here)}
+        code = int(header["code"])
+        if failed is not None and code == 0:
+            return HostResult.of(failed)
+        return HostResult(code, _rebuild(host, fields))
+
     def _lost(self, cxn: HostConnection, why: str, dead: bool) -> None:
         """The gateway is gone: clean after it, hand over or end its unfinished targets."""
+        if self.receiving is not None:  # a Get's files cut short: none of them is placed
+            self.receiving.abandon()
+            self.receiving = None
         if dead:
+            frozen = cxn.dead_reason is not None  # before the close, which may take a while
             pool.drop(cxn)
-            self._clean(cxn)
+            self._clean(cxn, frozen)
         self.tree.mark_failed(self.gateway, why)
         ended = self.tree.ended()
         unsent = [h for h in self.targets if h not in ended and h not in self.sent]
@@ -395,10 +445,10 @@ class Session:
                      f"{reap.errors.get(host) or reap.stderr[host].strip() or code}"
                 for host, code in reap.exit_codes.items()}
 
-    def _clean(self, cxn: HostConnection) -> None:
+    def _clean(self, cxn: HostConnection, frozen: bool) -> None:
         """Remove the temporary folder of a gateway that could not (SIGKILLed), if it is
         reachable; a frozen one removes it itself once it runs again (its stdin closed)."""
-        if self.folder is None or cxn.dead_reason is not None:
+        if self.folder is None or frozen:
             return
         try:
             cxn.open()
@@ -421,23 +471,142 @@ class Session:
                 pass
 
 
-class FrameStream:
-    """A file to write a tar stream to, sent as ``data`` frames of `DATA_CHUNK` bytes."""
+class Library:
+    """fabexec brought to a gateway, kept there by `fabexec.bundle.HOLDER` on a session
+    of the gateway's connection, which closes it (its folder goes) as it closes."""
 
-    def __init__(self, channel: Any) -> None:
-        self.channel, self._pending = channel, bytearray()
+    def __init__(self, channel: Any, folder: str) -> None:
+        self.channel, self.folder = channel, folder
 
-    def write(self, data: bytes) -> int:
-        self._pending += data
-        while len(self._pending) >= DATA_CHUNK:
-            self.channel.sendall(encode({"kind": "data"}, bytes(self._pending[:DATA_CHUNK])))
-            del self._pending[:DATA_CHUNK]
-        return len(data)
+    @property
+    def alive(self) -> bool:
+        return not self.channel.closed and not self.channel.exit_status_ready()
 
-    def flush(self) -> None:
-        if self._pending:
-            self.channel.sendall(encode({"kind": "data"}, bytes(self._pending)))
-            self._pending = bytearray()
+    def close(self) -> None:
+        """End the keeper and wait until it has removed the folder (a dead link: sshd
+        ends the session once it notices, and the keeper removes it then)."""
+        transport = self.channel.get_transport()
+        healthy = transport is not None and transport.is_active() and \
+            getattr(transport, "dead_reason", None) is None
+        try:
+            if healthy:  # a frozen or lost host would only make the close wait
+                self.channel.shutdown_write()
+                self.channel.status_event.wait(KILL_TIMEOUT)
+        except LINK_ERRORS:
+            pass
+        finally:
+            self.channel.close()
+
+
+def library(cxn: HostConnection, gateway: str, cache_tag: str, timeout: float) -> str:
+    """The folder of fabexec on ``gateway``: the one this connection brought there
+    before, else the bundle pushed now (once per connection, not per run)."""
+    name = f"library-{cache_tag}-{own_hash()[:16]}"
+    with cxn.kept_lock:
+        kept = cxn.kept.get(name)
+        if kept is not None and kept.alive:
+            return kept.folder
+        if kept is not None:
+            kept.close()
+        data = bundle(cache_tag)
+        channel = cxn.create_session()
+        channel.settimeout(timeout)
+        channel.exec_command(holder_line())
+        channel.sendall(preamble(data))
+        line = bytearray()
+        while not line.endswith(b"\n"):
+            chunk = channel.recv(CHUNK)
+            if not chunk:
+                break
+            line += chunk
+        folder = line.decode(errors="replace").strip()
+        if not LIBRARY_FOLDER.match(folder):
+            why = bytearray()
+            while channel.recv_stderr_ready():
+                why += channel.recv_stderr(CHUNK)
+            channel.close()
+            said = why.decode(errors="replace").strip() or folder or "no answer"
+            raise GatewayUnusableError(gateway, f"fabexec could not be unpacked there: "
+                                       f"{said[-300:]}")
+        channel.settimeout(None)
+        cxn.kept[name] = Library(channel, folder)
+        return folder
+
+
+class Receiving:
+    """One target's files of a `Get`, as a tar stream in ``data`` frames: unpacked as they
+    come (through a pipe: a frame at a time in memory) into a private folder, then placed
+    by the ordinary copy from there, as a direct `Get` places them."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.folder = tempfile.mkdtemp(prefix="fabexec-get-")
+        read_end, self._pipe = os.pipe()
+        self.error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._unpack, args=(read_end,), daemon=True,
+                                        name=f"fabexec-get-{host}")
+        self._thread.start()
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._pipe, view):]
+
+    def _unpack(self, read_end: int) -> None:
+        with os.fdopen(read_end, "rb") as stream:
+            try:
+                times: List[Tuple[str, float, float]] = []
+                with tarfile.open(fileobj=stream, mode="r|") as tar:
+                    def members() -> Any:
+                        for member in tar:
+                            if "atime" in member.pax_headers and not member.issym():
+                                times.append((os.path.join(self.folder, member.name),
+                                              float(member.pax_headers["atime"]),
+                                              member.mtime))
+                            yield member
+                    if hasattr(tarfile, "tar_filter"):
+                        tar.extractall(self.folder, members=members(), filter=_as_they_are)
+                    else:
+                        tar.extractall(self.folder, members=members())
+                for path, atime, mtime in reversed(times):
+                    os.utime(path, (atime, mtime), follow_symlinks=False)
+            except (tarfile.TarError, OSError, ValueError) as e:
+                self.error = e
+                while stream.read(CHUNK):  # the frames still coming go nowhere
+                    pass
+
+    def abandon(self) -> None:
+        os.close(self._pipe)
+        self._thread.join()
+        remove_tree(self.folder)
+
+    def place(self, dst: str, stop: threading.Event) -> Tuple[List[str], Optional[HostError]]:
+        """Put the files where a direct `Get` puts them; what was written and what failed."""
+        os.close(self._pipe)
+        self._thread.join()
+        copied: List[str] = []
+        try:
+            if self.error is not None:
+                return copied, TransferFailedError(
+                    self.host, f"the files did not arrive whole from the gateway: {self.error}")
+            copier = _Copier(self.host, LOCAL, LOCAL, stop, copied)
+            copier.run([Copy(os.path.join(self.folder, name), dst, True)
+                        for name in sorted(os.listdir(self.folder))])
+            return copied, None
+        except TransferFailedError as e:
+            return copied, e
+        except OSError as e:
+            return copied, TransferFailedError(self.host, f"cannot place the files in "
+                                               f"{dst}: {e.strerror or e}")
+        finally:
+            remove_tree(self.folder)
+
+
+def _as_they_are(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
+    """tar's safety (no name outside the folder) without its changes of mode: a copy
+    keeps a file's mode as a direct one does."""
+    checked = tarfile.tar_filter(member, path)  # type: ignore[attr-defined]
+    return checked.replace(mode=member.mode, deep=False)
 
 
 def _name(path: str) -> str:
@@ -446,17 +615,31 @@ def _name(path: str) -> str:
 
 
 def copy_through(transfer: Any) -> Dict[str, HostResult]:
-    """A `Put` (``transfer``) through the gateways of its info: the sources go once to
-    each gateway, which copies them to its targets with the ordinary `Put`."""
+    """A `Put` or `Get` (``transfer``) through the gateways of its info.
+
+    A `Put`'s sources go once to each gateway, which copies them to its targets with
+    the ordinary `Put`. A `Get`: each gateway runs the ordinary `Get` into a folder of
+    its own and sends each target's files back as a tar stream in frames, which are
+    unpacked here and placed by the ordinary copy, as a direct `Get` places them.
+    """
     info = transfer.exec_info
     field = "gateways" if info.gateways else "topology"
-    if not transfer.push:
-        raise ExecInfoError(field, "Get does not go through gateways yet: give it an "
-                            "ExecInfo without them")
-    plans = list(transfer.plan.values())
-    copies = plans[0] if plans else []
-    if any(plan != copies for plan in plans):
-        raise ExecInfoError(field, "through gateways every host gets the same copies")
+    plans = transfer.plan
+    first = next(iter(plans.values()), [])
+    copies: Optional[List[Any]] = None
+    gets: Optional[Tuple[List[str], Dict[str, str]]] = None
+    if transfer.push:
+        copies = first
+        if any(plan != copies for plan in plans.values()):
+            raise ExecInfoError(field, "through gateways every host gets the same copies")
+    else:
+        sources = [c.src for c in first]
+        if any([c.src for c in plan] != sources or any(c.into is not True or c.dst != plan[0].dst
+                                                      for c in plan)
+               for plan in plans.values()):
+            raise ExecInfoError(field, "through gateways a Get takes the same sources from "
+                                "every host, each host's into a folder of its own")
+        gets = (sources, {host: plan[0].dst for host, plan in plans.items() if plan})
     from .results import split_local
     from .topology import plan as make_plan
     here, remote = split_local(transfer.hosts, info)
@@ -464,7 +647,7 @@ def copy_through(transfer: Any) -> Dict[str, HostResult]:
     if here or plan.direct:
         raise ExecInfoError(field, f"{(here + plan.direct)[0]} is on no gateway's route: a "
                             "copy through gateways reaches every host through one")
-    tree = TreeExecutor(None, info, remote, plan, StdinSource(None, len(remote)), copies)
+    tree = TreeExecutor(None, info, remote, plan, StdinSource(None, len(remote)), copies, gets)
     outputs = Outputs(remote, collect=False, hide=True, pipe_stdout=None, pipe_stderr=None,
                       stdout=sys.stdout, stderr=sys.stderr)
     tree.start(outputs)

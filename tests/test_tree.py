@@ -1,9 +1,9 @@
 """Fanning out through gateways (issue 15): the same results as direct PSSH, and faults.
 
 The gateways are sandbox nodes whose ``python3`` is Debian's, without fabexec or
-paramiko: every run brings fabexec there. What is left on a node (gateway
-processes, temporary folders, commands) is looked at on the node itself, over
-OpenSSH.
+paramiko: the first run over each connection brings fabexec there. What is left
+on a node (gateway processes, temporary folders, commands) is looked at on the
+node itself, over OpenSSH.
 """
 
 from __future__ import annotations
@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from fabexec import Exec, bundle, sandbox
+from fabexec import Exec, bundle, close_connections, sandbox
 from fabexec.errors import (
     CommandTimeoutError,
     ExecInfoError,
@@ -170,13 +172,21 @@ def test_ctrl_c_on_the_client_ends_every_command_through_the_gateways(
         end_sleeping(cluster, seconds)
 
 
-def test_gateway_whose_python_lacks_fabexec_gets_it_for_the_run_only(
+def test_gateway_whose_python_lacks_fabexec_gets_it_once_per_connection(
         cluster: SandboxCluster) -> None:
     lacking = openssh(cluster, "node1", "command -v python3; python3 -c 'import paramiko'")
     assert lacking.stdout.strip() == "/usr/bin/python3" and lacking.returncode != 0
-    node = Exec("hostname", tree_info(cluster, hosts=["node2", "node3"], gateways="node1"))
-    assert node.stdout == {"node2": "node2\n", "node3": "node3\n"}
-    assert gateway_leftovers(cluster, ["node1"]) == {}
+    close_connections()  # a copy of an earlier test's connection is not this one's
+    kept = "stat -c '%n %i' /dev/shm/fabexec-lib-* /tmp/fabexec-lib-* 2>/dev/null; true"
+    seen = []
+    for _ in range(2):
+        node = Exec("hostname", tree_info(cluster, hosts=["node2", "node3"], gateways="node1"))
+        assert node.stdout == {"node2": "node2\n", "node3": "node3\n"}
+        seen.append(openssh(cluster, "node1", kept).stdout.split())
+        assert gateway_leftovers(cluster, ["node1"]) == {}  # the runs' own folders went
+    assert len(seen[0]) == 2 and seen[1] == seen[0]  # one copy, pushed once, kept
+    close_connections()
+    assert openssh(cluster, "node1", f"{kept}; pgrep -af '[f]abexec-library'").stdout == ""
 
 
 def test_cli_runs_through_gateways_with_json_lines(cluster: SandboxCluster) -> None:
@@ -421,11 +431,41 @@ def test_wrong_gateways_keyword_is_named(changes: Dict[str, Any], field: str) ->
     assert caught.value.field == field
 
 
-def test_get_refuses_gateways_rather_than_go_around_them(tmp_path: Path) -> None:
+def test_get_through_gateways_places_what_a_direct_get_places(cluster: SandboxCluster,
+                                                              ghost_config: Path,
+                                                              tmp_path: Path) -> None:
     from fabexec import Get
-    with pytest.raises(ExecInfoError) as caught:
-        Get("/etc/hostname", str(tmp_path), pssh_info_without_cluster(gateways="gw1"))
-    assert caught.value.field == "gateways"
+    folder = f"/tmp/get-{unique_seconds()}"
+    make = (f"mkdir -p {folder}/app/ro && cd {folder} && head -c 2500000 /dev/urandom > app/big"
+            " && printf '#!/bin/sh\\necho %s\\n' $(hostname) > app/run.sh && chmod 750 "
+            "app/run.sh && chmod 664 app/big && ln -s run.sh app/link && "
+            "echo $(hostname) > app/ro/f && chmod 500 app/ro && "
+            "touch -h -d '2001-02-03 04:05:06' app/big app/link app && "
+            "[ $(hostname) = node2 ] && echo only-here > single; true")
+    hosts = ["node2", "node3"]
+    assert all(openssh(cluster, h, make).returncode == 0 for h in hosts)
+    sources = [f"{folder}/app", f"{folder}/single"]
+    got = {}
+    for way, more in (("direct", {}), ("tree", {"gateways": "node1"})):
+        got[way] = Get(sources, str(tmp_path / way), tree_info(
+            cluster, hosts=[*hosts, "ghost"], ssh_config=ghost_config, **more))
+    direct, tree = got["direct"], got["tree"]
+    assert tree.exit_codes == direct.exit_codes == {"node2": 0, "node3": 1, "ghost": 255}
+    assert {h: (type(e), str(e).replace("/tree", "/direct")) for h, e in tree.errors.items()} \
+        == {h: (type(e), str(e)) for h, e in direct.errors.items()}
+    assert {h: sorted(p.replace("/tree/", "/direct/") for p in tree.copied[h]) for h in hosts} \
+        == {h: sorted(direct.copied[h]) for h in hosts}
+    listing = ("cd {} && find . -mindepth 2 -printf '%P %m %y %l %s %T@\\n' | sort | "
+               "awk '$3 == \"l\" {{ $NF = \"\" }} 1' && md5sum */app/big")  # a link: made now
+    seen = [subprocess.run(listing.format(tmp_path / way), shell=True, capture_output=True,
+                           text=True, check=True).stdout for way in ("direct", "tree")]
+    assert seen[0] == seen[1]
+    assert "node2/app/run.sh 750 f" in seen[0] and "node2/single" in seen[0]
+    assert "node2/app/big 664 f  2500000 981173106." in seen[0]  # its mode and time
+    assert "node3/app/ro 500 d" in seen[0]
+    assert (tmp_path / "tree/node3/app/ro/f").read_text() == "node3\n"
+    assert gateway_leftovers(cluster, ["node1"]) == {}
+    assert not list(Path(tempfile.gettempdir()).glob("fabexec-get-*"))
 
 
 @pytest.mark.parametrize(("probe", "words"), [
