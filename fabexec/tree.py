@@ -450,14 +450,19 @@ class Session:
         reachable; a frozen one removes it itself once it runs again (its stdin closed)."""
         if self.folder is None or frozen:
             return
+        # A connection of its own: the pool dropped (closed) the session's, and a
+        # closed Fabric connection cannot be opened again.
+        own = HostConnection(cxn.original_host, cxn.hop_info, cxn.config)
         try:
-            cxn.open()
-            channel = cxn.create_session()
+            own.open()
+            channel = own.create_session()
             channel.exec_command(f"rm -rf -- {shlex.quote(self.folder)}")
             channel.status_event.wait(KILL_TIMEOUT)
             channel.close()
         except (HostError, *LINK_ERRORS):
             pass
+        finally:
+            own.close()
 
     def kill(self) -> None:
         """Ask the gateway to end every command it started."""
