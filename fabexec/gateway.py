@@ -272,23 +272,43 @@ def answer_only(targets: List[str], writer: Writer) -> int:
     return 0
 
 
+class StoppableCopy:
+    """The ordinary copy (`Put` or `Get`), which a ``kill`` frame or the client's
+    leaving reaches whenever it comes: before the copy starts, or while it runs."""
+
+    def __init__(self) -> None:
+        self.transfer: Any = None
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.transfer is not None:
+            self.transfer.kill()
+
+    def run(self, plan: Dict[str, Any], put: bool, info: ExecInfo) -> Any:
+        from .transfer import Transfer
+        copy = self
+
+        class Reachable(Transfer):
+            def _run(self) -> Dict[str, HostResult]:
+                copy.transfer = self
+                if copy.stopped:
+                    self.kill()
+                return super()._run()
+
+        return Reachable(plan, put, info)
+
+
 def _serve_put(targets: List[str], info: ExecInfo, copies: List[Dict[str, Any]],
                early: List[Frame], parser: Parser, writer: Writer, folder: str) -> int:
     """A `Put` to the targets: the sources come as a tar stream in ``data`` frames,
     are unpacked into ``folder`` and copied from there by the ordinary `Put`."""
-    from .transfer import Copy, Transfer
+    from .transfer import Copy
     sources = os.path.join(folder, "src")
     os.mkdir(sources, 0o700)
     read_end, write_end = os.pipe()
-    running: Dict[str, Any] = {}
-
-    def stop() -> None:
-        transfer = running.get("transfer")
-        running["stopped"] = True
-        if transfer is not None:
-            transfer.kill()
-
-    threading.Thread(target=_feed_sources, args=(early, parser, write_end, stop),
+    copy = StoppableCopy()
+    threading.Thread(target=_feed_sources, args=(early, parser, write_end, copy.stop),
                      daemon=True, name="fabexec-gw-stdin").start()
     try:
         with os.fdopen(read_end, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
@@ -301,21 +321,12 @@ def _serve_put(targets: List[str], info: ExecInfo, copies: List[Dict[str, Any]],
         writer.flush()
         return 1
 
-    class Reachable(Transfer):
-        """The ordinary copy, which a ``kill`` frame reaches while it runs."""
-
-        def _run(self) -> Dict[str, HostResult]:
-            running["transfer"] = self
-            if running.get("stopped"):
-                self.kill()
-            return super()._run()
-
     paths = [os.path.join(sources, str(k), c["name"]) + ("/" if c["slash"] else "")
              for k, c in enumerate(copies)]
     plan = {host: [Copy(path, str(c["dst"]), c["into"]) for path, c in zip(paths, copies)]
             for host in targets}
     try:
-        done = Reachable(plan, True, info)
+        done = copy.run(plan, True, info)
         for k, host in enumerate(targets):
             writer.send({"kind": "end", "h": k, "code": done.exit_codes[host],
                          "error": error_fields(done.errors.get(host)),
@@ -336,30 +347,15 @@ def _serve_get(targets: List[str], info: ExecInfo, sources: List[str], parser: P
     in ``data`` frames (bounded memory), ``data-end``, and its ``end``."""
     import tempfile
 
-    from .transfer import Copy, Transfer
-    running: Dict[str, Any] = {}
-
-    class Reachable(Transfer):
-        """The ordinary copy, which a ``kill`` frame or the client's leaving reaches."""
-
-        def _run(self) -> Dict[str, HostResult]:
-            running["transfer"] = self
-            if running.get("stopped"):
-                self.kill()
-            return super()._run()
-
-    def stop() -> None:
-        running["stopped"] = True
-        if "transfer" in running:
-            running["transfer"].kill()
-
-    threading.Thread(target=_listen, args=(parser, stop), daemon=True,
+    from .transfer import Copy
+    copy = StoppableCopy()
+    threading.Thread(target=_listen, args=(parser, copy.stop), daemon=True,
                      name="fabexec-gw-stdin").start()
     stage = tempfile.mkdtemp(prefix="fabexec-gw-")
     try:
         plan = {host: [Copy(src, os.path.join(stage, host), True) for src in sources]
                 for host in targets}
-        done = Reachable(plan, False, info)
+        done = copy.run(plan, False, info)
         for k, host in enumerate(targets):
             staged = os.path.join(stage, host)
             if os.path.isdir(staged):
