@@ -21,7 +21,8 @@ ROOT = Path(__file__).parent
 #: Open MPI beside the MPICH wheel. (docker/engine.sh installs the engine.)
 TEST_PACKAGES = {"sshd": "openssh-server", "sudo": "sudo", "mpiexec.openmpi": "openmpi-bin",
                  "dshbak": "pdsh", "clubak": "clustershell",  # readers of --label colon
-                 "scontrol": "slurm-client"}  # an oracle of Hostfile folding
+                 "scontrol": "slurm-client",  # an oracle of Hostfile folding
+                 "/usr/bin/python3": "python3"}  # the tree tests' gateways: Python, no fabexec
 
 
 @task
