@@ -139,7 +139,8 @@ def plan(targets: Sequence[str], gateways: Sequence[str] = (),
     peers: Dict[str, List[str]] = {}
     taken = set()
     for route in load(os.fspath(topology)):
-        mine = [t for t in targets if t in set(route.targets) and t not in taken]
+        routed = set(route.targets)
+        mine = [t for t in targets if t in routed and t not in taken]
         taken.update(mine)
         for gateway, share in split_evenly(route.gateways, mine).items():
             shares.setdefault(gateway, []).extend(share)

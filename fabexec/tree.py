@@ -735,7 +735,8 @@ def tree_executors(cmd: Command, info: ExecInfo, hosts: List[str],
     from .pssh import PsshExecutor
     from .topology import plan as make_plan
     plan = make_plan(hosts, info.gateways or (), info.topology)
-    routed = [h for h in hosts if h not in set(plan.direct)]
+    direct = set(plan.direct)
+    routed = [h for h in hosts if h not in direct]
     parts: List[Any] = []
     if routed:
         parts.append(TreeExecutor(cmd, info, routed, plan, stdin))
