@@ -688,7 +688,7 @@ def _ssh_routes(targets: List[str], info: ExecInfo) -> bytes:
     config = pool.ssh_config(info)
     blocks = []
     for target in targets:
-        found = config.lookup(target)
+        found = config.route(target)
         lines = [f"    {name} {found[key]}" for name, key in (("HostName", "hostname"),
                  ("Port", "port"), ("User", "user"))
                  if key in found and str(found[key]) != target and _plain(str(found[key]))]

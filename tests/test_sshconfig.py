@@ -54,6 +54,18 @@ Host gw
 Host *
     User %r
 """,
+    "a name its own line excludes, a home folder, canonical names": """
+Host node3 !node3
+    Port 9
+Host node2
+    User ~
+Host c*
+    CanonicalizeHostname yes
+    CanonicalDomains example.invalid
+    CanonicalizeFallbackLocal yes
+Host cx
+    Port 3
+""",
     "the same name in several blocks": """
 Host a
     IdentityFile ~/.ssh/one
@@ -73,6 +85,16 @@ HOSTS = ["node1", "node2", "node3", "node4", "node39", "n1", "n5", "ax", "bx", "
 @pytest.mark.parametrize("host", HOSTS)
 def test_lookup_matches_paramiko(text: str, host: str) -> None:
     assert SshConfigFile.from_text(text).lookup(host) == SSHConfig.from_text(text).lookup(host)
+
+
+@pytest.mark.parametrize("text", CONFIGS.values(), ids=list(CONFIGS))
+@pytest.mark.parametrize("host", HOSTS)
+def test_route_is_what_paramiko_looks_up(text: str, host: str) -> None:
+    """What a gateway is told of a target: HostName, Port and User as paramiko's whole
+    look-up gives them, whether `route` read the blocks itself or asked `lookup`."""
+    theirs = SSHConfig.from_text(text).lookup(host)
+    assert SshConfigFile.from_text(text).route(host) == {
+        key: theirs[key] for key in ("hostname", "port", "user") if key in theirs}
 
 
 def test_files_parsed_one_after_the_other_keep_their_order() -> None:
