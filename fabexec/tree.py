@@ -58,6 +58,7 @@ from .errors import (
 from .fanout import LINK_ERRORS
 from .frames import MAX_PAYLOAD, PROTOCOL, Frame, FrameError, Parser, encode
 from .gateway import ANSWER_ONLY, SETTINGS, FrameWriter, remove_tree
+from .hostkeys import SSH_PORT, shared_host_keys
 from .info import ExecInfo
 from .reaper import remote_kill_script
 from .results import HostResult
@@ -314,11 +315,14 @@ class Session:
         key = _key_file(info, cxn)
         if key is not None:
             files.append(("pkey", _read_file(key)))
-        if os.path.isfile(os.path.expanduser(cxn.known_hosts)):
-            files.append(("known_hosts", _read_file(cxn.known_hosts)))
-        routes = _ssh_routes(self.targets, info)
-        if routes:
-            files.append(("ssh_config", routes))
+        config = pool.ssh_config(info)
+        routes = {target: config.route(target) for target in self.targets}
+        known_hosts = os.path.expanduser(cxn.known_hosts)
+        if os.path.isfile(known_hosts):
+            files.append(("known_hosts", _known_lines(known_hosts, routes, info)))
+        ssh_config = _ssh_routes(routes)
+        if ssh_config:
+            files.append(("ssh_config", ssh_config))
         if tree.stdin is not None:
             files.append(("stdin", tree.stdin))
         payload = b"".join(data for _, data in files)
@@ -680,21 +684,29 @@ def _rebuild(host: str, fields: Any) -> Optional[HostError]:
     return error
 
 
-def _ssh_routes(targets: List[str], info: ExecInfo) -> bytes:
-    """An ssh_config for the gateway: each target's HostName, Port and User as ours says.
+def _ssh_routes(routes: Dict[str, Dict[str, str]]) -> bytes:
+    """An ssh_config for the gateway: each target's HostName, Port and User as ours says
+    (``routes``, `fabexec.sshconfig.SshConfigFile.route`).
 
     Only these: paths (keys, known_hosts) and hops are this machine's, not the gateway's.
     """
-    config = pool.ssh_config(info)
     blocks = []
-    for target in targets:
-        found = config.route(target)
+    for target, found in routes.items():
         lines = [f"    {name} {found[key]}" for name, key in (("HostName", "hostname"),
                  ("Port", "port"), ("User", "user"))
                  if key in found and str(found[key]) != target and _plain(str(found[key]))]
         if lines:
             blocks.append(f"Host {target}\n" + "\n".join(lines) + "\n")
     return "".join(blocks).encode()
+
+
+def _known_lines(path: str, routes: Dict[str, Dict[str, str]], info: ExecInfo) -> bytes:
+    """The lines of the known_hosts file ``path`` that may name one of the targets, under
+    its name or its HostName, on its port or the one ``info`` gives."""
+    hosts = [(name, int(port)) for target, found in routes.items()
+             for name in {target, found.get("hostname", target)}
+             for port in {found.get("port") or SSH_PORT, info.port or SSH_PORT}]
+    return shared_host_keys(path).excerpt(hosts).encode()
 
 
 def _plain(value: str) -> bool:

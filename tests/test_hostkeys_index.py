@@ -154,6 +154,22 @@ def test_a_remembered_key_is_appended_and_found(tmp_path: Path) -> None:
     assert KnownHosts(str(path), path.read_text()).check("[node2]:2222", B).status is Status.KNOWN
 
 
+def test_an_excerpt_keeps_every_line_that_may_name_the_hosts_and_no_other() -> None:
+    """What a gateway is sent: for its targets it answers as the whole file does."""
+    lines = [line("node1,[10.0.0.1]:2201", A), line("node2,[10.0.0.2]:2202", B),
+             line("[10.0.0.3]:2203", C), line("node3", A, "@revoked"), line("node4", B),
+             line(HostKeys.hash_host("[node9]:22"), C), line("gw*,!gw2", A),
+             "# a comment\n", line("10.0.0.2", C)]
+    whole = known("".join(lines))
+    hosts = [("node3", 22), ("10.0.0.3", 2203), ("node2", 22), ("10.0.0.2", 2202)]
+    excerpt = whole.excerpt(hosts)
+    assert excerpt == "".join(lines[i] for i in (1, 2, 3, 5, 6, 8))
+    part = known(excerpt)
+    for name in ("node3", "[10.0.0.3]:2203", "node2", "[10.0.0.2]:2202", "[node9]:22", "gw1"):
+        for key in (A, B, C):
+            assert part.check(name, key).status is whole.check(name, key).status
+
+
 def test_a_file_is_parsed_once_and_again_when_it_changes(tmp_path: Path) -> None:
     path = tmp_path / "known_hosts"
     path.write_text(line("node1", A))
