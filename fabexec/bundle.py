@@ -1,8 +1,9 @@
 """Getting fabexec onto a gateway that has only Python 3: asked, then brought.
 
-The client first asks the gateway's ``python3`` (`probe_line`) for its version,
-platform and whether it can import this very fabexec (same source, found by a
-hash of its files) with its dependencies. If it can, the gateway runs that one.
+The gateway's ``python3`` (`STAGE2`, one session a run) first says on a line of
+its own (`PROBE`) its version, platform and whether it can import this very
+fabexec (same source, found by a hash of its files) with its dependencies, then
+waits to be told which fabexec to run. If it can import this one, it runs that.
 If not, the client's own packages (fabexec and the installed closure of its
 requirements, found through `importlib.metadata`) travel once per connection as a
 gzipped tar to a small keeper (`HOLDER`) on a session of their own, are unpacked
@@ -31,7 +32,7 @@ import sysconfig
 import tarfile
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .errors import HostError
 
@@ -72,7 +73,7 @@ def package_hash(folder: str) -> str:
 
 
 _PROBE_BODY = """
-import importlib.util, json, sys, sysconfig
+import importlib.util, json, sysconfig
 def found(name):
     try:
         return importlib.util.find_spec(name) is not None
@@ -84,15 +85,13 @@ if spec and spec.submodule_search_locations:
     ours = package_hash(list(spec.submodule_search_locations)[0])
 print(json.dumps({"python": list(sys.version_info[:3]), "impl": sys.implementation.name,
                   "platform": sysconfig.get_platform(), "cache_tag": sys.implementation.cache_tag,
-                  "fabexec": ours, "missing": [m for m in NEEDED if not found(m)]}))
+                  "fabexec": ours, "missing": [m for m in NEEDED if not found(m)]}),
+      flush=True)
 """
 
-
-def probe_line() -> str:
-    """The command that asks a gateway's Python what it is and what it can import."""
-    script = ("import hashlib, os\n" + inspect.getsource(package_hash)
-              + f"NEEDED = {list(NEEDED_MODULES)!r}\n" + _PROBE_BODY)
-    return f"{shlex.quote(gateway_python())} -I -c {shlex.quote(script)}"
+#: What a gateway's Python says first: what it is and what it can import, as a JSON line.
+PROBE = ("import hashlib, os\n" + inspect.getsource(package_hash)
+         + f"NEEDED = {list(NEEDED_MODULES)!r}\n" + _PROBE_BODY)
 
 
 _COMMON = r"""
@@ -141,9 +140,10 @@ finally:
     gone()
 """
 
-#: The gateway's program: the folder of the fabexec to run (its length, then its name;
-#: empty when the gateway's own fabexec serves) comes first on stdin, then the frames.
-STAGE2 = _COMMON + r"""
+#: The gateway's program: once it has said what it is (`PROBE`), the folder of the
+#: fabexec to run (its length, then its name; empty when the gateway's own fabexec
+#: serves) comes first on stdin, then the frames.
+STAGE2 = _COMMON + PROBE + r"""
 folder = tempfile.mkdtemp(prefix="fabexec-gw-", dir=where())
 code = 1
 try:
@@ -284,14 +284,16 @@ def preamble(data: bytes) -> bytes:
     return struct.pack(">Q", len(data)) + data
 
 
-def parse_probe(gateway: str, text: str) -> Dict[str, Any]:
-    """The probe's answer, or `GatewayUnusableError` saying what came instead."""
-    for line in reversed(text.splitlines()):
-        try:
-            answer = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(answer, dict) and "python" in answer:
-            return answer
-    raise GatewayUnusableError(gateway, f"{gateway_python()} did not answer as expected: "
-                               f"{text.strip()[-300:] or 'no output'}")
+def read_probe(line: bytes) -> Optional[Dict[str, Any]]:
+    """The probe's answer if ``line`` is one (a login script may print lines before it)."""
+    try:
+        answer = json.loads(line)
+    except ValueError:
+        return None
+    return answer if isinstance(answer, dict) and "python" in answer else None
+
+
+def probe_failure(gateway: str, text: str) -> GatewayUnusableError:
+    """What the gateway said instead of answering the probe (``text``: its output)."""
+    return GatewayUnusableError(gateway, f"{gateway_python()} did not answer as expected: "
+                                f"{text.strip()[-300:] or 'no output'}")

@@ -41,9 +41,9 @@ from .bundle import (
     check_python,
     holder_line,
     own_hash,
-    parse_probe,
     preamble,
-    probe_line,
+    probe_failure,
+    read_probe,
     stage2_line,
 )
 from .command import Command, new_tag, remote_line, shell_script
@@ -255,27 +255,30 @@ class Session:
         if self.tree.stopping:
             raise HostError(self.gateway, "not started: the run was stopped")
         cxn.open()
-        probe = self._probe(cxn)
-        lib = ""
-        if not can_run_its_own(probe):
-            check_python(self.gateway, probe)
-            lib = library(cxn, self.gateway, str(probe.get("cache_tag", "")),
-                          self.tree.info.connect_timeout + PROBE_TIMEOUT)
         channel = cxn.create_session()
-        with self._lock:
-            self.channel = channel
-            killed = self._killed
-        if killed:
-            channel.close()
-            raise HostError(self.gateway, "not started: the run was stopped")
         script = stage2_line().encode()
-        channel.exec_command(remote_line(script, self.tag))
-        channel.sendall(script)
+        try:
+            channel.exec_command(remote_line(script, self.tag))
+            channel.sendall(script)
+            probe, early = self._probe(channel)
+            lib = ""
+            if not can_run_its_own(probe):
+                check_python(self.gateway, probe)
+                lib = library(cxn, self.gateway, str(probe.get("cache_tag", "")),
+                              self.tree.info.connect_timeout + PROBE_TIMEOUT)
+            with self._lock:  # from here on, kill() sends the gateway a kill frame
+                self.channel = channel
+                killed = self._killed
+            if killed:
+                raise HostError(self.gateway, "not started: the run was stopped")
+        except HostError:
+            channel.close()  # the gateway's Python, waiting for its orders, ends
+            raise
         channel.sendall(preamble(lib.encode()))
         channel.sendall(self._job())
         if self.tree.copies is not None:
             self._send_sources(channel)
-        self._read(channel, cxn)
+        self._read(channel, cxn, early)
 
     def _send_sources(self, channel: Any) -> None:
         """The copies' sources as a tar stream in ``data`` frames, then ``data-end``."""
@@ -286,23 +289,26 @@ class Session:
         stream.flush()
         channel.sendall(encode({"kind": "data-end"}))
 
-    def _probe(self, cxn: HostConnection) -> Dict[str, Any]:
-        channel = cxn.create_session()
+    def _probe(self, channel: Any) -> Tuple[Dict[str, Any], bytes]:
+        """The gateway's first word (`fabexec.bundle.PROBE`): what its Python is and can
+        import, on a line after whatever a login script printed; and what came after it."""
         channel.settimeout(self.tree.info.connect_timeout + PROBE_TIMEOUT)
-        try:
-            channel.exec_command(probe_line())
-            channel.shutdown_write()
-            out, err = bytearray(), bytearray()
-            while True:
-                chunk = channel.recv(CHUNK)
-                if not chunk:
-                    break
-                out += chunk
-            while channel.recv_stderr_ready():
-                err += channel.recv_stderr(CHUNK)
-        finally:
-            channel.close()
-        return parse_probe(self.gateway, (out + err).decode(errors="replace"))
+        out = bytearray()
+        while True:
+            chunk = channel.recv(CHUNK)
+            if not chunk:
+                break
+            out += chunk
+            lines = bytes(out).split(b"\n")
+            for number, line in enumerate(lines[:-1]):  # whole lines
+                probe = read_probe(line)
+                if probe is not None:
+                    channel.settimeout(None)
+                    return probe, b"\n".join(lines[number + 1:])
+        err = bytearray()
+        while channel.recv_stderr_ready():
+            err += channel.recv_stderr(CHUNK)
+        raise probe_failure(self.gateway, (out + err).decode(errors="replace"))
 
     def _job(self) -> bytes:
         """The job frame: settings, targets, and the key, known_hosts and stdin as bytes."""
@@ -338,9 +344,11 @@ class Session:
             header[ANSWER_ONLY] = True
         return encode(header, payload)
 
-    def _read(self, channel: Any, cxn: HostConnection) -> None:
+    def _read(self, channel: Any, cxn: HostConnection, early: bytes) -> None:
         parser, tees = Parser(), self.tree.outputs.tees
         stderr = bytearray()
+        for frame in parser.feed(early):
+            self._handle(frame, tees)
         while True:
             data = channel.recv(CHUNK)
             while channel.recv_stderr_ready():
