@@ -23,7 +23,8 @@ from .seams import GlobalReplies, send_global_request
 DEFAULT_INTERVAL = 15.0
 DEFAULT_COUNT = 3
 
-#: How often the monitor looks at its transports.
+#: How late the monitor may act on a deadline or a keepalive: it sleeps until the next
+#: is due (a run of 30 s on 32 gateways cost 50 ms of CPU when it woke every 0.1 s).
 TICK = 0.1
 
 
@@ -88,6 +89,7 @@ class Monitor:
             weakref.WeakKeyDictionary()
         self._deadlines: Set[Deadline] = set()
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._thread: Optional[threading.Thread] = None
 
     def watch(self, transport: KeepaliveTransport, interval: float, count: int) -> None:
@@ -95,43 +97,50 @@ class Monitor:
             return
         with self._lock:
             self._watches[transport] = _Watch(interval, count)
-            self._ensure_thread()
+            self._wake()
 
     def after(self, seconds: float, action: Callable[[], None]) -> Deadline:
         """Call ``action`` in ``seconds`` (to within `TICK`) unless cancelled."""
         deadline = Deadline(time.monotonic() + seconds, action)
         with self._lock:
             self._deadlines.add(deadline)
-            self._ensure_thread()
+            self._wake()
         return deadline
 
     def cancel(self, deadline: Deadline) -> None:
         with self._lock:
             self._deadlines.discard(deadline)
 
-    def _ensure_thread(self) -> None:
+    def _wake(self) -> None:
+        """Something new may be due sooner (the lock held): start or wake the thread."""
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._loop, daemon=True,
                                             name="fabexec-keepalive")
             self._thread.start()
+        else:
+            self._changed.notify()
 
     def _loop(self) -> None:
         while True:
-            time.sleep(TICK)
-            now = time.monotonic()
             with self._lock:
                 if not self._watches and not self._deadlines:
                     self._thread = None
                     return  # nothing to do; a later call starts a new thread
                 watches = list(self._watches.items())
-                due = [d for d in self._deadlines if d.due <= now]
+                now = time.monotonic()
+                due = [d for d in self._deadlines if d.due <= now + TICK / 2]
+                checked = [(t, w) for t, w in watches if w.next_probe <= now + TICK / 2]
+                if not due and not checked:
+                    soonest = min([d.due for d in self._deadlines]
+                                  + [w.next_probe for _, w in watches])
+                    self._changed.wait(soonest - now)
+                    continue
                 self._deadlines.difference_update(due)
             for deadline in due:
                 deadline.action()
-            for transport, watch in watches:
-                if now >= watch.next_probe:
-                    watch.next_probe = now + watch.interval
-                    self._check(transport, watch)
+            for transport, watch in checked:
+                watch.next_probe = now + watch.interval
+                self._check(transport, watch)
 
     def _check(self, transport: KeepaliveTransport, watch: _Watch) -> None:
         if not transport.is_active():
