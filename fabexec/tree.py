@@ -274,8 +274,7 @@ class Session:
         except HostError:
             channel.close()  # the gateway's Python, waiting for its orders, ends
             raise
-        channel.sendall(preamble(lib.encode()))
-        channel.sendall(self._job())
+        channel.sendall(preamble(lib.encode()) + self._job())  # one packet where they fit
         if self.tree.copies is not None:
             self._send_sources(channel)
         self._read(channel, cxn, early)
