@@ -349,10 +349,16 @@ class KnownHostsClient(SSHClient):
     def connect(self, hostname: str, port: int = SSH_PORT, *args: Any, **kwargs: Any) -> Any:
         known = shared_host_keys(self.known_hosts).key_types(_lookup_name(hostname, port))
         make = kwargs.pop("transport_factory", None) or Transport
+        # paramiko gives the key exchange 15 s after the banner, whatever the caller's
+        # timeouts: with a thousand handshakes at once on a loaded machine sshd took
+        # longer, and the host was lost to a bare EOFError. It gets as long as the banner.
+        handshake = kwargs.get("banner_timeout")
 
         def transport(*a: Any, **kw: Any) -> Transport:
             made = make(*a, **kw)
             prefer_key_types(made, known)
+            if handshake is not None:
+                made.handshake_timeout = max(made.handshake_timeout, handshake)
             return made
         return super().connect(hostname, port, *args, transport_factory=transport, **kwargs)
 

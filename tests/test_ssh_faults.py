@@ -7,8 +7,10 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Tuple
+from typing import Any, Iterator, List, Tuple
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -245,3 +247,61 @@ def test_host_silent_while_authenticating_is_unreachable_not_refused(cluster: Cl
     assert node.exit_codes == {"stalls": UNREACHABLE, cluster.hosts[1]: 0}
     assert isinstance(node.errors["stalls"], UnreachableError)
     assert "within 2 s" in str(node.errors["stalls"])
+
+
+
+@contextmanager
+def answering_late(address: Tuple[str, int], seconds: float) -> Iterator[Tuple[str, int]]:
+    """A loopback port passing one connection to ``address``, holding back what the
+    server says after its banner for ``seconds``: a node too loaded to go on."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = threading.Event()
+    sockets: List[socket.socket] = [listener]
+
+    def pump(source: socket.socket, sink: socket.socket, hold: bool) -> None:
+        try:
+            if hold:  # the banner line as it comes, then nothing for a while
+                byte = b""
+                while byte != b"\n":
+                    byte = source.recv(1)
+                    if not byte:
+                        return
+                    sink.sendall(byte)
+                held.wait(seconds)
+            while True:
+                chunk = source.recv(65536)
+                if not chunk:
+                    break
+                sink.sendall(chunk)
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def relay() -> None:
+        client, _ = listener.accept()
+        server = socket.create_connection(address)
+        sockets.extend((client, server))
+        for source, sink, hold in ((client, server, False), (server, client, True)):
+            threading.Thread(target=pump, args=(source, sink, hold), daemon=True).start()
+
+    threading.Thread(target=relay, daemon=True).start()
+    try:
+        yield listener.getsockname()[:2]
+    finally:
+        held.set()
+        for sock in sockets:
+            sock.close()
+
+
+def test_a_host_slow_to_start_its_key_exchange_has_the_whole_connect_timeout(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """paramiko gives the key exchange 15 s of its own, whatever the caller's timeouts: a
+    node silent for 16 s after its banner (as under a thousand handshakes at once on a
+    loaded machine) was lost to a bare EOFError inside a 40 s connect_timeout."""
+    host = cluster.hosts[0]
+    with answering_late(cluster.addresses[host], 16) as address:
+        config = ssh_config_with(cluster, tmp_path / "ssh_config", {"late": address})
+        node = Exec("hostname", pssh_info(cluster, hosts=["late", cluster.hosts[1]],
+                                          ssh_config=config, connect_timeout=40))
+    assert node.exit_codes == {"late": 0, cluster.hosts[1]: 0}, node.errors
+    assert node.stdout["late"] == expected_hostname(cluster, host) + "\n"
