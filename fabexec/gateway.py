@@ -7,9 +7,8 @@ known_hosts bytes, stdin bytes), runs a `PsshExecutor` on its targets (or, for
 a `Put`, unpacks the sources that follow in ``data`` frames and runs the
 ordinary `Put` from there; for a `Get`, runs the ordinary `Get` into a folder
 and sends each target's files back as a tar stream in ``data`` frames), and
-writes frames on stdout as things happen: ``start`` when a target's command is
-about to be sent, ``out`` per chunk of output, ``end`` per target with its exit
-code and typed error, ``done`` at the end. Its own keepalives, timeouts and
+writes frames on stdout as things happen: ``out`` per chunk of output, ``end``
+per target with its exit code and typed error, ``done`` at the end. Its own keepalives, timeouts and
 reaper serve its targets exactly as they serve a client's.
 
 A ``kill`` frame, its stdin closing (the client is gone) or SIGTERM/SIGHUP end
@@ -28,7 +27,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from .connections import HostConnection, close_connections
+from .connections import close_connections
 from .errors import FabexecError, HostError
 from .fanout import FanOut
 from .frames import PROTOCOL, Frame, FrameError, Parser, encode
@@ -160,7 +159,7 @@ class ReportingFanOut(FanOut):
 
 
 class GatewayExecutor(PsshExecutor):
-    """`PsshExecutor` that says when each target's command is sent and how it ended."""
+    """`PsshExecutor` that says how each target's command ended as it ends."""
 
     def __init__(self, cmd: Any, info: ExecInfo, hosts: List[str], writer: Writer,
                  tag: str) -> None:
@@ -169,10 +168,6 @@ class GatewayExecutor(PsshExecutor):
         self.tag = tag
         self.writer = writer
         self.fanout = ReportingFanOut(hosts, info, writer)
-
-    def _run_host(self, host: str, cxn: HostConnection) -> Optional[HostResult]:
-        self.writer.send({"kind": "start", "h": self.fanout.index[host]})  # type: ignore
-        return super()._run_host(host, cxn)
 
 
 def job_info(job: Frame, folder: str) -> ExecInfo:

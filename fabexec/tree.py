@@ -9,13 +9,15 @@ into the same Tees and results as a direct fan-out: live ``[host]`` lines,
 output came through a gateway.
 
 Faults. A gateway that cannot be reached or cannot run fabexec, or whose link
-breaks or whose keepalives go unanswered mid-run, hands its targets whose
-command was not sent yet to a peer gateway still alive (its topology line, or
-any of the list); a target whose command was sent is not run twice (it may
-have done part of its work): what the lost gateway started there is ended
-through a live peer (the reaper, looking for the tag the client gave that
-gateway's commands), and it ends with 255 and a `GatewayError` naming the
-gateway, as does a target no live gateway is left for. ``kill()``, a timeout's
+breaks before it has the whole job, hands its targets to a peer gateway still
+alive (its topology line, or any of the list). Once it has the job, a target it
+has not reported is never sent elsewhere, since its command may have started
+(a gateway's word that it did would cost a packet a target to send in time,
+and could still come too late): when its link breaks or its keepalives go
+unanswered, what it started is ended through a live peer (the reaper, looking
+for the tag the client gave that gateway's commands), and the target ends with
+255 and a `GatewayError` naming the gateway, as does a target no live gateway
+is left for. ``kill()``, a timeout's
 kill and Ctrl-C send each gateway a ``kill`` frame (closing the channel does
 the same); the gateway ends its targets' commands through the usual reaper and
 reports them. What a SIGKILLed gateway leaves (its temporary folder) is removed
@@ -219,7 +221,7 @@ class Session:
     def __init__(self, tree: TreeExecutor, gateway: str, targets: List[str], number: int) -> None:
         self.tree, self.gateway, self.targets = tree, gateway, targets
         self.tag = f"{tree.tag}-gw{number}"
-        self.sent: set = set()  # targets whose command the gateway sent
+        self.job_sent = False  # from then on, the gateway may start its targets' commands
         self.receiving: Optional[Receiving] = None  # a `Get`'s files of one target
         self.placed: Dict[str, Tuple[List[str], Optional[HostError]]] = {}
         self.folder: Optional[str] = None
@@ -275,6 +277,7 @@ class Session:
             channel.close()  # the gateway's Python, waiting for its orders, ends
             raise
         channel.sendall(preamble(lib.encode()) + self._job())  # one packet where they fit
+        self.job_sent = True  # whole: a job cut short starts nothing
         if self.tree.copies is not None:
             self._send_sources(channel)
         self._read(channel, cxn, early)
@@ -369,8 +372,6 @@ class Session:
         if kind == "out":
             host = self.targets[header["h"]]
             tees[host]["stdout" if header["s"] == "o" else "stderr"].write(frame.payload)
-        elif kind == "start":
-            self.sent.add(self.targets[header["h"]])
         elif kind == "end":
             host = self.targets[header["h"]]
             if isinstance(header.get("copied"), list):
@@ -425,8 +426,8 @@ class Session:
             self._clean(cxn, frozen)
         self.tree.mark_failed(self.gateway, why)
         ended = self.tree.ended()
-        unsent = [h for h in self.targets if h not in ended and h not in self.sent]
-        started = [h for h in self.targets if h not in ended and h in self.sent]
+        unfinished = [h for h in self.targets if h not in ended]
+        unsent, started = ([], unfinished) if self.job_sent else (unfinished, [])
         if started:
             how = self._reap(started)
             for host in started:

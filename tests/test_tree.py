@@ -278,6 +278,38 @@ def test_gateway_killed_mid_run_ends_its_started_targets_through_a_peer_with_255
         end_sleeping(cluster, seconds)
 
 
+def test_a_target_a_lost_gateway_had_not_reported_is_not_run_elsewhere(
+        cluster: SandboxCluster, tmp_path: Path) -> None:
+    """node4 (frozen) is still being connected to when its gateway dies: the gateway
+    had the job, so node4's command may have started as far as the client can tell; it
+    is not sent again through node2 but ends with 255 naming the gateway, never run."""
+    seconds = unique_seconds()
+    marker = f"/tmp/fabexec-ran-{seconds}"
+    command = (f'if {_only(cluster, "node3")}; then echo started; sleep {seconds}; '
+               f'elif {_only(cluster, "node4")}; then touch {marker}; else echo quick; fi')
+    cluster.freeze("node4")
+    try:
+        # node1 serves node3 and node4, node2 serves node1 (a target too, done at once).
+        node = Exec(command, tree_info(cluster, hosts=["node3", "node4", "node1"],
+                                       exec_async=True, gateways=["node1", "node2"],
+                                       pipe_stdout=str(tmp_path / "{host}.out")))
+        assert eventually(lambda: (tmp_path / "node3.out").read_bytes() == b"started\n")
+        assert eventually(lambda: (tmp_path / "node1.out").read_bytes() == b"quick\n")
+        cluster.crash("node1")
+        cluster.thaw("node4")
+        node.wait()
+        assert {h: node.exit_codes[h] for h in ("node3", "node4")} == {"node3": 255, "node4": 255}
+        for host in ("node3", "node4"):
+            error = node.errors[host]
+            assert isinstance(error, GatewayError) and error.gateway == "node1"
+        assert openssh(cluster, "node4", f"test -e {marker}").returncode == 1
+        assert sleeping(cluster, "node3", seconds) == []
+    finally:
+        cluster.thaw("node4")
+        end_sleeping(cluster, seconds)
+        openssh(cluster, "node4", f"rm -f {marker}")
+
+
 def test_frozen_gateway_is_noticed_by_its_keepalives(cluster: SandboxCluster,
                                                     tmp_path: Path) -> None:
     seconds = unique_seconds()
