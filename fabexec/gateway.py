@@ -47,12 +47,19 @@ CHUNK = 256 * 1024
 #: Bytes of copied files per ``data`` frame.
 DATA_CHUNK = 1 << 20
 
-#: How long frames are gathered before they go (ClusterShell's gateways: 0.25 s too),
-#: and how many bytes send at once. Each packet the client reads costs it about 0.1 ms
-#: of paramiko and a wake of its reading thread: gathered for 20 ms, a target's frames
-#: (its start, its output and end) still came in two packets, 0.2 to 0.3 ms a target.
+#: How long frames are gathered before they go while the client prints output as it
+#: comes (ClusterShell's gateways: 0.25 s too), and how many bytes send at once. Each
+#: packet the client reads costs it about 0.1 ms of paramiko (more on a loaded machine)
+#: and a wake of its reading thread: gathered for 20 ms, a target's frames still came in
+#: two packets, 0.2 to 0.3 ms a target.
 FLUSH_SECONDS = 0.25
 FLUSH_BYTES = 256 * 1024
+
+#: How long they are gathered when nobody watches them come (output hidden: collected,
+#: written to files): results arrive within a second, in fewer packets. At most
+#: `MAX_GATHER` whatever a job asks.
+QUIET_FLUSH_SECONDS = 1.0
+MAX_GATHER = 2.0
 
 #: The job field of the protocol-only mode (bench/tree.py, see `fabexec.tree`): every
 #: target is answered at once with an empty result (0, no output), none connected to.
@@ -60,7 +67,7 @@ ANSWER_ONLY = "answer_only"
 
 
 class Writer:
-    """Frames to a descriptor, whole, gathered for at most `FLUSH_SECONDS`.
+    """Frames to a descriptor, whole, gathered for at most ``gather`` seconds.
 
     Every host's thread sends. Written one by one, each small frame (a
     target's start, its end) would cross the client's SSH link as a packet of
@@ -75,6 +82,7 @@ class Writer:
         self._pending = bytearray()
         self._due = threading.Event()
         self.broken: Optional[OSError] = None
+        self.gather = FLUSH_SECONDS
         threading.Thread(target=self._flush_often, daemon=True, name="fabexec-gw-out").start()
 
     def send(self, header: Dict[str, Any], payload: bytes = b"") -> None:
@@ -105,7 +113,7 @@ class Writer:
     def _flush_often(self) -> None:
         while True:
             self._due.wait()
-            time.sleep(FLUSH_SECONDS)
+            time.sleep(self.gather)
             self._due.clear()
             try:
                 self.flush()
@@ -216,6 +224,9 @@ def serve(folder: str) -> int:
             return 0  # the client left before sending work
         if job.kind != "job" or job.header.get("protocol") != PROTOCOL:
             raise FrameError(f"expected a job of protocol {PROTOCOL}, got {job.header!r:.200}")
+        gather = job.header.get("gather", FLUSH_SECONDS)
+        if isinstance(gather, (int, float)):
+            writer.gather = min(max(float(gather), 0.0), MAX_GATHER)
         if job.header.get(ANSWER_ONLY) is True:
             return answer_only(list(job.header["targets"]), writer)
         info = job_info(job, folder)

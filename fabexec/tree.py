@@ -59,7 +59,14 @@ from .errors import (
 )
 from .fanout import LINK_ERRORS
 from .frames import MAX_PAYLOAD, PROTOCOL, Frame, FrameError, Parser, encode
-from .gateway import ANSWER_ONLY, SETTINGS, FrameWriter, remove_tree
+from .gateway import (
+    ANSWER_ONLY,
+    FLUSH_SECONDS,
+    QUIET_FLUSH_SECONDS,
+    SETTINGS,
+    FrameWriter,
+    remove_tree,
+)
 from .hostkeys import SSH_PORT, shared_host_keys
 from .info import ExecInfo
 from .reaper import remote_kill_script
@@ -339,6 +346,7 @@ class Session:
             {"name": _name(c.src), "slash": c.src.endswith("/"), "dst": c.dst, "into": c.into}
             for c in tree.copies]
         header = {"kind": "job", "protocol": PROTOCOL, "cmd": tree.cmd_given,
+                  "gather": QUIET_FLUSH_SECONDS if info.hide_output else FLUSH_SECONDS,
                   "tag": self.tag, "copies": copies, "gets": gets,
                   "targets": self.targets, "settings": settings,
                   "files": {name: len(data) for name, data in files}}
