@@ -63,6 +63,7 @@ from .reaper import remote_kill_script
 from .results import HostResult
 from .runners import CHUNK, KILL_TIMEOUT
 from .stdin import StdinSource
+from .tarstream import add, unpack
 from .tee import Outputs
 from .topology import Plan
 from .transfer import LOCAL, Copy, _Copier
@@ -281,7 +282,7 @@ class Session:
         stream = FrameWriter(lambda header, payload: channel.sendall(encode(header, payload)))
         with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             for number, copy in enumerate(self.tree.copies or []):
-                tar.add(copy.src, arcname=f"{number}/{_name(copy.src)}")
+                add(tar, copy.src, f"{number}/{_name(copy.src)}")
         stream.flush()
         channel.sendall(encode({"kind": "data-end"}))
 
@@ -560,21 +561,7 @@ class Receiving:
     def _unpack(self, read_end: int) -> None:
         with os.fdopen(read_end, "rb") as stream:
             try:
-                times: List[Tuple[str, float, float]] = []
-                with tarfile.open(fileobj=stream, mode="r|") as tar:
-                    def members() -> Any:
-                        for member in tar:
-                            if "atime" in member.pax_headers and not member.issym():
-                                times.append((os.path.join(self.folder, member.name),
-                                              float(member.pax_headers["atime"]),
-                                              member.mtime))
-                            yield member
-                    if hasattr(tarfile, "tar_filter"):
-                        tar.extractall(self.folder, members=members(), filter=_as_they_are)
-                    else:
-                        tar.extractall(self.folder, members=members())
-                for path, atime, mtime in reversed(times):
-                    os.utime(path, (atime, mtime), follow_symlinks=False)
+                unpack(stream, self.folder)
             except (tarfile.TarError, OSError, ValueError) as e:
                 self.error = e
                 while stream.read(CHUNK):  # the frames still coming go nowhere
@@ -605,13 +592,6 @@ class Receiving:
                                                f"{dst}: {e.strerror or e}")
         finally:
             remove_tree(self.folder)
-
-
-def _as_they_are(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
-    """tar's safety (no name outside the folder) without its changes of mode: a copy
-    keeps a file's mode as a direct one does."""
-    checked = tarfile.tar_filter(member, path)  # type: ignore[attr-defined]
-    return checked.replace(mode=member.mode, deep=False)
 
 
 def _name(path: str) -> str:
