@@ -473,9 +473,11 @@ def test_wrong_gateways_keyword_is_named(changes: Dict[str, Any], field: str) ->
     assert caught.value.field == field
 
 
-def test_get_through_gateways_places_what_a_direct_get_places(cluster: SandboxCluster,
-                                                              ghost_config: Path,
-                                                              tmp_path: Path) -> None:
+def test_get_through_gateways_places_what_a_direct_get_places(
+        cluster: SandboxCluster, ghost_config: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unpacked beside their destination, not in the system's temporary folder (which
+    here does not exist), and moved into place from there."""
     from fabexec import Get
     folder = f"/tmp/get-{unique_seconds()}"
     make = (f"mkdir -p {folder}/app/ro && cd {folder} && head -c 2500000 /dev/urandom > app/big"
@@ -489,8 +491,10 @@ def test_get_through_gateways_places_what_a_direct_get_places(cluster: SandboxCl
     sources = [f"{folder}/app", f"{folder}/single"]
     got = {}
     for way, more in (("direct", {}), ("tree", {"gateways": "node1"})):
-        got[way] = Get(sources, str(tmp_path / way), tree_info(
-            cluster, hosts=[*hosts, "ghost"], ssh_config=ghost_config, **more))
+        with monkeypatch.context() as patch:
+            patch.setattr(tempfile, "tempdir", str(tmp_path / "no-tmp"))
+            got[way] = Get(sources, str(tmp_path / way), tree_info(
+                cluster, hosts=[*hosts, "ghost"], ssh_config=ghost_config, **more))
     direct, tree = got["direct"], got["tree"]
     assert tree.exit_codes == direct.exit_codes == {"node2": 0, "node3": 1, "ghost": 255}
     assert {h: (type(e), str(e).replace("/tree", "/direct")) for h, e in tree.errors.items()} \
@@ -507,7 +511,36 @@ def test_get_through_gateways_places_what_a_direct_get_places(cluster: SandboxCl
     assert "node3/app/ro 500 d" in seen[0]
     assert (tmp_path / "tree/node3/app/ro/f").read_text() == "node3\n"
     assert gateway_leftovers(cluster, ["node1"]) == {}
-    assert not list(Path(tempfile.gettempdir()).glob("fabexec-get-*"))
+    assert not list(tmp_path.glob("**/.fabexec-*")) and not (tmp_path / "no-tmp").exists()
+
+
+def test_get_through_gateways_copies_where_no_rename_reaches(cluster: SandboxCluster,
+                                                             tmp_path: Path) -> None:
+    """A folder of the destination that is another filesystem (here a link to /dev/shm)
+    gets its files copied, as directly."""
+    from fabexec import Get
+    shm = Path(tempfile.mkdtemp(prefix="get-", dir="/dev/shm"))
+    if os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("/dev/shm is on the filesystem of the tests' temporary folders")
+    source = f"/tmp/get-{unique_seconds()}/source"
+    make = (f"mkdir -p {source}/ro && cd {source} && head -c 3000000 /dev/urandom > big && "
+            "echo f > ro/f && chmod 664 big && chmod 500 ro && "
+            "touch -d '2001-02-03 04:05:06' big")
+    assert openssh(cluster, "node2", make).returncode == 0
+    try:
+        for way, more in (("direct", {}), ("tree", {"gateways": "node1"})):
+            (shm / way).mkdir()
+            (tmp_path / way / "node2").mkdir(parents=True)
+            (tmp_path / way / "node2" / "source").symlink_to(shm / way)
+            done = Get(source, str(tmp_path / way), tree_info(cluster, hosts=["node2"], **more))
+            assert done.exit_codes == {"node2": 0}, done.errors
+        listing = ("cd {} && find . -printf '%P %m %y %s %T@\\n' | sort && md5sum big ro/f")
+        seen = [subprocess.run(listing.format(shm / way), shell=True, capture_output=True,
+                               text=True, check=True).stdout for way in ("direct", "tree")]
+        assert seen[0] == seen[1] and "big 664 f 3000000 981173106." in seen[0]
+        assert not list(tmp_path.glob("**/.fabexec-*"))
+    finally:
+        subprocess.run(["rm", "-rf", str(shm)], check=True)
 
 
 @pytest.mark.parametrize(("probe", "words"), [
