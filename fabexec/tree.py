@@ -646,7 +646,8 @@ def copy_through(transfer: Any) -> Dict[str, HostResult]:
     A `Put`'s sources go once to each gateway, which copies them to its targets with
     the ordinary `Put`. A `Get`: each gateway runs the ordinary `Get` into a folder of
     its own and sends each target's files back as a tar stream in frames, which are
-    unpacked here and placed by the ordinary copy, as a direct `Get` places them.
+    unpacked here beside their destination and moved into place by the ordinary copy's
+    rules (`Receiving`), as a direct `Get` places them.
     """
     info = transfer.exec_info
     field = "gateways" if info.gateways else "topology"
