@@ -491,6 +491,10 @@ def test_get_through_gateways_places_what_a_direct_get_places(
     sources = [f"{folder}/app", f"{folder}/single"]
     got = {}
     for way, more in (("direct", {}), ("tree", {"gateways": "node1"})):
+        (tmp_path / way / "node2" / "app").mkdir(parents=True)  # what was there before:
+        (tmp_path / way / "node2" / "app" / "big").write_text("old\n")  # replaced
+        (tmp_path / way / "node2" / "app" / "extra").write_text("kept\n")
+        os.utime(tmp_path / way / "node2" / "app" / "extra", (1e9, 1e9))
         with monkeypatch.context() as patch:
             patch.setattr(tempfile, "tempdir", str(tmp_path / "no-tmp"))
             got[way] = Get(sources, str(tmp_path / way), tree_info(
@@ -510,6 +514,7 @@ def test_get_through_gateways_places_what_a_direct_get_places(
     assert "node2/app/big 664 f  2500000 981173106." in seen[0]  # its mode and time
     assert "node3/app/ro 500 d" in seen[0]
     assert (tmp_path / "tree/node3/app/ro/f").read_text() == "node3\n"
+    assert (tmp_path / "tree/node2/app/extra").read_text() == "kept\n"
     assert gateway_leftovers(cluster, ["node1"]) == {}
     assert not list(tmp_path.glob("**/.fabexec-*")) and not (tmp_path / "no-tmp").exists()
 
