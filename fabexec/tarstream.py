@@ -28,7 +28,11 @@ class RefusedEntryError(tarfile.TarError):
 
 
 def add(tar: tarfile.TarFile, path: str, arcname: str) -> None:
-    """``path`` (a folder: with everything in it) into ``tar`` (PAX format) as ``arcname``."""
+    """``path`` (a folder: with everything in it) into ``tar`` (PAX format) as ``arcname``;
+    a link given by name goes as what it names, as a copy takes it (links inside go
+    as links)."""
+    path = os.path.realpath(path) if os.path.islink(path.rstrip("/") or "/") else path
+
     def as_it_is(member: tarfile.TarInfo) -> tarfile.TarInfo:
         inside = os.path.relpath(member.name, arcname.strip("/"))
         here = path if inside == "." else os.path.join(path, inside)

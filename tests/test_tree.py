@@ -245,6 +245,7 @@ def test_put_through_gateways_keeps_every_mode_as_a_direct_put(
     for number, name in enumerate(modes):
         (app / name).write_bytes(os.urandom(1000 + number))
     (app / "link").symlink_to("shared")
+    (tmp_path / "alias").symlink_to("app/sub")  # a link given by name: what it names
     folders = {"empty": 0o770, "sub/deeper": 0o777, "sub": 0o2775, "": 0o775}
     folder = f"/tmp/put-modes-{unique_seconds()}"
     done = {}
@@ -252,8 +253,8 @@ def test_put_through_gateways_keeps_every_mode_as_a_direct_put(
         for number, (name, mode) in enumerate({**modes, **folders}.items()):
             (app / name).chmod(mode)  # and the times a read of the last copy changed
             os.utime(app / name, (1e9 + number, 981173106 + number))
-        done[way] = Put(str(app), f"{folder}/{way}/", tree_info(cluster, hosts=["node2"],
-                                                                  **more))
+        done[way] = Put([str(app), str(tmp_path / "alias")], f"{folder}/{way}/",
+                        tree_info(cluster, hosts=["node2"], **more))
     assert done["tree"].exit_codes == done["direct"].exit_codes == {"node2": 0}, \
         done["tree"].errors
     listing = (f"cd {folder} && find . -mindepth 2 -printf '%P %m %y %l %s %T@ %A@\\n' | "
@@ -268,6 +269,7 @@ def test_put_through_gateways_keeps_every_mode_as_a_direct_put(
         assert f"direct/app/{name} {mode:o} f  {1000 + number} {981173106 + number}." \
             in seen.stdout
     assert "direct/app/empty 770 d" in seen.stdout and "direct/app/sub 2775 d" in seen.stdout
+    assert "direct/alias 2775 d" in seen.stdout and "direct/alias/group 660 f" in seen.stdout
     assert gateway_leftovers(cluster, ["node1"]) == {}
 
 
