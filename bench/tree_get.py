@@ -7,8 +7,10 @@ and through the 2 gateways. Each call runs in a child process of its own (connec
 anew, imports not counted: both ways pay their handshakes, and through gateways the
 probe and the bundle pushed to each gateway, whose ``python3`` lacks fabexec), the
 cases interleaved, their order rotated each round. Root CPU: the child's
-``time.process_time()`` around the call (every thread); wall: the call's. After
-each call, untimed, every file's size is checked and the files are removed.
+``time.process_time()`` around the call (every thread); wall: the call's;
+placing: the part of the wall spent placing files here once they arrived (through
+gateways, summed over them). After each call, untimed, every file's size is
+checked and the files are removed.
 
 ``--before PATH`` also runs the fabexec found in the folder PATH (another checkout,
 e.g. ``git archive main fabexec | tar -x -C PATH``) through the gateways, in the same
@@ -42,14 +44,25 @@ CALL_TIMEOUT = 900
 
 CHILD = """
 import json, sys, time
-from fabexec import Get, PsshExecInfo
+from fabexec import Get, PsshExecInfo, tree
 src, dst, config, hosts, gateways = sys.argv[1:6]
 info = PsshExecInfo(hosts=hosts.split(","), ssh_config=config, hide_output=True,
                     connect_timeout=60, gateways=gateways.split(",") if gateways else None)
+placing = [0.0]
+def timed(place):
+    def run(*args):
+        began = time.perf_counter()
+        try:
+            return place(*args)
+        finally:
+            placing[0] += time.perf_counter() - began
+    return run
+tree.Receiving.place = timed(tree.Receiving.place)
 began, cpu = time.perf_counter(), time.process_time()
 done = Get(src, dst, info)
 seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
-print(json.dumps({"seconds": seconds, "cpu": cpu, "exit_code": done.exit_code,
+print(json.dumps({"seconds": seconds, "cpu": cpu, "placing": placing[0],
+                  "exit_code": done.exit_code,
                   "errors": {host: str(error) for host, error in done.errors.items()}}))
 """
 
@@ -59,8 +72,10 @@ class BenchError(RuntimeError):
 
 
 def get(code: Path, src: str, dst: Path, config: Path, hosts: List[str],
-        gateways: List[str]) -> Tuple[float, float]:
-    """One `Get` by the fabexec in ``code``, in a child process: its wall and CPU seconds."""
+        gateways: List[str]) -> Tuple[float, float, float]:
+    """One `Get` by the fabexec in ``code``, in a child process: its wall and CPU seconds,
+    and the seconds spent placing files here (`fabexec.tree.Receiving.place`, which
+    holds up the reading of that gateway's frames meanwhile)."""
     proc = subprocess.run([sys.executable, "-c", CHILD, src, str(dst), str(config),
                            ",".join(hosts), ",".join(gateways)],
                           env={**os.environ, "PYTHONPATH": str(code)}, cwd=str(code),
@@ -71,7 +86,7 @@ def get(code: Path, src: str, dst: Path, config: Path, hosts: List[str],
     done = json.loads(proc.stdout)
     if done["exit_code"] != 0:
         raise BenchError(f"the Get failed: {done['errors']}")
-    return done["seconds"], done["cpu"]
+    return done["seconds"], done["cpu"], done["placing"]
 
 
 def main() -> int:
@@ -93,7 +108,7 @@ def main() -> int:
                                                     "gateways": (ROOT, gateways)}
         if args.before is not None:
             cases["gateways, before"] = (args.before.resolve(), gateways)
-        runs: Dict[str, List[Tuple[float, float]]] = {name: [] for name in cases}
+        runs: Dict[str, List[Tuple[float, float, float]]] = {name: [] for name in cases}
         loads: List[float] = []
         names = list(cases)
         for r in range(args.rounds):
@@ -110,14 +125,15 @@ def main() -> int:
         print(f"Get of {args.mb} MB from each of {TARGETS} targets ({TARGETS * args.mb} MB), "
               f"median of {args.rounds} interleaved rounds [min-max]; load average "
               f"{min(loads):.0f}-{max(loads):.0f} at the calls' starts")
-        print(f"{'case':<20} {'root CPU s':>24} {'wall s':>24}")
+        print(f"{'case':<20} {'root CPU s':>24} {'wall s':>24} {'placing s':>24}")
         for name, found in runs.items():
-            print(f"{name:<20} {spread([cpu for _, cpu in found]):>24} "
-                  f"{spread([wall for wall, _ in found]):>24}")
-        base = statistics.median(cpu for _, cpu in runs["direct"])
+            print(f"{name:<20} {spread([cpu for _, cpu, _ in found]):>24} "
+                  f"{spread([wall for wall, _, _ in found]):>24} "
+                  f"{spread([placing for _, _, placing in found]):>24}")
+        base = statistics.median(cpu for _, cpu, _ in runs["direct"])
         for name in names[1:]:
             print(f"root CPU {name} / direct: "
-                  f"{statistics.median(cpu for _, cpu in runs[name]) / base:.2f}")
+                  f"{statistics.median(cpu for _, cpu, _ in runs[name]) / base:.2f}")
     finally:
         sandbox.down(folder / "sandbox")
         shutil.rmtree(folder, ignore_errors=True)
