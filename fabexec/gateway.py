@@ -34,6 +34,7 @@ from .frames import PROTOCOL, Frame, FrameError, Parser, encode
 from .info import ExecInfo, PsshExecInfo
 from .pssh import PsshExecutor
 from .results import HostResult
+from .tarstream import add, unpack
 from .tee import Tee
 
 #: The ExecInfo keywords a job carries as they are (files and stdin go as bytes).
@@ -320,12 +321,9 @@ def _serve_put(targets: List[str], info: ExecInfo, copies: List[Dict[str, Any]],
     threading.Thread(target=_feed_sources, args=(early, parser, write_end, copy.stop),
                      daemon=True, name="fabexec-gw-stdin").start()
     try:
-        with os.fdopen(read_end, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-            if hasattr(tarfile, "tar_filter"):
-                tar.extractall(sources, filter="tar")
-            else:
-                tar.extractall(sources)
-    except (tarfile.TarError, OSError) as e:
+        with os.fdopen(read_end, "rb") as stream:
+            unpack(stream, sources)
+    except (tarfile.TarError, OSError, ValueError) as e:
         writer.send({"kind": "fatal", "message": f"the sources did not arrive whole: {e}"})
         writer.flush()
         return 1
@@ -384,19 +382,12 @@ def _serve_get(targets: List[str], info: ExecInfo, sources: List[str], parser: P
 
 
 def send_tree(writer: Any, folder: str) -> None:
-    """``folder``'s entries (not itself) as a tar stream in ``data`` frames, then
-    ``data-end``; each entry's access time goes along (a pax field tar does not fill)."""
+    """``folder``'s entries (not itself) as a tar stream (`fabexec.tarstream`) in
+    ``data`` frames, then ``data-end``."""
     stream = FrameWriter(writer.send)
-
-    def with_atime(member: tarfile.TarInfo) -> tarfile.TarInfo:
-        path = os.path.join(folder, member.name)
-        member.pax_headers = {**member.pax_headers,
-                              "atime": repr(os.lstat(path).st_atime)}
-        return member
-
     with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(os.listdir(folder)):
-            tar.add(os.path.join(folder, name), arcname=name, filter=with_atime)
+            add(tar, os.path.join(folder, name), name)
     stream.flush()
     writer.send({"kind": "data-end"})
 

@@ -26,9 +26,11 @@ by the client over a new connection.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shlex
+import stat
 import sys
 import tarfile
 import tempfile
@@ -73,9 +75,10 @@ from .reaper import remote_kill_script
 from .results import HostResult
 from .runners import CHUNK, KILL_TIMEOUT
 from .stdin import StdinSource
+from .tarstream import add, unpack
 from .tee import Outputs
 from .topology import Plan
-from .transfer import LOCAL, Copy, _Copier
+from .transfer import LOCAL, Copy, _Copier, _Stopped
 
 #: How long a gateway may take to answer the probe, on top of ``connect_timeout``.
 PROBE_TIMEOUT = 30.0
@@ -294,7 +297,7 @@ class Session:
         stream = FrameWriter(lambda header, payload: channel.sendall(encode(header, payload)))
         with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             for number, copy in enumerate(self.tree.copies or []):
-                tar.add(copy.src, arcname=f"{number}/{_name(copy.src)}")
+                add(tar, copy.src, f"{number}/{_name(copy.src)}")
         stream.flush()
         channel.sendall(encode({"kind": "data-end"}))
 
@@ -388,14 +391,13 @@ class Session:
                           else HostResult(int(header["code"]),
                                           _rebuild(host, header.get("error"))))
         elif kind == "get" and self.tree.gets is not None and self.receiving is None:
-            self.receiving = Receiving(self.targets[header["h"]])
+            host = self.targets[header["h"]]
+            self.receiving = Receiving(host, self.tree.gets[1][host])
         elif kind == "data" and self.receiving is not None:
             self.receiving.write(frame.payload)
         elif kind == "data-end" and self.receiving is not None:
             receiving, self.receiving = self.receiving, None
-            self.placed[receiving.host] = receiving.place(
-                self.tree.gets[1][receiving.host],  # type: ignore[index]
-                self.tree.stop_placing)
+            self.placed[receiving.host] = receiving.place(self.tree.stop_placing)
         elif kind == "ready":
             folder = header.get("folder")
             self.folder = folder if isinstance(folder, str) and GATEWAY_FOLDER.match(folder) \
@@ -560,12 +562,13 @@ def library(cxn: HostConnection, gateway: str, cache_tag: str, timeout: float) -
 
 class Receiving:
     """One target's files of a `Get`, as a tar stream in ``data`` frames: unpacked as they
-    come (through a pipe: a frame at a time in memory) into a private folder, then placed
-    by the ordinary copy from there, as a direct `Get` places them."""
+    come (through a pipe: a frame at a time in memory) into a private folder on the
+    filesystem of their destination ``dst``, then placed from there by the ordinary
+    copy, as a direct `Get` places them, each file moved rather than written again."""
 
-    def __init__(self, host: str) -> None:
-        self.host = host
-        self.folder = tempfile.mkdtemp(prefix="fabexec-get-")
+    def __init__(self, host: str, dst: str) -> None:
+        self.host, self.dst = host, dst
+        self.folder = _beside(dst)
         read_end, self._pipe = os.pipe()
         self.error: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._unpack, args=(read_end,), daemon=True,
@@ -580,21 +583,7 @@ class Receiving:
     def _unpack(self, read_end: int) -> None:
         with os.fdopen(read_end, "rb") as stream:
             try:
-                times: List[Tuple[str, float, float]] = []
-                with tarfile.open(fileobj=stream, mode="r|") as tar:
-                    def members() -> Any:
-                        for member in tar:
-                            if "atime" in member.pax_headers and not member.issym():
-                                times.append((os.path.join(self.folder, member.name),
-                                              float(member.pax_headers["atime"]),
-                                              member.mtime))
-                            yield member
-                    if hasattr(tarfile, "tar_filter"):
-                        tar.extractall(self.folder, members=members(), filter=_as_they_are)
-                    else:
-                        tar.extractall(self.folder, members=members())
-                for path, atime, mtime in reversed(times):
-                    os.utime(path, (atime, mtime), follow_symlinks=False)
+                unpack(stream, self.folder)
             except (tarfile.TarError, OSError, ValueError) as e:
                 self.error = e
                 while stream.read(CHUNK):  # the frames still coming go nowhere
@@ -605,7 +594,7 @@ class Receiving:
         self._thread.join()
         remove_tree(self.folder)
 
-    def place(self, dst: str, stop: threading.Event) -> Tuple[List[str], Optional[HostError]]:
+    def place(self, stop: threading.Event) -> Tuple[List[str], Optional[HostError]]:
         """Put the files where a direct `Get` puts them; what was written and what failed."""
         os.close(self._pipe)
         self._thread.join()
@@ -614,24 +603,56 @@ class Receiving:
             if self.error is not None:
                 return copied, TransferFailedError(
                     self.host, f"the files did not arrive whole from the gateway: {self.error}")
-            copier = _Copier(self.host, LOCAL, LOCAL, stop, copied)
-            copier.run([Copy(os.path.join(self.folder, name), dst, True)
-                        for name in sorted(os.listdir(self.folder))])
+            mover = _Mover(self.host, LOCAL, LOCAL, stop, copied)
+            mover.run([Copy(os.path.join(self.folder, name), self.dst, True)
+                       for name in sorted(os.listdir(self.folder))])
             return copied, None
         except TransferFailedError as e:
             return copied, e
+        except _Stopped:
+            return copied, TransferFailedError(self.host, "stopped before the copy completed")
         except OSError as e:
             return copied, TransferFailedError(self.host, f"cannot place the files in "
-                                               f"{dst}: {e.strerror or e}")
+                                               f"{self.dst}: {e.strerror or e}")
         finally:
             remove_tree(self.folder)
 
 
-def _as_they_are(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
-    """tar's safety (no name outside the folder) without its changes of mode: a copy
-    keeps a file's mode as a direct one does."""
-    checked = tarfile.tar_filter(member, path)  # type: ignore[attr-defined]
-    return checked.replace(mode=member.mode, deep=False)
+def _beside(dst: str) -> str:
+    """A private folder on the filesystem where ``dst`` is, or will be made: in the
+    nearest folder of its path that exists (a hidden name, removed once the files are
+    placed), else, where that one cannot be written, the system's (placing says why)."""
+    above = os.path.abspath(LOCAL.path(dst))
+    while not os.path.isdir(above):
+        above = os.path.dirname(above)
+    try:
+        return tempfile.mkdtemp(prefix=".fabexec-get-", dir=above)
+    except OSError:
+        return tempfile.mkdtemp(prefix="fabexec-get-")
+
+
+class _Mover(_Copier):
+    """The ordinary copy out of a folder of ours (`Receiving`'s) on the destination's
+    filesystem: each file is renamed to its temporary name there (`_Copier._place`)
+    rather than written again, and copied only where a rename cannot reach (a
+    filesystem mounted below the destination)."""
+
+    def _tree(self, src: str, target: str, attrs: Any) -> None:
+        if stat.S_ISDIR(attrs.st_mode) and not os.path.islink(src):
+            os.chmod(src, 0o700)  # ours: its files leave it whatever mode it keeps
+        super()._tree(src, target, attrs)
+
+    def _fill(self, src: str, tmp: str, attrs: Any, mode: int) -> None:
+        if stat.S_ISREG(mode):
+            if self.stop.is_set():
+                raise _Stopped()
+            try:
+                os.rename(src, tmp)  # it has its mode and size; its times come next
+                return
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise
+        super()._fill(src, tmp, attrs, mode)
 
 
 def _name(path: str) -> str:
@@ -645,7 +666,8 @@ def copy_through(transfer: Any) -> Dict[str, HostResult]:
     A `Put`'s sources go once to each gateway, which copies them to its targets with
     the ordinary `Put`. A `Get`: each gateway runs the ordinary `Get` into a folder of
     its own and sends each target's files back as a tar stream in frames, which are
-    unpacked here and placed by the ordinary copy, as a direct `Get` places them.
+    unpacked here beside their destination and moved into place by the ordinary copy's
+    rules (`Receiving`), as a direct `Get` places them.
     """
     info = transfer.exec_info
     field = "gateways" if info.gateways else "topology"
