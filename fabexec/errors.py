@@ -16,6 +16,12 @@ class FabexecError(Exception):
     """Base of every error fabexec raises or records."""
 
 
+def reason(error: BaseException) -> str:
+    """An exception in words: its message, else its type's name (paramiko's EOFError, a
+    closed socket's, says nothing: "connection lost: " told the user nothing either)."""
+    return str(error) or type(error).__name__
+
+
 class ExecInfoError(FabexecError, ValueError):
     """An `ExecInfo` keyword has a wrong type or value; ``field`` names it."""
 

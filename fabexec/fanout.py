@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from paramiko.ssh_exception import SSHException
 
 from .connections import HostConnection, pool
-from .errors import ConnectionLostError, HostError
+from .errors import ConnectionLostError, HostError, reason
 from .info import ExecInfo
 from .results import HostResult
 
@@ -76,9 +76,9 @@ class FanOut:
         except HostError as e:
             result = HostResult.of(e)
         except LINK_ERRORS as e:
-            result = self.lost(host, f"connection lost: {e}")
+            result = self.lost(host, f"connection lost: {reason(e)}")
         except Exception as e:  # noqa: BLE001 - a host's failure is its result
-            result = HostResult.of(ConnectionLostError(host, f"{type(e).__name__}: {e}"))
+            result = HostResult.of(ConnectionLostError(host, f"{type(e).__name__}: {reason(e)}"))
         if result is not None:
             self.end(host, result)
 

@@ -11,7 +11,7 @@ from invoke.exceptions import CommandTimedOut
 
 from .command import Command, new_tag, shell_script
 from .connections import HostConnection
-from .errors import CommandTimeoutError, HostError, KillFailedError
+from .errors import CommandTimeoutError, HostError, KillFailedError, reason
 from .fanout import LINK_ERRORS, FanOut, in_threads
 from .info import ExecInfo
 from .results import HostResult
@@ -76,7 +76,7 @@ class PsshExecutor:
                 host, f"timed out after {e.timeout} s; the command and every process it "
                 "started there were ended"))
         except LINK_ERRORS as e:
-            return self.fanout.lost(host, f"connection lost: {e}")
+            return self.fanout.lost(host, f"connection lost: {reason(e)}")
         if isinstance(result, Promise):
             with self._lock:
                 self.promises[host] = result

@@ -58,6 +58,7 @@ from .errors import (
     HostError,
     KillFailedError,
     TransferFailedError,
+    reason,
 )
 from .fanout import LINK_ERRORS
 from .frames import MAX_PAYLOAD, PROTOCOL, Frame, FrameError, Parser, encode
@@ -259,7 +260,7 @@ class Session:
         except (Lost, FrameError) as e:
             self._lost(cxn, str(e), dead=True)
         except LINK_ERRORS as e:
-            self._lost(cxn, f"connection lost: {e}", dead=True)
+            self._lost(cxn, f"connection lost: {reason(e)}", dead=True)
         finally:
             pool.release(cxn, info.max_parallel)
 

@@ -1,0 +1,14 @@
+"""An error's words are never empty: a host's reason always says something."""
+
+import socket
+
+from fabexec.errors import reason
+
+
+def test_an_exception_without_words_is_named_by_its_type() -> None:
+    assert reason(EOFError()) == "EOFError"
+    assert f"connection lost: {reason(socket.timeout())}" == "connection lost: timeout"
+
+
+def test_an_exception_with_words_keeps_them() -> None:
+    assert reason(OSError("Socket is closed")) == "Socket is closed"
