@@ -7,7 +7,7 @@ from fabexec.errors import reason
 
 def test_an_exception_without_words_is_named_by_its_type() -> None:
     assert reason(EOFError()) == "EOFError"
-    assert f"connection lost: {reason(socket.timeout())}" == "connection lost: timeout"
+    assert f"connection lost: {reason(socket.timeout())}" == "connection lost: TimeoutError"
 
 
 def test_an_exception_with_words_keeps_them() -> None:
