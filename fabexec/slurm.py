@@ -7,10 +7,17 @@ by node: each task first prints a marker with its node's name on its stdout
 and stderr; with ``srun --label`` every line then says which task, hence which
 node, it came from, so output is split back per node while it runs (``[node]``
 prefixes, ``pipe_stdout`` with ``{host}``). Each task's status is srun's own
-report as the task ends (``srun -v``: ``nX: task 0: Completed``, ``Exited with
-exit code 3``), and a node's exit code is its first failing task's. The
-command runs as the rest of the task's ``bash -c`` script: no wrapper process,
-no fork, and bash ``exec``s its last command, as ``srun cmd`` by hand would.
+report: srun prints every task that failed (``nX: task 2: Exited with exit code
+3``, ``nX: task 1: Killed``) and exits with the highest signal, else the highest
+exit code, so a task it did not name ended with 0 when that exit code is the one
+the named tasks give. ``srun -v`` also names each task that ends with 0 as it
+ends (``nX: task 0: Completed``), at a cost in client CPU (srun's chatter, read
+line by line): a step asks for it only when someone may look before the end
+(``exec_async``: ``progress()``, ``kill()``; a ``timeout``), so that a node that
+ended before a kill keeps its 0. A node's exit code is its first failing task's.
+The command runs as the rest of the task's ``bash -c`` script: no wrapper
+process, no fork, and bash ``exec``s its last command, as ``srun cmd`` by hand
+would.
 
 Outside an allocation `BatchExecutor` submits the command as a batch job
 (``sbatch --wait --wrap``), like jarvis-util's SlurmExec; its result is keyed
@@ -63,6 +70,10 @@ _MARK = b"\x1efabexec "
 _LABEL = re.compile(rb"^\s*(\d+): ")
 _TASK_ERROR = re.compile(rb"^srun: error: (\S+): tasks? ([\d,-]+): (.*)$")
 _EXITED = re.compile(r"^Exited with exit code (\d+)$")
+#: srun names a task killed by a signal with strsignal(): ``Killed``, ``Terminated``...
+_SIGNALS = {signal.strsignal(s): int(s) for s in signal.Signals}
+#: Set, srun names only the first of the tasks that end alike: the others would pass as 0.
+_REDUCE_VAR = "SLURM_SRUN_REDUCE_TASK_EXIT_MSG"
 #: ``srun -v``'s word of tasks that ended with 0 (``launch/slurm: _task_finish: `` first in 22.05).
 _COMPLETED = re.compile(rb"^srun: (?:.*: )?(\S+): tasks? ([\d,-]+): Completed$")
 #: The controller declared a node DOWN (its slurmd stopped answering) and aborted the step.
@@ -165,7 +176,8 @@ class StepExecutor:
         self.hosts = list(self.host_of.values())
         script = shell_script(cmd, info.env, info.cwd, info.sudo, info.sudoenv)
         tasks = [] if info.ppn or info.nprocs else ["--ntasks-per-node=1"]
-        self.argv = [*slurm_command("srun"), "-v", f"--jobid={self.job_id}", "--label",
+        verbose = ["-v"] if info.exec_async or info.timeout is not None else []
+        self.argv = [*slurm_command("srun"), *verbose, f"--jobid={self.job_id}", "--label",
                      f"--nodes={len(self.nodes)}", f"--nodelist={','.join(self.nodes)}",
                      *tasks, *_common_options(info),
                      "--input=all" if info.stdin is not None else "--input=none",
@@ -173,6 +185,7 @@ class StepExecutor:
         self.cmd = script
         self.node_of: Dict[int, str] = {}  # task -> node, from its markers
         self.codes: Dict[int, int] = {}  # task -> exit status, as srun reported it
+        self.signals: Dict[int, int] = {}  # task -> the signal that ended it
         self.reasons: Dict[str, List[str]] = {}  # node -> what srun said of it
         self.failed_nodes: List[str] = []  # nodes Slurm declared failed mid-step
         self.messages: List[str] = []  # srun's other words
@@ -182,8 +195,11 @@ class StepExecutor:
 
     def start(self, outputs: Outputs) -> None:
         self.outputs = outputs
+        env = None
+        if _REDUCE_VAR in os.environ:
+            env = {k: v for k, v in os.environ.items() if k != _REDUCE_VAR}
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+                                     stderr=subprocess.PIPE, start_new_session=True, env=env)
         self.readers = [threading.Thread(target=self._read, args=(pipe, name), daemon=True,
                                          name=f"fabexec-srun-{name}")
                         for pipe, name in ((self.proc.stdout, "stdout"),
@@ -228,16 +244,21 @@ class StepExecutor:
             exited = _EXITED.match(what)
             if exited is not None:
                 self._ended(tasks, int(exited[1]))
-            else:
-                self.reasons.setdefault(node, []).append(what)
+                return
+            signum = _SIGNALS.get(what.replace(" (core dumped)", ""))
+            if signum is not None:
+                self._ended(tasks, 128 + signum, signum)
+            self.reasons.setdefault(node, []).append(what)
         elif not line.startswith(b"srun: ") or re.search(rb"error|fatal", line, re.I):
             self.messages.append(line.decode(errors="replace").strip())  # not -v's chatter
 
-    def _ended(self, tasks: str, code: int) -> None:
+    def _ended(self, tasks: str, code: int, signum: int = 0) -> None:
         with self._lock:  # after kill(), a status is the kill's, not the command's
             if not self.killed:
                 for task in _task_ids(tasks):
                     self.codes[task] = code
+                    if signum:
+                        self.signals[task] = signum
 
     def _time_out(self) -> None:
         self.timed_out = True
@@ -286,18 +307,21 @@ class StepExecutor:
         if self.killed:
             why = ["ended by kill() (scancel)", *why]
         started = "" if tasks else "no task started here: "
-        return HostResult(exit_status(self.proc.returncode),
-                          SlurmStepError(host, started + "; ".join(why)))
+        code = next((c for c in codes if c), exit_status(self.proc.returncode))  # 128+signal
+        return HostResult(code, SlurmStepError(host, started + "; ".join(why)))
 
     def _code(self, task: int) -> Optional[int]:
-        """The task's status as srun reported it, else 0 when srun ended normally with a
-        status the reported ones explain (a Slurm whose -v words differ); None: unknown."""
+        """The task's status as srun reported it, else 0 when srun exited with the status
+        the reported ones give (128 + the highest signal, else the highest exit code): srun
+        names every task that failed, but not one a kill() or a node failure ended
+        unseen, nor, without -v, one that ended with 0. None: unknown."""
         if task in self.codes:
             return self.codes[task]
-        known = max(self.codes.values(), default=0)
-        if self.killed or self.failed_nodes or self.proc.returncode != known:
+        if self.killed or self.node_of.get(task) in self.failed_nodes:
             return None
-        return 0
+        signals = self.signals.values()
+        given = 128 + max(signals) if signals else max(self.codes.values(), default=0)
+        return 0 if self.proc.returncode == given else None
 
     def progress(self) -> Tuple[int, int, int]:
         with self._lock:

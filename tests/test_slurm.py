@@ -3,6 +3,8 @@ batch jobs outside, and what Slurm refuses as typed errors naming the keyword.""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from fabexec import (
@@ -52,6 +54,21 @@ def test_a_command_that_execs_or_sets_its_own_exit_trap_keeps_its_exit_code(allo
                                                                            ending):
     run = Exec(f'[ "$SLURMD_NODENAME" = n2 ] || exit 0; {ending}', SlurmExecInfo(**QUIET))
     assert run.exit_codes == {"n1": 0, "n2": 3, "n3": 0} and run.errors == {}
+
+
+def test_a_node_killed_by_a_signal_has_128_plus_it_and_the_reason_others_keep_theirs(
+        allocation):
+    # srun names failed tasks only; it exits 128 + the highest signal, before any exit code
+    run = Exec('case $SLURMD_NODENAME in n2) kill -TERM $$;; n3) exit 200;; esac; exit 0',
+               SlurmExecInfo(**QUIET))
+    assert run.exit_codes == {"n1": 0, "n2": 143, "n3": 200}
+    assert list(run.errors) == ["n2"] and "Terminated" in str(run.errors["n2"])
+
+
+def test_srun_told_to_name_one_of_like_failures_still_names_each(allocation, monkeypatch):
+    monkeypatch.setenv("SLURM_SRUN_REDUCE_TASK_EXIT_MSG", "1")  # srun would name one only
+    run = Exec("exit 3", SlurmExecInfo(**QUIET))
+    assert run.exit_codes == {"n1": 3, "n2": 3, "n3": 3}
 
 
 def test_tasks_of_one_node_go_under_that_node(allocation):
@@ -122,6 +139,27 @@ def test_node_whose_slurmd_dies_mid_step_ends_255_with_the_reason_others_keep_ou
     assert run.exit_codes == {"n1": 0, "n2": 255, "n3": 0}
     assert isinstance(run.errors["n2"], HostStoppedAnsweringError)
     assert "Node failure" in str(run.errors["n2"]) and list(run.errors) == ["n2"]
+    assert eventually(lambda: sleeping(tag) == [], 15)
+
+
+def test_node_failure_in_a_step_nobody_watches_keeps_the_others_codes(allocation, slurm,
+                                                                        tag):
+    # no exec_async, no timeout: srun runs without -v, so the others' 0 is inferred
+    runs = []
+    step = threading.Thread(target=lambda: runs.append(Exec(
+        f'echo out-$SLURMD_NODENAME; [ "$SLURMD_NODENAME" != n2 ] || sleep {tag}',
+        SlurmExecInfo(**QUIET))))
+    step.start()
+    try:
+        assert eventually(lambda: len(sleeping(tag)) == 1)
+        slurm.kill_slurmd("n2")
+        step.join(90)
+    finally:
+        slurm.start_slurmd("n2")
+    assert runs[0].stdout == {h: f"out-{h}\n" for h in ("n1", "n2", "n3")}
+    assert runs[0].exit_codes == {"n1": 0, "n2": 255, "n3": 0}
+    assert list(runs[0].errors) == ["n2"]
+    assert isinstance(runs[0].errors["n2"], HostStoppedAnsweringError)
     assert eventually(lambda: sleeping(tag) == [], 15)
 
 
