@@ -43,6 +43,13 @@ def test_step_runs_once_on_each_node_of_the_allocation_keyed_by_node(allocation)
     assert run.exit_code == 0
 
 
+def test_stderr_written_at_once_goes_under_its_node(allocation):
+    # the node's marker is on stdout, which another thread reads: often later (3 in 5 here)
+    for _ in range(5):
+        run = Exec("echo e-$SLURMD_NODENAME >&2", SlurmExecInfo(**QUIET))
+        assert run.stderr == {h: f"e-{h}\n" for h in ("n1", "n2", "n3")}
+
+
 def test_each_node_keeps_its_own_exit_code(allocation):
     run = Exec('[ "$SLURMD_NODENAME" = n2 ] && exit 3; exit 0', SlurmExecInfo(**QUIET))
     assert run.exit_codes == {"n1": 0, "n2": 3, "n3": 0}
