@@ -7,16 +7,20 @@ by node: each task first prints a marker with its node's name on its stdout;
 with ``srun --label`` every line then says which task, hence which node, it
 came from, so output is split back per node while it runs (``[node]``
 prefixes, ``pipe_stdout`` with ``{host}``; a task's stderr line read before its
-marker waits for it). Each task's status is srun's own
-report: srun prints every task that failed (``nX: task 2: Exited with exit code
-3``, ``nX: task 1: Killed``) and exits with the highest signal, else the highest
-exit code, so a task it did not name ended with 0 when that exit code is the one
-the named tasks give. ``srun -v`` also names each task that ends with 0 as it
-ends (``nX: task 0: Completed``), at a cost in client CPU (srun's chatter, read
-line by line): a step asks for it only when someone may look before the end
-(``exec_async``: ``progress()``, ``kill()``; a ``timeout``), so that a node that
-ended before a kill keeps its 0. A node's exit code is its first failing task's.
-The command runs as the rest of the task's ``bash -c`` script: no wrapper
+marker waits for it).
+
+Each task's status is srun's own report. Unless the step was cancelled, srun
+names every task that fails (``nX: task 2: Exited with exit code 3``; ``nX:
+task 1: Killed``, 128+9 here) and exits with 128 + the highest signal, else the
+highest exit code; a task it did not name ended with 0 when srun's exit code is
+the one the named tasks give (``SLURM_SRUN_REDUCE_TASK_EXIT_MSG``, which has it
+name one of like failures only, is kept from srun). ``srun -v`` also names each
+task that ends with 0, as it ends (``nX: task 0: Completed``), for 2-4 ms of
+client CPU (srun's chatter, read line by line): a step asks for it only when
+someone may look before the end (``exec_async``: ``progress()``, ``kill()``; a
+``timeout``), so that there ``progress()`` counts nodes as they end and a node
+that ended before a kill keeps its 0. A node's exit code is its first failing
+task's. The command runs as the rest of the task's ``bash -c`` script: no wrapper
 process, no fork, and bash ``exec``s its last command, as ``srun cmd`` by hand
 would.
 
