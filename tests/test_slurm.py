@@ -124,12 +124,28 @@ def test_kill_cancels_the_step_and_its_processes(allocation, slurm, tag):
     assert eventually(lambda: no_step_but_the_allocation(slurm), 15)
 
 
+def test_a_node_that_ended_before_kill_keeps_its_code(allocation, slurm, tag):
+    # exec_async asks srun -v for each task that ends with 0, as it ends
+    run = Exec(f'[ "$SLURMD_NODENAME" != n1 ] || exit 0; sleep {tag}',
+               SlurmExecInfo(exec_async=True, **QUIET))
+    assert eventually(lambda: len(sleeping(tag)) == 2 and run.progress()[0] == 1)
+    run.kill()
+    assert run.exit_codes["n1"] == 0 and list(run.errors) == ["n2", "n3"]
+    assert eventually(lambda: no_step_but_the_allocation(slurm), 15)
+
+
 def test_timeout_cancels_the_step_on_every_node(allocation, slurm, tag):
     run = Exec(f"sleep {tag}", SlurmExecInfo(timeout=1, num_nodes=2, **QUIET))
     assert run.exit_codes == {"n1": 124, "n2": 124}
     assert all(isinstance(e, CommandTimeoutError) for e in run.errors.values())
     assert eventually(lambda: sleeping(tag) == [], 15)
     assert eventually(lambda: no_step_but_the_allocation(slurm), 15)
+
+
+def test_a_node_that_ended_before_the_timeout_keeps_its_code(allocation, tag):
+    run = Exec(f'[ "$SLURMD_NODENAME" != n1 ] || exit 0; sleep {tag}',
+               SlurmExecInfo(timeout=8, num_nodes=2, **QUIET))
+    assert run.exit_codes == {"n1": 0, "n2": 124} and list(run.errors) == ["n2"]
 
 
 def test_node_whose_slurmd_dies_mid_step_ends_255_with_the_reason_others_keep_output(
