@@ -3,14 +3,26 @@
 Inside an allocation (``SLURM_JOB_ID`` set, as under ``salloc`` or in a
 batch script) `StepExecutor` runs the command as one job step on the job's
 nodes: slurmd's own tree starts it, not SSH. Results keep PSSH's shape, keyed
-by node: each task first prints a marker with its node's name on its stdout
-and stderr; with ``srun --label`` every line then says which task, hence which
-node, it came from, so output is split back per node while it runs (``[node]``
-prefixes, ``pipe_stdout`` with ``{host}``). Each task's status is srun's own
-report as the task ends (``srun -v``: ``nX: task 0: Completed``, ``Exited with
-exit code 3``), and a node's exit code is its first failing task's. The
-command runs as the rest of the task's ``bash -c`` script: no wrapper process,
-no fork, and bash ``exec``s its last command, as ``srun cmd`` by hand would.
+by node: each task first prints a marker with its node's name on its stdout;
+with ``srun --label`` every line then says which task, hence which node, it
+came from, so output is split back per node while it runs (``[node]``
+prefixes, ``pipe_stdout`` with ``{host}``; a task's stderr line read before its
+marker waits for it).
+
+Each task's status is srun's own report. Unless the step was cancelled, srun
+names every task that fails (``nX: task 2: Exited with exit code 3``; ``nX:
+task 1: Killed``, 128+9 here) and exits with 128 + the highest signal, else the
+highest exit code; a task it did not name ended with 0 when srun's exit code is
+the one the named tasks give (``SLURM_SRUN_REDUCE_TASK_EXIT_MSG``, which has it
+name one of like failures only, is kept from srun). ``srun -v`` also names each
+task that ends with 0, as it ends (``nX: task 0: Completed``), for 2-4 ms of
+client CPU (srun's chatter, read line by line): a step asks for it only when
+someone may look before the end (``exec_async``: ``progress()``, ``kill()``; a
+``timeout``), so that there ``progress()`` counts nodes as they end and a node
+that ended before a kill keeps its 0. A node's exit code is its first failing
+task's. The command runs as the rest of the task's ``bash -c`` script: no wrapper
+process, no fork, and bash ``exec``s its last command, as ``srun cmd`` by hand
+would.
 
 Outside an allocation `BatchExecutor` submits the command as a batch job
 (``sbatch --wait --wrap``), like jarvis-util's SlurmExec; its result is keyed
@@ -43,7 +55,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, Dict, List, Optional, Tuple
+from typing import IO, Dict, List, Optional, Set, Tuple
 
 from .command import Command, shell_script
 from .errors import (
@@ -63,17 +75,22 @@ _MARK = b"\x1efabexec "
 _LABEL = re.compile(rb"^\s*(\d+): ")
 _TASK_ERROR = re.compile(rb"^srun: error: (\S+): tasks? ([\d,-]+): (.*)$")
 _EXITED = re.compile(r"^Exited with exit code (\d+)$")
+#: srun names a task killed by a signal with strsignal(): ``Killed``, ``Terminated``...
+_SIGNALS = {signal.strsignal(s): int(s) for s in signal.Signals}
+#: Set, srun names only the first of the tasks that end alike: the others would pass as 0.
+_REDUCE_VAR = "SLURM_SRUN_REDUCE_TASK_EXIT_MSG"
 #: ``srun -v``'s word of tasks that ended with 0 (``launch/slurm: _task_finish: `` first in 22.05).
 _COMPLETED = re.compile(rb"^srun: (?:.*: )?(\S+): tasks? ([\d,-]+): Completed$")
 #: The controller declared a node DOWN (its slurmd stopped answering) and aborted the step.
 _NODE_FAILURE = re.compile(rb"^srun: error: Node failure on (\S+)$")
 #: What each task runs before the command, on a line of its own (a syntax error in the
-#: command does not stop it): its node and step on stdout, its node on stderr. The old
+#: command does not stop it): its node and step on stdout (a marker on stderr too cost
+#: srun and the reader of its stderr a line per task, 0.4-0.8 ms on 16 nodes). The old
 #: wrapper ran the command in a subshell (``( eval "$1" )``) and printed its status
 #: after: a fork per task, 3.3 ms of CPU against 2.2 for this, and 1.03-1.10x srun by
 #: hand on 16 nodes in paired rounds where this measured 0.99-1.00x.
 _PREFIX = (r'printf "\036fabexec %s %s.%s\n" "$SLURMD_NODENAME" "$SLURM_JOB_ID" '
-           r'"$SLURM_STEP_ID"; printf "\036fabexec %s\n" "$SLURMD_NODENAME" >&2' "\n")
+           r'"$SLURM_STEP_ID"' "\n")
 #: How long kill() lets srun or sbatch end after scancel before it is killed.
 END_GRACE = 30.0
 
@@ -95,12 +112,20 @@ def _check_unsupported(info: SlurmExecInfo) -> None:
                                 "slurmd, which gives it no terminal to answer")
 
 
+#: (command, PATH) pairs where the command was found: a step looks srun up once, not once
+#: a run (which() stats every folder of PATH: 60-100 us, most of a step's set-up here).
+_FOUND: Set[Tuple[str, Optional[str]]] = set()
+
+
 def slurm_command(name: str) -> List[str]:
     """``name`` with the launcher prefix; `SchedulerError` when Slurm is not installed."""
-    if shutil.which(name) is None:
-        raise SchedulerError("exec_type", f"`{name}` is not on PATH "
-                             f"({os.environ.get('PATH', '')}): install the scheduler's client "
-                             "commands (Debian: slurm-client, slurm-wlm-torque)")
+    path = os.environ.get("PATH")
+    if (name, path) not in _FOUND:
+        if shutil.which(name, path=path) is None:
+            raise SchedulerError("exec_type", f"`{name}` is not on PATH ({path or ''}): install "
+                                 "the scheduler's client commands (Debian: slurm-client, "
+                                 "slurm-wlm-torque)")
+        _FOUND.add((name, path))
     return [*shlex.split(os.environ.get(LAUNCHER_VAR, "")), name]
 
 
@@ -165,14 +190,17 @@ class StepExecutor:
         self.hosts = list(self.host_of.values())
         script = shell_script(cmd, info.env, info.cwd, info.sudo, info.sudoenv)
         tasks = [] if info.ppn or info.nprocs else ["--ntasks-per-node=1"]
-        self.argv = [*slurm_command("srun"), "-v", f"--jobid={self.job_id}", "--label",
+        verbose = ["-v"] if info.exec_async or info.timeout is not None else []
+        self.argv = [*slurm_command("srun"), *verbose, f"--jobid={self.job_id}", "--label",
                      f"--nodes={len(self.nodes)}", f"--nodelist={','.join(self.nodes)}",
                      *tasks, *_common_options(info),
                      "--input=all" if info.stdin is not None else "--input=none",
                      "bash", "-c", _PREFIX + script]
         self.cmd = script
         self.node_of: Dict[int, str] = {}  # task -> node, from its markers
+        self.unmarked: Dict[int, List[bytes]] = {}  # task -> stderr read before its marker
         self.codes: Dict[int, int] = {}  # task -> exit status, as srun reported it
+        self.signals: Dict[int, int] = {}  # task -> the signal that ended it
         self.reasons: Dict[str, List[str]] = {}  # node -> what srun said of it
         self.failed_nodes: List[str] = []  # nodes Slurm declared failed mid-step
         self.messages: List[str] = []  # srun's other words
@@ -182,8 +210,11 @@ class StepExecutor:
 
     def start(self, outputs: Outputs) -> None:
         self.outputs = outputs
+        env = None
+        if _REDUCE_VAR in os.environ:
+            env = {k: v for k, v in os.environ.items() if k != _REDUCE_VAR}
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+                                     stderr=subprocess.PIPE, start_new_session=True, env=env)
         self.readers = [threading.Thread(target=self._read, args=(pipe, name), daemon=True,
                                          name=f"fabexec-srun-{name}")
                         for pipe, name in ((self.proc.stdout, "stdout"),
@@ -194,23 +225,33 @@ class StepExecutor:
         self.timer = timer(self.info.timeout, self._time_out)
 
     def _read(self, pipe: IO[bytes], stream: str) -> None:
-        nodes: Dict[int, str] = {}
+        nodes: Dict[int, str] = {}  # the tasks whose marker this reader knows of
         for line in pipe:
             label = _LABEL.match(line)
             if label is None:
                 self._srun_said(line)
                 continue
             task, text = int(label[1]), line[label.end():]
-            if text.startswith(_MARK):
+            if text.startswith(_MARK):  # on stdout
                 words = text[len(_MARK):].decode(errors="replace").split()
                 nodes[task] = words[0]
-                with self._lock:
+                with self._lock:  # stderr's reader sees the node after its early lines
                     self.node_of[task] = words[0]
-                    if len(words) > 1:
-                        self.step = words[1]
-            else:
-                host = self.host_of.get(nodes.get(task, ""), self.hosts[0])
-                self.outputs.tees[host][stream].write(text)
+                    self.step = words[1] if len(words) > 1 else self.step
+                    self._write(task, "stderr", *self.unmarked.pop(task, []))
+                continue
+            if stream == "stderr" and task not in nodes:
+                with self._lock:
+                    if task not in self.node_of:  # its marker is not read yet
+                        self.unmarked.setdefault(task, []).append(text)
+                        continue
+                    nodes[task] = self.node_of[task]
+            self._write(task, stream, text)
+
+    def _write(self, task: int, stream: str, *lines: bytes) -> None:
+        tee = self.outputs.tees[self.host_of.get(self.node_of.get(task, ""), self.hosts[0])]
+        for line in lines:
+            tee[stream].write(line)
 
     def _srun_said(self, line: bytes) -> None:
         line = line.rstrip(b"\n")
@@ -228,16 +269,21 @@ class StepExecutor:
             exited = _EXITED.match(what)
             if exited is not None:
                 self._ended(tasks, int(exited[1]))
-            else:
-                self.reasons.setdefault(node, []).append(what)
+                return
+            signum = _SIGNALS.get(what.replace(" (core dumped)", ""))
+            if signum is not None:
+                self._ended(tasks, 128 + signum, signum)
+            self.reasons.setdefault(node, []).append(what)
         elif not line.startswith(b"srun: ") or re.search(rb"error|fatal", line, re.I):
             self.messages.append(line.decode(errors="replace").strip())  # not -v's chatter
 
-    def _ended(self, tasks: str, code: int) -> None:
+    def _ended(self, tasks: str, code: int, signum: int = 0) -> None:
         with self._lock:  # after kill(), a status is the kill's, not the command's
             if not self.killed:
                 for task in _task_ids(tasks):
                     self.codes[task] = code
+                    if signum:
+                        self.signals[task] = signum
 
     def _time_out(self) -> None:
         self.timed_out = True
@@ -258,6 +304,8 @@ class StepExecutor:
         _end(self.proc, self.kill)
         for reader in self.readers:
             reader.join()
+        for task in list(self.unmarked):  # no marker came (a task that died at once)
+            self._write(task, "stderr", *self.unmarked.pop(task))
         if self.timer is not None:
             self.timer.cancel()
         self.results = {self.host_of[node]: self._result(node) for node in self.nodes}
@@ -286,18 +334,21 @@ class StepExecutor:
         if self.killed:
             why = ["ended by kill() (scancel)", *why]
         started = "" if tasks else "no task started here: "
-        return HostResult(exit_status(self.proc.returncode),
-                          SlurmStepError(host, started + "; ".join(why)))
+        code = next((c for c in codes if c), exit_status(self.proc.returncode))  # 128+signal
+        return HostResult(code, SlurmStepError(host, started + "; ".join(why)))
 
     def _code(self, task: int) -> Optional[int]:
-        """The task's status as srun reported it, else 0 when srun ended normally with a
-        status the reported ones explain (a Slurm whose -v words differ); None: unknown."""
+        """The task's status as srun reported it, else 0 when srun exited with the status
+        the reported ones give (128 + the highest signal, else the highest exit code): srun
+        names every task that failed, but not one a kill() or a node failure ended
+        unseen, nor, without -v, one that ended with 0. None: unknown."""
         if task in self.codes:
             return self.codes[task]
-        known = max(self.codes.values(), default=0)
-        if self.killed or self.failed_nodes or self.proc.returncode != known:
+        if self.killed or self.node_of.get(task) in self.failed_nodes:
             return None
-        return 0
+        signals = self.signals.values()
+        given = 128 + max(signals) if signals else max(self.codes.values(), default=0)
+        return 0 if self.proc.returncode == given else None
 
     def progress(self) -> Tuple[int, int, int]:
         with self._lock:

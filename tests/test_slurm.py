@@ -3,6 +3,8 @@ batch jobs outside, and what Slurm refuses as typed errors naming the keyword.""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from fabexec import (
@@ -41,6 +43,13 @@ def test_step_runs_once_on_each_node_of_the_allocation_keyed_by_node(allocation)
     assert run.exit_code == 0
 
 
+def test_stderr_written_at_once_goes_under_its_node(allocation):
+    # the node's marker is on stdout, which another thread reads: often later (3 in 5 here)
+    for _ in range(5):
+        run = Exec("echo e-$SLURMD_NODENAME >&2", SlurmExecInfo(**QUIET))
+        assert run.stderr == {h: f"e-{h}\n" for h in ("n1", "n2", "n3")}
+
+
 def test_each_node_keeps_its_own_exit_code(allocation):
     run = Exec('[ "$SLURMD_NODENAME" = n2 ] && exit 3; exit 0', SlurmExecInfo(**QUIET))
     assert run.exit_codes == {"n1": 0, "n2": 3, "n3": 0}
@@ -52,6 +61,21 @@ def test_a_command_that_execs_or_sets_its_own_exit_trap_keeps_its_exit_code(allo
                                                                            ending):
     run = Exec(f'[ "$SLURMD_NODENAME" = n2 ] || exit 0; {ending}', SlurmExecInfo(**QUIET))
     assert run.exit_codes == {"n1": 0, "n2": 3, "n3": 0} and run.errors == {}
+
+
+def test_a_node_killed_by_a_signal_has_128_plus_it_and_the_reason_others_keep_theirs(
+        allocation):
+    # srun names failed tasks only; it exits 128 + the highest signal, before any exit code
+    run = Exec('case $SLURMD_NODENAME in n2) kill -TERM $$;; n3) exit 200;; esac; exit 0',
+               SlurmExecInfo(**QUIET))
+    assert run.exit_codes == {"n1": 0, "n2": 143, "n3": 200}
+    assert list(run.errors) == ["n2"] and "Terminated" in str(run.errors["n2"])
+
+
+def test_srun_told_to_name_one_of_like_failures_still_names_each(allocation, monkeypatch):
+    monkeypatch.setenv("SLURM_SRUN_REDUCE_TASK_EXIT_MSG", "1")  # srun would name one only
+    run = Exec("exit 3", SlurmExecInfo(**QUIET))
+    assert run.exit_codes == {"n1": 3, "n2": 3, "n3": 3}
 
 
 def test_tasks_of_one_node_go_under_that_node(allocation):
@@ -100,12 +124,28 @@ def test_kill_cancels_the_step_and_its_processes(allocation, slurm, tag):
     assert eventually(lambda: no_step_but_the_allocation(slurm), 15)
 
 
+def test_a_node_that_ended_before_kill_keeps_its_code(allocation, slurm, tag):
+    # exec_async asks srun -v for each task that ends with 0, as it ends
+    run = Exec(f'[ "$SLURMD_NODENAME" != n1 ] || exit 0; sleep {tag}',
+               SlurmExecInfo(exec_async=True, **QUIET))
+    assert eventually(lambda: len(sleeping(tag)) == 2 and run.progress()[0] == 1)
+    run.kill()
+    assert run.exit_codes["n1"] == 0 and list(run.errors) == ["n2", "n3"]
+    assert eventually(lambda: no_step_but_the_allocation(slurm), 15)
+
+
 def test_timeout_cancels_the_step_on_every_node(allocation, slurm, tag):
     run = Exec(f"sleep {tag}", SlurmExecInfo(timeout=1, num_nodes=2, **QUIET))
     assert run.exit_codes == {"n1": 124, "n2": 124}
     assert all(isinstance(e, CommandTimeoutError) for e in run.errors.values())
     assert eventually(lambda: sleeping(tag) == [], 15)
     assert eventually(lambda: no_step_but_the_allocation(slurm), 15)
+
+
+def test_a_node_that_ended_before_the_timeout_keeps_its_code(allocation, tag):
+    run = Exec(f'[ "$SLURMD_NODENAME" != n1 ] || exit 0; sleep {tag}',
+               SlurmExecInfo(timeout=8, num_nodes=2, **QUIET))
+    assert run.exit_codes == {"n1": 0, "n2": 124} and list(run.errors) == ["n2"]
 
 
 def test_node_whose_slurmd_dies_mid_step_ends_255_with_the_reason_others_keep_output(
@@ -122,6 +162,27 @@ def test_node_whose_slurmd_dies_mid_step_ends_255_with_the_reason_others_keep_ou
     assert run.exit_codes == {"n1": 0, "n2": 255, "n3": 0}
     assert isinstance(run.errors["n2"], HostStoppedAnsweringError)
     assert "Node failure" in str(run.errors["n2"]) and list(run.errors) == ["n2"]
+    assert eventually(lambda: sleeping(tag) == [], 15)
+
+
+def test_node_failure_in_a_step_nobody_watches_keeps_the_others_codes(allocation, slurm,
+                                                                        tag):
+    # no exec_async, no timeout: srun runs without -v, so the others' 0 is inferred
+    runs = []
+    step = threading.Thread(target=lambda: runs.append(Exec(
+        f'echo out-$SLURMD_NODENAME; [ "$SLURMD_NODENAME" != n2 ] || sleep {tag}',
+        SlurmExecInfo(**QUIET))))
+    step.start()
+    try:
+        assert eventually(lambda: len(sleeping(tag)) == 1)
+        slurm.kill_slurmd("n2")
+        step.join(90)
+    finally:
+        slurm.start_slurmd("n2")
+    assert runs[0].stdout == {h: f"out-{h}\n" for h in ("n1", "n2", "n3")}
+    assert runs[0].exit_codes == {"n1": 0, "n2": 255, "n3": 0}
+    assert list(runs[0].errors) == ["n2"]
+    assert isinstance(runs[0].errors["n2"], HostStoppedAnsweringError)
     assert eventually(lambda: sleeping(tag) == [], 15)
 
 
