@@ -42,7 +42,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from fabexec import sandbox
 
@@ -143,17 +143,26 @@ def wait_for(procs: Sequence[subprocess.Popen]) -> Tuple[List[int], float]:
     return [proc.returncode for proc in procs], sum(peaks) / 1024
 
 
-def fabexec_copy(kind: str, src: str, dst: str, config: Path, hosts: Sequence[str]) -> Run:
-    """A `Put` or `Get` in a process of its own; the call's time and the process's peak."""
-    proc = subprocess.run([sys.executable, "-c", CHILD, kind, src, dst, str(config),
-                           ",".join(hosts)], env={**os.environ, "PYTHONPATH": str(ROOT)},
+def child_copy(child: str, args: Sequence[str], code: Path, timeout: float,
+               what: str) -> Dict[str, Any]:
+    """A copy run by the script ``child`` (``python -c``) with ``code`` on its path, in a
+    process of its own: the JSON it prints, once it said the copy worked."""
+    proc = subprocess.run([sys.executable, "-c", child, *args],
+                          env={**os.environ, "PYTHONPATH": str(code)}, cwd=str(code),
                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=COPY_TIMEOUT)
+                          timeout=timeout)
     if proc.returncode != 0:
-        raise BenchError(f"fabexec {kind} exited {proc.returncode}: {proc.stderr[-500:]}")
+        raise BenchError(f"{what} exited {proc.returncode}: {proc.stderr[-500:]}")
     done = json.loads(proc.stdout)
     if done["exit_code"] != 0:
-        raise BenchError(f"fabexec {kind}: {done['errors']}")
+        raise BenchError(f"{what} failed: {done['errors']}")
+    return done
+
+
+def fabexec_copy(kind: str, src: str, dst: str, config: Path, hosts: Sequence[str]) -> Run:
+    """A `Put` or `Get` in a process of its own; the call's time and the process's peak."""
+    done = child_copy(CHILD, [kind, src, dst, str(config), ",".join(hosts)], ROOT,
+                      COPY_TIMEOUT, f"fabexec {kind}")
     return Run(done["seconds"], done["peak_kib"] / 1024, done["cpu"])
 
 

@@ -23,7 +23,6 @@ Figures are printed, never asserted. ``python bench/tree_get.py [--mb 150]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -33,6 +32,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Dict, List, Tuple
+
+import transfer as transfer_bench  # bench/transfer.py, beside this file
 
 from fabexec import sandbox
 
@@ -67,25 +68,13 @@ print(json.dumps({"seconds": seconds, "cpu": cpu, "placing": placing[0],
 """
 
 
-class BenchError(RuntimeError):
-    """A call failed: its figures mean nothing."""
-
-
 def get(code: Path, src: str, dst: Path, config: Path, hosts: List[str],
         gateways: List[str]) -> Tuple[float, float, float]:
     """One `Get` by the fabexec in ``code``, in a child process: its wall and CPU seconds,
     and the seconds spent placing files here (`fabexec.tree.Receiving.place`, which
     holds up the reading of that gateway's frames meanwhile)."""
-    proc = subprocess.run([sys.executable, "-c", CHILD, src, str(dst), str(config),
-                           ",".join(hosts), ",".join(gateways)],
-                          env={**os.environ, "PYTHONPATH": str(code)}, cwd=str(code),
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=CALL_TIMEOUT)
-    if proc.returncode != 0:
-        raise BenchError(f"the Get exited {proc.returncode}: {proc.stderr[-500:]}")
-    done = json.loads(proc.stdout)
-    if done["exit_code"] != 0:
-        raise BenchError(f"the Get failed: {done['errors']}")
+    done = transfer_bench.child_copy(CHILD, [src, str(dst), str(config), ",".join(hosts),
+                                             ",".join(gateways)], code, CALL_TIMEOUT, "the Get")
     return done["seconds"], done["cpu"], done["placing"]
 
 
@@ -119,7 +108,8 @@ def main() -> int:
                 runs[name].append(get(code, src, dst, cluster.ssh_config, targets, through))
                 sizes = {p.stat().st_size for p in dst.glob("*/*")}
                 if sizes != {args.mb * 1000000} or len(list(dst.glob("*/*"))) != TARGETS:
-                    raise BenchError(f"{name}: the files did not arrive whole ({sizes})")
+                    raise transfer_bench.BenchError(
+                        f"{name}: the files did not arrive whole ({sizes})")
                 shutil.rmtree(dst)
             print(f"  round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         print(f"Get of {args.mb} MB from each of {TARGETS} targets ({TARGETS * args.mb} MB), "
