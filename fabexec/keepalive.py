@@ -5,7 +5,10 @@ frozen host, whose kernel still acknowledges TCP, looks alive forever and
 Fabric's ``run`` never returns. Here each transport sends
 ``keepalive@openssh.com`` with want-reply every ``interval`` seconds; after
 ``count`` unanswered ones the host is declared gone and its transport closed,
-which ends every channel on it with no exit status.
+which ends every channel on it with no exit status. As with OpenSSH's
+ServerAliveInterval, a host that sent anything during the last interval is
+alive without being asked: a busy link (a gateway's frames, a command's
+output) gets no keepalives, each of which cost a thread and two packets.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from typing import Callable, Optional, Set
+from typing import Any, Callable, Optional, Set
 
 from .seams import GlobalReplies, send_global_request
 
@@ -39,7 +42,17 @@ class KeepaliveTransport(GlobalReplies):
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
         self.unanswered = 0
+        self.probes = 0  # sent in all
         self.dead_reason: Optional[str] = None
+        #: Set at each packet received; the monitor clears it at each look.
+        self.heard = False
+        read = self.packetizer.read_message
+
+        def read_message() -> Any:
+            found = read()
+            self.heard = True
+            return found
+        self.packetizer.read_message = read_message
 
     def probe(self) -> None:
         """Count one more unanswered request and send it without blocking the caller.
@@ -48,6 +61,7 @@ class KeepaliveTransport(GlobalReplies):
         once the socket buffer is full, and the count must keep going.
         """
         self.unanswered += 1
+        self.probes += 1
         threading.Thread(target=self._send_quietly, daemon=True).start()
 
     def _send_quietly(self) -> None:
@@ -155,6 +169,10 @@ class Monitor:
                 self._watches.pop(transport, None)
             # close() joins the transport's thread: not on the monitor's time.
             threading.Thread(target=transport.close, daemon=True).start()
+            return
+        if transport.heard:  # it spoke since the last look: alive, nothing to ask
+            transport.heard = False
+            transport.unanswered = 0
             return
         transport.probe()
 
