@@ -257,8 +257,10 @@ def test_put_through_gateways_keeps_every_mode_as_a_direct_put(
                         tree_info(cluster, hosts=["node2"], **more))
     assert done["tree"].exit_codes == done["direct"].exit_codes == {"node2": 0}, \
         done["tree"].errors
+    # alias names app/sub, which the copy of app read first: its access times are then.
     listing = (f"cd {folder} && find . -mindepth 2 -printf '%P %m %y %l %s %T@ %A@\\n' | "
-               "sort | awk '$3 == \"l\" {{ $NF = \"\"; $(NF-1) = \"\" }} 1'; "
+               "sort | awk '$3 == \"l\" {{ $NF = \"\"; $(NF-1) = \"\" }} "
+               "$1 ~ /^[a-z]+\\/alias/ {{ $NF = \"\" }} 1'; "
                "for f in $(find direct -type f | sort); do cmp $f tree/${f#direct/}; done")
     seen = openssh(cluster, "node2", listing)  # times read before any file is
     lines = seen.stdout.splitlines()
