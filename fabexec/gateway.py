@@ -71,7 +71,7 @@ class Writer:
     """Frames to a descriptor, whole, gathered for at most ``gather`` seconds.
 
     Every host's thread sends. Written one by one, each small frame (a
-    target's start, its end) would cross the client's SSH link as a packet of
+    target's output, its end) would cross the client's SSH link as a packet of
     its own, which costs the client paramiko's per-packet work in Python: the
     cost per target the tree is there to remove. Gathered, many go in one
     packet (ClusterShell merges its gateways' messages every 0.25 s).
@@ -175,7 +175,6 @@ class GatewayExecutor(PsshExecutor):
         super().__init__(cmd, info, hosts)
         # The client's: should this gateway die, it ends these commands through another.
         self.tag = tag
-        self.writer = writer
         self.fanout = ReportingFanOut(hosts, info, writer)
 
 

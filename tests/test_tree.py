@@ -301,16 +301,23 @@ def _only(cluster: SandboxCluster, host: str) -> str:
     return f'[ "$(hostname)" = {host} ]'
 
 
+def sleeping_on_node3(cluster: SandboxCluster, tmp_path: Path, seconds: str,
+                      **changes: Any) -> Exec:
+    """``sleep {seconds}`` on node3 and ``echo quick`` on node4, through gateways, async;
+    returned once node3's command said it started."""
+    command = (f'if {_only(cluster, "node3")}; then echo started; sleep {seconds}; '
+               'else echo quick; fi')
+    node = Exec(command, tree_info(cluster, hosts=["node3", "node4"], exec_async=True,
+                                   pipe_stdout=str(tmp_path / "{host}.out"), **changes))
+    assert eventually(lambda: (tmp_path / "node3.out").read_bytes() == b"started\n")
+    return node
+
+
 def test_gateway_killed_mid_run_ends_its_started_targets_through_a_peer_with_255(
         cluster: SandboxCluster, tmp_path: Path) -> None:
     seconds = unique_seconds()
-    command = (f'if {_only(cluster, "node3")}; then echo started; sleep {seconds}; '
-               'else echo quick; fi')
     try:
-        node = Exec(command, tree_info(cluster, hosts=["node3", "node4"], exec_async=True,
-                                       gateways=["node1", "node2"],
-                                       pipe_stdout=str(tmp_path / "{host}.out")))
-        assert eventually(lambda: (tmp_path / "node3.out").read_bytes() == b"started\n")
+        node = sleeping_on_node3(cluster, tmp_path, seconds, gateways=["node1", "node2"])
         cluster.crash("node1")
         node.wait()
         assert node.exit_codes == {"node3": 255, "node4": 0}
@@ -359,14 +366,9 @@ def test_a_target_a_lost_gateway_had_not_reported_is_not_run_elsewhere(
 def test_frozen_gateway_is_noticed_by_its_keepalives(cluster: SandboxCluster,
                                                     tmp_path: Path) -> None:
     seconds = unique_seconds()
-    command = (f'if {_only(cluster, "node3")}; then echo started; sleep {seconds}; '
-               'else echo quick; fi')
     try:
-        node = Exec(command, tree_info(cluster, hosts=["node3", "node4"], exec_async=True,
-                                       gateways=["node1", "node2"], keepalive_interval=0.5,
-                                       keepalive_count=2,
-                                       pipe_stdout=str(tmp_path / "{host}.out")))
-        assert eventually(lambda: (tmp_path / "node3.out").read_bytes() == b"started\n")
+        node = sleeping_on_node3(cluster, tmp_path, seconds, gateways=["node1", "node2"],
+                                 keepalive_interval=0.5, keepalive_count=2)
         cluster.freeze("node1")
         try:
             node.wait()
@@ -386,14 +388,9 @@ def test_frozen_gateway_is_noticed_by_its_keepalives(cluster: SandboxCluster,
 def test_target_frozen_behind_a_gateway_is_noticed_by_the_gateways_keepalives(
         cluster: SandboxCluster, tmp_path: Path) -> None:
     seconds = unique_seconds()
-    command = (f'if {_only(cluster, "node3")}; then echo started; sleep {seconds}; '
-               'else echo quick; fi')
     try:
-        node = Exec(command, tree_info(cluster, hosts=["node3", "node4"], exec_async=True,
-                                       gateways="node1", keepalive_interval=0.5,
-                                       keepalive_count=2,
-                                       pipe_stdout=str(tmp_path / "{host}.out")))
-        assert eventually(lambda: (tmp_path / "node3.out").read_bytes() == b"started\n")
+        node = sleeping_on_node3(cluster, tmp_path, seconds, gateways="node1",
+                                 keepalive_interval=0.5, keepalive_count=2)
         cluster.freeze("node3")
         try:
             node.wait()
