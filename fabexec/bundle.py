@@ -30,6 +30,7 @@ import struct
 import sys
 import sysconfig
 import tarfile
+import textwrap
 import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
@@ -85,11 +86,14 @@ if spec and spec.submodule_search_locations:
     ours = package_hash(list(spec.submodule_search_locations)[0])
 print(json.dumps({"python": list(sys.version_info[:3]), "impl": sys.implementation.name,
                   "platform": sysconfig.get_platform(), "cache_tag": sys.implementation.cache_tag,
-                  "fabexec": ours, "missing": [m for m in NEEDED if not found(m)]}),
+                  "fabexec": ours, "missing": [m for m in NEEDED if not found(m)],
+                  "folder": folder}),
       flush=True)
 """
 
-#: What a gateway's Python says first: what it is and what it can import, as a JSON line.
+#: What a gateway's Python says first: what it is and what it can import, and the
+#: temporary ``folder`` it made (the client removes it should the gateway be SIGKILLed),
+#: as a JSON line.
 PROBE = ("import hashlib, os\n" + inspect.getsource(package_hash)
          + f"NEEDED = {list(NEEDED_MODULES)!r}\n" + _PROBE_BODY)
 
@@ -140,13 +144,14 @@ finally:
     gone()
 """
 
-#: The gateway's program: once it has said what it is (`PROBE`), the folder of the
-#: fabexec to run (its length, then its name; empty when the gateway's own fabexec
-#: serves) comes first on stdin, then the frames.
-STAGE2 = _COMMON + PROBE + r"""
+#: The gateway's program: once it has made its folder and said what it is (`PROBE`), the
+#: folder of the fabexec to run (its length, then its name; empty when the gateway's own
+#: fabexec serves) comes first on stdin, then the frames.
+STAGE2 = _COMMON + r"""
 folder = tempfile.mkdtemp(prefix="fabexec-gw-", dir=where())
 code = 1
 try:
+""" + textwrap.indent(PROBE, "    ") + r"""
     size, = struct.unpack(">Q", take(8))
     if size:
         sys.path.insert(0, take(size).decode())

@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - loaded on its own
     FabexecError = Exception  # type: ignore[misc,assignment]
 
 #: Changes whenever a frame's meaning changes; client and gateway must agree.
-PROTOCOL = 2
+PROTOCOL = 3
 
 #: Every frame starts with these bytes, then the two lengths.
 MAGIC = b"FXF1"

@@ -57,10 +57,14 @@ FLUSH_SECONDS = 0.25
 FLUSH_BYTES = 256 * 1024
 
 #: How long they are gathered when nobody watches them come (output hidden: collected,
-#: written to files): results arrive within a second, in fewer packets. At most
-#: `MAX_GATHER` whatever a job asks.
+#: written to files): the first within a second, then twice as long after each sending
+#: up to `QUIET_LONGEST_SECONDS`, so that a long run's results (1,024 targets through 32
+#: gateways come over half a minute) cost the client few packets, and a short one's
+#: still come at once (the end is sent as it comes). At most `MAX_GATHER` whatever a
+#: job asks.
 QUIET_FLUSH_SECONDS = 1.0
-MAX_GATHER = 2.0
+QUIET_LONGEST_SECONDS = 4.0
+MAX_GATHER = 8.0
 
 #: The job field of the protocol-only mode (bench/tree.py, see `fabexec.tree`): every
 #: target is answered at once with an empty result (0, no output), none connected to.
@@ -68,7 +72,8 @@ ANSWER_ONLY = "answer_only"
 
 
 class Writer:
-    """Frames to a descriptor, whole, gathered for at most ``gather`` seconds.
+    """Frames to a descriptor, whole, gathered for at most ``gather`` seconds, which
+    doubles after each sending up to ``longest``.
 
     Every host's thread sends. Written one by one, each small frame (a
     target's output, its end) would cross the client's SSH link as a packet of
@@ -83,7 +88,7 @@ class Writer:
         self._pending = bytearray()
         self._due = threading.Event()
         self.broken: Optional[OSError] = None
-        self.gather = FLUSH_SECONDS
+        self.gather = self.longest = FLUSH_SECONDS
         threading.Thread(target=self._flush_often, daemon=True, name="fabexec-gw-out").start()
 
     def send(self, header: Dict[str, Any], payload: bytes = b"") -> None:
@@ -116,6 +121,7 @@ class Writer:
             self._due.wait()
             time.sleep(self.gather)
             self._due.clear()
+            self.gather = min(self.gather * 2, self.longest)
             try:
                 self.flush()
             except OSError:
@@ -215,8 +221,6 @@ def first_frame(parser: Parser) -> Tuple[Optional[Frame], List[Frame]]:
 def serve(folder: str) -> int:
     """Run one job from stdin to stdout (see the module's docstring); the exit status."""
     writer = Writer(1)
-    writer.send({"kind": "ready", "protocol": PROTOCOL, "pid": os.getpid(), "folder": folder})
-    writer.flush()
     parser = Parser()
     try:
         job, early = first_frame(parser)
@@ -224,9 +228,11 @@ def serve(folder: str) -> int:
             return 0  # the client left before sending work
         if job.kind != "job" or job.header.get("protocol") != PROTOCOL:
             raise FrameError(f"expected a job of protocol {PROTOCOL}, got {job.header!r:.200}")
-        gather = job.header.get("gather", FLUSH_SECONDS)
+        gather, longest = job.header.get("gather"), job.header.get("gather_longest")
         if isinstance(gather, (int, float)):
-            writer.gather = min(max(float(gather), 0.0), MAX_GATHER)
+            writer.gather = writer.longest = min(max(float(gather), 0.0), MAX_GATHER)
+        if isinstance(longest, (int, float)):
+            writer.longest = min(max(float(longest), writer.gather), MAX_GATHER)
         if job.header.get(ANSWER_ONLY) is True:
             return answer_only(list(job.header["targets"]), writer)
         info = job_info(job, folder)

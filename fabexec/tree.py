@@ -66,6 +66,7 @@ from .gateway import (
     ANSWER_ONLY,
     FLUSH_SECONDS,
     QUIET_FLUSH_SECONDS,
+    QUIET_LONGEST_SECONDS,
     SETTINGS,
     FrameWriter,
     remove_tree,
@@ -274,6 +275,9 @@ class Session:
             channel.exec_command(remote_line(script, self.tag))
             channel.sendall(script)
             probe, early = self._probe(channel)
+            folder = probe.get("folder")
+            self.folder = folder if isinstance(folder, str) and GATEWAY_FOLDER.match(folder) \
+                else None
             lib = ""
             if not can_run_its_own(probe):
                 check_python(self.gateway, probe)
@@ -351,6 +355,8 @@ class Session:
             for c in tree.copies]
         header = {"kind": "job", "protocol": PROTOCOL, "cmd": tree.cmd_given,
                   "gather": QUIET_FLUSH_SECONDS if info.hide_output else FLUSH_SECONDS,
+                  "gather_longest": QUIET_LONGEST_SECONDS if info.hide_output
+                  else FLUSH_SECONDS,
                   "tag": self.tag, "copies": copies, "gets": gets,
                   "targets": self.targets, "settings": settings,
                   "files": {name: len(data) for name, data in files}}
@@ -399,10 +405,6 @@ class Session:
         elif kind == "data-end" and self.receiving is not None:
             receiving, self.receiving = self.receiving, None
             self.placed[receiving.host] = receiving.place(self.tree.stop_placing)
-        elif kind == "ready":
-            folder = header.get("folder")
-            self.folder = folder if isinstance(folder, str) and GATEWAY_FOLDER.match(folder) \
-                else None
         elif kind == "fatal":
             message = str(header.get("message"))
             for host in self.targets:

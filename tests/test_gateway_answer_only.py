@@ -38,4 +38,4 @@ def test_answer_only_job_answers_every_target_and_connects_to_none() -> None:
     assert gateway.returncode == 0, gateway.stderr
     ends = [f.header for f in frames if f.kind == "end"]
     assert ends == [{"kind": "end", "h": i, "code": 0, "error": None} for i in range(3)]
-    assert [f.kind for f in frames if f.kind != "end"] == ["ready", "done"]
+    assert [f.kind for f in frames if f.kind != "end"] == ["done"]
