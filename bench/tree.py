@@ -30,9 +30,10 @@ the groups hold the whole of it. Without a writable cgroup those two read "n/a".
 Last, the protocol-only mode (gateways answer for their targets without connecting,
 see `fabexec.gateway`) gives the root's own cost per target at 10,000 targets.
 
-Each figure is the median of the rounds (3 up to 128 hosts, 1 above), tools rotated
-each round. Prints a table, draws ``bench/tree.png`` (matplotlib, the ``bench``
-extra), never asserts: PASS/FAIL says where the target stands. About 15 minutes;
+Each figure is the median of the rounds (3 up to 128 hosts and at 1,024, the target's
+size; 1 between), tools rotated each round. Prints a table, draws ``bench/tree.png``
+(matplotlib, the ``bench`` extra), never asserts: PASS/FAIL says where the target
+stands. About 20 minutes;
 ``python bench/tree.py`` or ``inv bench -n tree``. Needs about 3 GiB of memory; it
 skips a call (and says so) when fewer than 8 GiB would stay free; a call that fails
 is reported and left out.
@@ -394,7 +395,7 @@ def run_curves(cluster: sandbox.SandboxCluster, gateways: Sequence[str],
     for n in SIZES:
         found = cases(cluster, n, gateways, installed)
         got: Dict[str, List[Sample]] = {c.tool: [] for c in found}
-        for r in range(ROUNDS_SMALL if n <= SMALL else ROUNDS_BIG):
+        for r in range(ROUNDS_SMALL if n <= SMALL or n == TARGETS else ROUNDS_BIG):
             for case in found[r % len(found):] + found[:r % len(found)]:
                 sample = measure(case, groups)
                 if sample:

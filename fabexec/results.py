@@ -58,8 +58,10 @@ def run_hosts(info: ExecInfo) -> List[str]:
 
 def runs_here(host: str, info: ExecInfo) -> bool:
     """True when ``host`` names this machine and nothing asks to reach it over SSH."""
-    return (info.port is None and info.user in (None, getpass.getuser())
-            and is_local_name(host))
+    # The name first: the user's name is asked of the OS (without $USER, the password
+    # database), 14 us a call, which 1,024 remote hosts need not pay.
+    return (info.port is None and is_local_name(host)
+            and info.user in (None, getpass.getuser()))
 
 
 def split_local(hosts: List[str], info: ExecInfo) -> Tuple[List[str], List[str]]:
