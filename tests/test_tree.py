@@ -31,6 +31,7 @@ from fabexec.errors import (
     UnreachableError,
 )
 from fabexec.frames import HEAD, MAGIC, MAX_HEADER, FrameError, Parser, encode
+from fabexec.gateway import Writer
 from fabexec.sandbox import SandboxCluster
 from fabexec.topology import TopologyError, plan
 from tests.clusters import (
@@ -601,6 +602,24 @@ def test_gateway_python_like_ours_takes_our_packages() -> None:
     bundle.check_python("gw1", {"python": [*sys.version_info[:3]],
                                 "impl": sys.implementation.name,
                                 "platform": sysconfig.get_platform()})
+
+
+def test_a_gateway_gathers_hidden_output_twice_as_long_after_each_sending_up_to_a_bound(
+        ) -> None:
+    read_end, write_end = os.pipe()
+    writer = Writer(write_end)
+    writer.gather, writer.longest = 0.01, 0.04
+    gathered = []
+    try:
+        for index in range(4):
+            writer.send({"kind": "end", "h": index, "code": 0, "error": None})
+            frames = Parser().feed(os.read(read_end, 65536))  # once the writer sent it
+            assert [f.header["h"] for f in frames] == [index]
+            gathered.append(writer.gather)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert gathered == [0.02, 0.04, 0.04, 0.04]
 
 
 def test_frames_round_trip_in_chunks_of_any_size() -> None:
