@@ -8,8 +8,8 @@ a `Put`, unpacks the sources that follow in ``data`` frames and runs the
 ordinary `Put` from there; for a `Get`, runs the ordinary `Get` into a folder
 and sends each target's files back as a tar stream in ``data`` frames), and
 writes frames on stdout as things happen: ``out`` per chunk of output, ``end``
-per target with its exit code and typed error, ``done`` at the end. Its own keepalives, timeouts and
-reaper serve its targets exactly as they serve a client's.
+per target with its exit code and typed error, ``done`` at the end. Its own
+keepalives, timeouts and reaper serve its targets exactly as they serve a client's.
 
 A ``kill`` frame, its stdin closing (the client is gone) or SIGTERM/SIGHUP end
 every command through the usual kill path; the key and every file it was given
@@ -60,11 +60,10 @@ FLUSH_BYTES = 256 * 1024
 #: written to files): the first within a second, then twice as long after each sending
 #: up to `QUIET_LONGEST_SECONDS`, so that a long run's results (1,024 targets through 32
 #: gateways come over half a minute) cost the client few packets, and a short one's
-#: still come at once (the end is sent as it comes). At most `MAX_GATHER` whatever a
-#: job asks.
+#: still come at once (the end is sent as it comes). The job says which (``watched``):
+#: client and gateway run the same fabexec, so these figures are the client's too.
 QUIET_FLUSH_SECONDS = 1.0
 QUIET_LONGEST_SECONDS = 4.0
-MAX_GATHER = 8.0
 
 #: The job field of the protocol-only mode (bench/tree.py, see `fabexec.tree`): every
 #: target is answered at once with an empty result (0, no output), none connected to.
@@ -228,11 +227,8 @@ def serve(folder: str) -> int:
             return 0  # the client left before sending work
         if job.kind != "job" or job.header.get("protocol") != PROTOCOL:
             raise FrameError(f"expected a job of protocol {PROTOCOL}, got {job.header!r:.200}")
-        gather, longest = job.header.get("gather"), job.header.get("gather_longest")
-        if isinstance(gather, (int, float)):
-            writer.gather = writer.longest = min(max(float(gather), 0.0), MAX_GATHER)
-        if isinstance(longest, (int, float)):
-            writer.longest = min(max(float(longest), writer.gather), MAX_GATHER)
+        if job.header.get("watched") is False:  # nobody sees the output as it comes
+            writer.gather, writer.longest = QUIET_FLUSH_SECONDS, QUIET_LONGEST_SECONDS
         if job.header.get(ANSWER_ONLY) is True:
             return answer_only(list(job.header["targets"]), writer)
         info = job_info(job, folder)

@@ -64,9 +64,6 @@ from .fanout import LINK_ERRORS
 from .frames import MAX_PAYLOAD, PROTOCOL, Frame, FrameError, Parser, encode
 from .gateway import (
     ANSWER_ONLY,
-    FLUSH_SECONDS,
-    QUIET_FLUSH_SECONDS,
-    QUIET_LONGEST_SECONDS,
     SETTINGS,
     FrameWriter,
     remove_tree,
@@ -354,9 +351,7 @@ class Session:
             {"name": _name(c.src), "slash": c.src.endswith("/"), "dst": c.dst, "into": c.into}
             for c in tree.copies]
         header = {"kind": "job", "protocol": PROTOCOL, "cmd": tree.cmd_given,
-                  "gather": QUIET_FLUSH_SECONDS if info.hide_output else FLUSH_SECONDS,
-                  "gather_longest": QUIET_LONGEST_SECONDS if info.hide_output
-                  else FLUSH_SECONDS,
+                  "watched": not info.hide_output,
                   "tag": self.tag, "copies": copies, "gets": gets,
                   "targets": self.targets, "settings": settings,
                   "files": {name: len(data) for name, data in files}}

@@ -249,7 +249,6 @@ def test_host_silent_while_authenticating_is_unreachable_not_refused(cluster: Cl
     assert "within 2 s" in str(node.errors["stalls"])
 
 
-
 @contextmanager
 def answering_late(address: Tuple[str, int], seconds: float) -> Iterator[Tuple[str, int]]:
     """A loopback port passing one connection to ``address``, holding back what the
