@@ -7,7 +7,8 @@ by node: each task first prints a marker with its node's name on its stdout;
 with ``srun --label`` every line then says which task, hence which node, it
 came from, so output is split back per node while it runs (``[node]``
 prefixes, ``pipe_stdout`` with ``{host}``; a task's stderr line read before its
-marker waits for it).
+marker waits for it). srun's own word of a task (below) also names its node: it
+places the tasks whose markers a step ended at once (srun's forced end) never passed on.
 
 Each task's status is srun's own report. Unless the step was cancelled, srun
 names every task that fails (``nX: task 2: Exited with exit code 3``; ``nX:
@@ -261,26 +262,30 @@ class StepExecutor:
             return
         completed = _COMPLETED.match(line)
         if completed is not None:
-            self._ended(completed[2].decode(), 0)
+            self._ended(completed[1].decode(errors="replace"), completed[2].decode(), 0)
             return
         task_error = _TASK_ERROR.match(line)
         if task_error is not None:
             node, tasks, what = (w.decode(errors="replace") for w in task_error.groups())
             exited = _EXITED.match(what)
             if exited is not None:
-                self._ended(tasks, int(exited[1]))
+                self._ended(node, tasks, int(exited[1]))
                 return
             signum = _SIGNALS.get(what.replace(" (core dumped)", ""))
             if signum is not None:
-                self._ended(tasks, 128 + signum, signum)
+                self._ended(node, tasks, 128 + signum, signum)
             self.reasons.setdefault(node, []).append(what)
         elif not line.startswith(b"srun: ") or re.search(rb"error|fatal", line, re.I):
             self.messages.append(line.decode(errors="replace").strip())  # not -v's chatter
 
-    def _ended(self, tasks: str, code: int, signum: int = 0) -> None:
+    def _ended(self, node: str, tasks: str, code: int, signum: int = 0) -> None:
         with self._lock:  # after kill(), a status is the kill's, not the command's
             if not self.killed:
                 for task in _task_ids(tasks):
+                    # srun's word places a task whose marker never came: a task killed
+                    # by a signal makes srun force-terminate the step, and one ended
+                    # within milliseconds of its start loses every task's output
+                    self.node_of.setdefault(task, node)
                     self.codes[task] = code
                     if signum:
                         self.signals[task] = signum
@@ -322,6 +327,9 @@ class StepExecutor:
         codes = [self._code(t) for t in tasks]
         if tasks and None not in codes and node not in self.reasons:
             return HostResult(next((c for c in codes if c), 0))
+        if not tasks and node not in self.failed_nodes and not self.messages \
+                and self._unnamed_ended_with_0():  # srun named none here, nor erred
+            return HostResult(0)
         if self.timed_out:
             return HostResult.of(CommandTimeoutError(host, f"timed out after "
                                                      f"{self.info.timeout} s; the step was "
@@ -344,11 +352,17 @@ class StepExecutor:
         unseen, nor, without -v, one that ended with 0. None: unknown."""
         if task in self.codes:
             return self.codes[task]
-        if self.killed or self.node_of.get(task) in self.failed_nodes:
+        if self.node_of.get(task) in self.failed_nodes:
             return None
+        return 0 if self._unnamed_ended_with_0() else None
+
+    def _unnamed_ended_with_0(self) -> bool:
+        """srun exited with the status its named tasks give, so it named every failure."""
+        if self.killed:
+            return False
         signals = self.signals.values()
         given = 128 + max(signals) if signals else max(self.codes.values(), default=0)
-        return 0 if self.proc.returncode == given else None
+        return self.proc.returncode == given
 
     def progress(self) -> Tuple[int, int, int]:
         with self._lock:

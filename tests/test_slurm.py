@@ -66,11 +66,11 @@ def test_a_command_that_execs_or_sets_its_own_exit_trap_keeps_its_exit_code(allo
 def test_a_node_killed_by_a_signal_has_128_plus_it_and_the_reason_others_keep_theirs(
         allocation):
     # srun names failed tasks only; it exits 128 + the highest signal, before any exit code.
-    # n2 dies a second in: a task killed by a signal makes srun force-terminate the step,
-    # and a step ended within milliseconds of its start lost the tasks' markers (3 runs in
-    # 8), so that no node could be told apart.
-    run = Exec('case $SLURMD_NODENAME in n2) sleep 1; kill -TERM $$;; n3) exit 200;; esac; '
-               'exit 0', SlurmExecInfo(**QUIET))
+    # n2 dies at once: a task killed by a signal makes srun force-terminate the step, and a
+    # step ended within milliseconds of its start loses every task's output, markers too
+    # (3 runs in 8 here): srun's own words must place the tasks then.
+    run = Exec('case $SLURMD_NODENAME in n2) kill -TERM $$;; n3) exit 200;; esac; exit 0',
+               SlurmExecInfo(**QUIET))
     assert run.exit_codes == {"n1": 0, "n2": 143, "n3": 200}
     assert list(run.errors) == ["n2"] and "Terminated" in str(run.errors["n2"])
 
