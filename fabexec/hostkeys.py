@@ -154,10 +154,9 @@ class KnownHosts:
         A gateway checks its targets' keys against these as against the whole file,
         without being sent a site's other lines (130 KB for 1,000 nodes, to each gateway).
         """
+        names = {name.lower() for host, port in hosts for name in (host, _lookup_name(host, port))}
         with self._lock:
-            numbers = {entry.line for host, port in hosts
-                       for name in {_lookup_name(host, port).lower(), host.lower()}
-                       for entry in self._by_name.get(name, ())}
+            numbers = {entry.line for name in names for entry in self._by_name.get(name, ())}
             numbers.update(entry.line for _, entry in self._tried)
             return "".join(self._text[number - 1] + "\n" for number in sorted(numbers))
 

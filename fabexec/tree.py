@@ -730,7 +730,7 @@ def _ssh_routes(routes: Dict[str, Dict[str, str]]) -> bytes:
     for target, found in routes.items():
         lines = [f"    {name} {found[key]}" for name, key in (("HostName", "hostname"),
                  ("Port", "port"), ("User", "user"))
-                 if key in found and str(found[key]) != target and _plain(str(found[key]))]
+                 if key in found and found[key] != target and PLAIN.fullmatch(found[key])]
         if lines:
             blocks.append(f"Host {target}\n" + "\n".join(lines) + "\n")
     return "".join(blocks).encode()
@@ -739,15 +739,14 @@ def _ssh_routes(routes: Dict[str, Dict[str, str]]) -> bytes:
 def _known_lines(path: str, routes: Dict[str, Dict[str, str]], info: ExecInfo) -> bytes:
     """The lines of the known_hosts file ``path`` that may name one of the targets, under
     its name or its HostName, on its port or the one ``info`` gives."""
-    hosts = [(name, int(port)) for target, found in routes.items()
-             for name in {target, found.get("hostname", target)}
-             for port in {found.get("port") or SSH_PORT, info.port or SSH_PORT}]
+    hosts = {(name, int(port)) for target, found in routes.items()
+             for name in (target, found.get("hostname", target))
+             for port in (found.get("port") or SSH_PORT, info.port or SSH_PORT)}
     return shared_host_keys(path).excerpt(hosts).encode()
 
 
-def _plain(value: str) -> bool:
-    """A value that cannot reach the gateway's ssh_config as more than one word."""
-    return bool(re.fullmatch(r"[A-Za-z0-9_.:@%+-]+", value))
+#: A value that cannot reach the gateway's ssh_config as more than one word.
+PLAIN = re.compile(r"[A-Za-z0-9_.:@%+-]+")
 
 
 def _key_file(info: ExecInfo, cxn: HostConnection) -> Optional[str]:
