@@ -105,33 +105,35 @@ class Monitor:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._thread: Optional[threading.Thread] = None
+        self._until = 0.0  # when the thread, waiting, wakes by itself
 
     def watch(self, transport: KeepaliveTransport, interval: float, count: int) -> None:
         if interval <= 0:
             return
         with self._lock:
-            self._watches[transport] = _Watch(interval, count)
-            self._wake()
+            watch = self._watches[transport] = _Watch(interval, count)
+            self._wake(watch.next_probe)
 
     def after(self, seconds: float, action: Callable[[], None]) -> Deadline:
         """Call ``action`` in ``seconds`` (to within `TICK`) unless cancelled."""
         deadline = Deadline(time.monotonic() + seconds, action)
         with self._lock:
             self._deadlines.add(deadline)
-            self._wake()
+            self._wake(deadline.due)
         return deadline
 
     def cancel(self, deadline: Deadline) -> None:
         with self._lock:
             self._deadlines.discard(deadline)
 
-    def _wake(self) -> None:
-        """Something new may be due sooner (the lock held): start or wake the thread."""
+    def _wake(self, due: float) -> None:
+        """Something is due at ``due`` (the lock held): start the thread, or wake it if it
+        waits past then (not at each of a fan-out's connect deadlines, a wake each)."""
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._loop, daemon=True,
                                             name="fabexec-keepalive")
             self._thread.start()
-        else:
+        elif due < self._until:
             self._changed.notify()
 
     def _loop(self) -> None:
@@ -147,6 +149,7 @@ class Monitor:
                 if not due and not checked:
                     soonest = min([d.due for d in self._deadlines]
                                   + [w.next_probe for _, w in watches])
+                    self._until = soonest
                     self._changed.wait(soonest - now)
                     continue
                 self._deadlines.difference_update(due)
