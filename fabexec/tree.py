@@ -30,6 +30,7 @@ import errno
 import os
 import re
 import shlex
+import socket
 import stat
 import sys
 import tarfile
@@ -50,6 +51,7 @@ from .bundle import (
     read_probe,
     stage2_line,
 )
+from .channel_buffer import BatchingPipe, PokingPipe
 from .command import Command, new_tag, remote_line, shell_script
 from .connections import HostConnection, pool
 from .errors import (
@@ -73,6 +75,7 @@ from .info import ExecInfo
 from .reaper import remote_kill_script
 from .results import HostResult
 from .runners import CHUNK, KILL_TIMEOUT
+from .seams import replace_channel_buffer
 from .stdin import StdinSource
 from .tarstream import add, unpack
 from .tee import Outputs
@@ -128,6 +131,11 @@ class TreeExecutor:
         if self.stdin is not None and len(self.stdin) > MAX_STDIN:
             raise ExecInfoError("stdin", f"at most {MAX_STDIN} bytes go through gateways")
         self.tag = new_tag()
+        #: Nobody can look at a result before the end (output hidden, no files, no
+        #: ``exec_async``, a command): each gateway's frames are read in batches.
+        self.unwatched = bool(info.hide_output and info.pipe_stdout is None
+                              and info.pipe_stderr is None and not info.exec_async
+                              and copies is None and gets is None)
         self.results: Dict[str, HostResult] = {}
         self.sessions: List[Session] = []
         self.failed: Dict[str, str] = {}  # gateway -> why
@@ -267,6 +275,8 @@ class Session:
             raise HostError(self.gateway, "not started: the run was stopped")
         cxn.open()
         channel = cxn.create_session()
+        frames = BatchingPipe()
+        replace_channel_buffer(channel, frames, PokingPipe(frames))
         script = stage2_line().encode()
         try:
             channel.exec_command(remote_line(script, self.tag))
@@ -290,6 +300,8 @@ class Session:
             raise
         channel.sendall(preamble(lib.encode()) + self._job())  # one packet where they fit
         self.job_sent = True  # whole: a job cut short starts nothing
+        if self.tree.unwatched:
+            frames.batch(CHUNK)
         if self.tree.copies is not None:
             self._send_sources(channel)
         self._read(channel, cxn, early)
@@ -365,10 +377,15 @@ class Session:
         for frame in parser.feed(early):
             self._handle(frame, tees)
         while True:
-            data = channel.recv(CHUNK)
+            try:
+                data: Optional[bytes] = channel.recv(CHUNK)
+            except socket.timeout:  # a batch's reader woken by stderr, read below
+                data = None
             while channel.recv_stderr_ready():
                 stderr += channel.recv_stderr(CHUNK)
                 del stderr[:-STDERR_KEPT]
+            if data is None:
+                continue
             if not data:
                 break
             for frame in parser.feed(data):
