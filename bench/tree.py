@@ -402,6 +402,10 @@ def run_curves(cluster: sandbox.SandboxCluster, gateways: Sequence[str],
                     got[case.tool].append(sample)
         results[n] = {tool: median(s) for tool, s in got.items() if s}
         print(f"  {n} hosts done (load average {os.getloadavg()[0]:.1f})", flush=True)
+        if n == TARGETS:  # the target's spread, round by round
+            for tool, samples in got.items():
+                print(f"    {tool}, root ms/host by round: "
+                      f"{', '.join(per_host_ms(s.root, n) for s in samples) or 'none'}")
     return results
 
 

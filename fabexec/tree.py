@@ -298,7 +298,7 @@ class Session:
         except HostError:
             channel.close()  # the gateway's Python, waiting for its orders, ends
             raise
-        channel.sendall(preamble(lib.encode()) + self._job())  # one packet where they fit
+        channel.sendall(preamble(lib.encode()) + self._job(cxn))  # one packet where they fit
         self.job_sent = True  # whole: a job cut short starts nothing
         if self.tree.unwatched:
             frames.batch(CHUNK)
@@ -336,10 +336,9 @@ class Session:
             err += channel.recv_stderr(CHUNK)
         raise probe_failure(self.gateway, (out + err).decode(errors="replace"))
 
-    def _job(self) -> bytes:
+    def _job(self, cxn: HostConnection) -> bytes:
         """The job frame: settings, targets, and the key, known_hosts and stdin as bytes."""
         tree, info = self.tree, self.tree.info
-        cxn = pool.connection(self.gateway, info)
         settings = {name: getattr(info, name) for name in SETTINGS}
         settings["cwd"] = None if info.cwd is None else os.fspath(info.cwd)
         settings["user"] = info.user or cxn.user
