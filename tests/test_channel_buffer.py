@@ -39,12 +39,27 @@ def test_a_waiting_reader_is_woken_once_its_whole_message_came() -> None:
     assert got == [b"0123456789"]
     assert pipe.read(3) == b"xyz"
 
-
-def test_the_close_hands_out_what_is_left_then_nothing() -> None:
-    pipe = GatheringPipe()
-    got = []
-    reader = threading.Thread(target=lambda: got.append(pipe.read(10, timeout=30)))
+def reading(pipe: GatheringPipe, got: list, nbytes: int = 1 << 18) -> threading.Thread:
+    def read() -> None:
+        try:
+            got.append(pipe.read(nbytes))
+        except PipeTimeout:
+            got.append(PipeTimeout)
+    reader = threading.Thread(target=read)
     reader.start()
+    return reader
+
+def batching(nbytes: int) -> BatchingPipe:
+    pipe = BatchingPipe()
+    pipe.batch(nbytes)
+    return pipe
+
+
+@pytest.mark.parametrize("make", [GatheringPipe, lambda: batching(100)],
+                         ids=["gathering", "batching"])
+def test_the_close_hands_out_what_is_left_then_nothing(make) -> None:
+    pipe, got = make(), []
+    reader = reading(pipe, got, 10)
     pipe.feed(b"abc")
     pipe.close()
     reader.join(30)
@@ -71,18 +86,6 @@ def test_the_event_tells_whether_data_is_there() -> None:
     pipe.close()
     assert event.is_set()
 
-
-def reading(pipe: GatheringPipe, got: list, nbytes: int = 1 << 18) -> threading.Thread:
-    def read() -> None:
-        try:
-            got.append(pipe.read(nbytes))
-        except PipeTimeout:
-            got.append(PipeTimeout)
-    reader = threading.Thread(target=read)
-    reader.start()
-    return reader
-
-
 def test_a_gateway_pipe_wakes_its_reader_at_each_packet_until_told_to_batch() -> None:
     pipe, got = BatchingPipe(), []
     reader = reading(pipe, got)
@@ -90,10 +93,8 @@ def test_a_gateway_pipe_wakes_its_reader_at_each_packet_until_told_to_batch() ->
     reader.join(30)
     assert got == [b"probe\n"]  # as paramiko's pipe: whatever came, at once
 
-
 def test_a_batching_reader_sleeps_until_its_batch_came_then_gets_it_whole() -> None:
-    pipe, got = BatchingPipe(), []
-    pipe.batch(10)
+    pipe, got = batching(10), []
     pipe.feed(b"0123")  # before the read: a pipe that did not batch would hand this out
     reader = reading(pipe, got)
     reader.join(0.2)
@@ -101,18 +102,6 @@ def test_a_batching_reader_sleeps_until_its_batch_came_then_gets_it_whole() -> N
     pipe.feed(b"456789xyz")
     reader.join(30)
     assert got == [b"0123456789xyz"]
-
-
-def test_a_batching_reader_is_woken_by_the_close_with_what_came() -> None:
-    pipe, got = BatchingPipe(), []
-    pipe.batch(100)
-    reader = reading(pipe, got)
-    pipe.feed(b"end frames")
-    pipe.close()
-    reader.join(30)
-    assert got == [b"end frames"]
-    assert pipe.read(100) == b""
-
 
 def test_stderr_wakes_a_batching_reader_so_that_it_reads_it() -> None:
     # Unread, stderr would hold the channel's window: the reader must come and drain it.
