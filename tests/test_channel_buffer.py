@@ -39,6 +39,7 @@ def test_a_waiting_reader_is_woken_once_its_whole_message_came() -> None:
     assert got == [b"0123456789"]
     assert pipe.read(3) == b"xyz"
 
+
 def reading(pipe: GatheringPipe, got: list, nbytes: int = 1 << 18) -> threading.Thread:
     def read() -> None:
         try:
@@ -48,6 +49,7 @@ def reading(pipe: GatheringPipe, got: list, nbytes: int = 1 << 18) -> threading.
     reader = threading.Thread(target=read)
     reader.start()
     return reader
+
 
 def batching(nbytes: int) -> BatchingPipe:
     pipe = BatchingPipe()
