@@ -190,6 +190,13 @@ CHECKS: Dict[str, Tuple[Callable[[], bool], str]] = {
         and "self.sock.recv(n)" in source(BaseSFTP._read_all)),  # type: ignore[attr-defined]
         "Channel keeps received data in in_buffer (fed by _feed, read by recv) and calls "
         "no method of it that GatheringPipe lacks; SFTP asks it for whole messages"),
+    "paramiko.Channel.in_stderr_buffer": (lambda: (
+        "self.in_stderr_buffer = BufferedPipe()" in source(Channel.__init__)
+        and "self.in_stderr_buffer.read(nbytes, self.timeout)" in source(Channel.recv_stderr)
+        and "self.in_stderr_buffer.feed(" in source(
+            Channel._feed_extended)),  # type: ignore[attr-defined]
+        "Channel keeps received stderr in in_stderr_buffer, a BufferedPipe (which PokingPipe "
+        "is), fed by _feed_extended and read by recv_stderr"),
     "invoke.config.DataProxy._root": (
         _probed_by_data_proxy("_root"), "DataProxy probes _root with hasattr/getattr"),
     "invoke.config.DataProxy._keypath": (
