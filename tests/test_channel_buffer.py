@@ -88,12 +88,14 @@ def test_the_event_tells_whether_data_is_there() -> None:
     pipe.close()
     assert event.is_set()
 
+
 def test_a_gateway_pipe_wakes_its_reader_at_each_packet_until_told_to_batch() -> None:
     pipe, got = BatchingPipe(), []
     reader = reading(pipe, got)
     pipe.feed(b"probe\n")
     reader.join(30)
     assert got == [b"probe\n"]  # as paramiko's pipe: whatever came, at once
+
 
 def test_a_batching_reader_sleeps_until_its_batch_came_then_gets_it_whole() -> None:
     pipe, got = batching(10), []
@@ -104,6 +106,7 @@ def test_a_batching_reader_sleeps_until_its_batch_came_then_gets_it_whole() -> N
     pipe.feed(b"456789xyz")
     reader.join(30)
     assert got == [b"0123456789xyz"]
+
 
 def test_stderr_wakes_a_batching_reader_so_that_it_reads_it() -> None:
     # Unread, stderr would hold the channel's window: the reader must come and drain it.
